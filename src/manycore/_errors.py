@@ -1,0 +1,167 @@
+"""Every exception manycore raises, and the helpers that carry a worker's traceback home.
+
+The tree, with the stdlib class each one also is (so existing ``except`` clauses keep working)::
+
+    ManycoreError(Exception)
+    ├── WorkerLostError            + concurrent.futures.process.BrokenProcessPool
+    │       a worker died (exit, signal, OOM kill) while it held the task
+    ├── PoolBrokenError            + BrokenProcessPool
+    │   └── InitializerError           the pool's initializer raised or killed its worker
+    ├── PoolClosedError            + ValueError, RuntimeError
+    │       work was submitted after close()/shutdown(), or the pool was terminated under it
+    ├── TimeoutError               + multiprocessing.TimeoutError, builtins.TimeoutError
+    │       AsyncResult.get(timeout) ran out
+    └── SerializationError
+        ├── ArgumentPicklingError      + pickle.PicklingError    caller could not pickle an argument
+        ├── ArgumentUnpicklingError    + pickle.UnpicklingError  worker could not unpickle it
+        ├── ResultPicklingError        + pickle.PicklingError    worker could not pickle a result
+        │                                                        or an exception
+        └── ResultUnpicklingError      + pickle.UnpicklingError  caller could not unpickle it
+
+``RemoteTraceback`` is not an error users catch: it is attached as ``__cause__`` to an
+exception re-raised from a worker, and its message is the worker's formatted traceback.
+
+Every class here survives pickling: the message is the only positional argument and the
+details are attributes, so ``BaseException.__reduce__`` (type, args, __dict__) rebuilds them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import multiprocessing
+import pickle
+import traceback
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+__all__ = [
+    "ArgumentPicklingError",
+    "ArgumentUnpicklingError",
+    "InitializerError",
+    "ManycoreError",
+    "PoolBrokenError",
+    "PoolClosedError",
+    "RemoteTraceback",
+    "ResultPicklingError",
+    "ResultUnpicklingError",
+    "SerializationError",
+    "TimeoutError",
+    "WorkerLostError",
+]
+
+
+class ManycoreError(Exception):
+    """Base class of every error manycore raises on its own account.
+
+    The message is the only positional argument; keyword details become attributes, so
+    the exception pickles and compares the same on both sides of a pipe.
+    """
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message)
+        self.__dict__.update(details)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class WorkerLostError(ManycoreError, BrokenProcessPool):
+    """A worker process died while it held a task; that task cannot complete.
+
+    Attributes:
+        pid: the worker's process id.
+        exitcode: its exit status when it exited normally, else ``None``.
+        signal: the number of the signal that killed it, else ``None``.
+        task: a short description of the task (function and argument preview).
+    """
+
+    pid: int | None
+    exitcode: int | None
+    signal: int | None
+    task: str
+
+
+class PoolBrokenError(ManycoreError, BrokenProcessPool):
+    """The pool cannot run tasks any more; every pending and later task fails with this."""
+
+
+class InitializerError(PoolBrokenError):
+    """The pool's ``initializer`` raised (or killed its worker), so no worker can start.
+
+    The initializer's own exception is attached as ``__cause__`` when it could be carried.
+    """
+
+
+class PoolClosedError(ManycoreError, ValueError, RuntimeError):
+    """Work was submitted to a pool that was closed, shut down or terminated.
+
+    It is a ``ValueError`` (what ``multiprocessing.Pool`` raises) and a ``RuntimeError``
+    (what ``concurrent.futures`` raises), so code written for either keeps working.
+    """
+
+
+class TimeoutError(ManycoreError, multiprocessing.TimeoutError, builtins.TimeoutError):
+    """A wait ran out of time: both ``multiprocessing.TimeoutError`` and ``TimeoutError``."""
+
+
+class SerializationError(ManycoreError):
+    """Base of the errors that come from pickling on the way to or from a worker."""
+
+
+class ArgumentPicklingError(SerializationError, pickle.PicklingError):
+    """An argument could not be pickled in the caller; nothing was sent."""
+
+
+class ArgumentUnpicklingError(SerializationError, pickle.UnpicklingError):
+    """A worker could not rebuild a task's function or arguments; the task did not run."""
+
+
+class ResultPicklingError(SerializationError, pickle.PicklingError):
+    """A worker could not pickle a task's result (or the exception it raised)."""
+
+
+class ResultUnpicklingError(SerializationError, pickle.UnpicklingError):
+    """The caller could not rebuild a result (or exception) sent back by a worker."""
+
+
+class RemoteTraceback(Exception):
+    """The formatted traceback of an exception raised in a worker.
+
+    Attached as ``__cause__`` of the re-raised exception, so the usual traceback printout
+    shows where in the worker it happened.
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f"\n\nTraceback from the worker process:\n{self.tb}"
+
+
+def format_remote(exc: BaseException) -> str:
+    """The traceback text for ``exc`` as the worker saw it, ready to ship home."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def with_remote_cause(exc: BaseException, tb: str) -> BaseException:
+    """Attach a worker's traceback text to ``exc`` as its ``__cause__`` and return it."""
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+def describe_call(fn: Any, args: Any = (), *, limit: int = 80) -> str:
+    """A short, safe description of a call, for error messages: ``square(3, 4)``."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    try:
+        preview = ", ".join(_short_repr(a) for a in args)
+    except Exception:  # a broken __repr__ must not hide the real error
+        preview = "..."
+    if len(preview) > limit:
+        preview = preview[: limit - 3] + "..."
+    return f"{name}({preview})"
+
+
+def _short_repr(obj: Any, limit: int = 40) -> str:
+    text = repr(obj)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

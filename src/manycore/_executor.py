@@ -1,0 +1,174 @@
+"""``manycore.ProcessPoolExecutor``: the ``concurrent.futures`` API on manycore's scheduler.
+
+Futures are real ``concurrent.futures.Future`` objects, so ``wait``, ``as_completed``,
+``asyncio.wrap_future`` and ``loop.run_in_executor`` work with them. A future is marked
+running when its task is sent to a worker; until then ``cancel()`` succeeds and the task
+never runs.
+
+Differences from the stdlib executor that users can see (all of them fixes): a dead
+worker fails only the task it was running (``WorkerLostError``, a ``BrokenProcessPool``)
+and is replaced, instead of breaking the whole executor; ``map`` reads its input lazily
+with bounded look-ahead and chunks adaptively when ``chunksize`` is not given.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable, Optional
+
+from . import _messages as m
+from ._chunking import ChunkSizer
+from ._cpu import cpu_count
+from ._errors import PoolClosedError
+from ._jobs import MapJob, ResultIterator
+from ._launch import resolve_start_method
+from ._pool import _check_chunksize, function_cache
+from ._scheduler import Scheduler, Task
+from ._serialize import dumps_args
+
+__all__ = ["ProcessPoolExecutor"]
+
+
+class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A stdlib future that the scheduler can complete."""
+
+    sizer: Optional[ChunkSizer] = None  # single tasks are sized by the pool's own sizer
+
+    def _claim(self) -> bool:
+        return self.set_running_or_notify_cancel()
+
+    def _resolve(self, task: Task, value: Any) -> None:
+        self.set_result(value)
+
+    def _reject(self, task: Task, exc: BaseException, partial: Any) -> None:
+        self.set_exception(exc)
+
+    def _cancel(self) -> None:
+        self.cancel()
+
+
+class ProcessPoolExecutor(concurrent.futures.Executor):
+    """An executor that runs calls in worker processes.
+
+    Args:
+        max_workers: number of workers; ``None`` means ``manycore.cpu_count()``.
+        mp_context: start method, as ``Pool``'s ``context``: ``"fork"``, ``"spawn"``,
+            ``"forkserver"``, a ``multiprocessing`` context, or ``None`` (manycore's default).
+        initializer: called as ``initializer(*initargs)`` in each worker at start; if it
+            raises, every future fails with ``InitializerError``.
+        initargs: arguments for ``initializer``.
+        max_tasks_per_child: replace a worker after this many tasks.
+
+    Raises:
+        ValueError: ``max_workers`` < 1, a bad ``max_tasks_per_child``, or an unknown start
+            method.
+        TypeError: ``initializer`` is not callable.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+    ) -> None:
+        if max_workers is None:
+            max_workers = cpu_count()
+        if not isinstance(max_workers, int) or max_workers <= 0:
+            raise ValueError(f"max_workers must be greater than 0, not {max_workers!r}")
+        if max_tasks_per_child is not None and (
+            not isinstance(max_tasks_per_child, int) or max_tasks_per_child < 1
+        ):
+            raise ValueError(
+                f"max_tasks_per_child must be a positive int or None, not {max_tasks_per_child!r}"
+            )
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be a callable, not {initializer!r}")
+        self._max_workers = max_workers
+        self._scheduler = Scheduler(
+            resolve_start_method(mp_context),
+            max_workers,
+            initializer,
+            tuple(initargs),
+            max_tasks_per_child,
+        )
+        self._shutdown = False
+        self._finalizer = weakref.finalize(self, self._scheduler.close)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> _Future:
+        """Schedule ``fn(*args, **kwargs)``; return its ``Future``.
+
+        Raises:
+            ArgumentPicklingError: an argument cannot be pickled (nothing was sent).
+            PoolClosedError: the executor was shut down (also a ``RuntimeError``).
+            PoolBrokenError: the executor cannot start workers (initializer failure).
+        """
+        self._check_open()
+        fn_blob = function_cache.dumps(fn)
+        payload = dumps_args(fn, args, kwargs)
+        future = _Future()
+        self._scheduler.submit(Task(m.CALL, fn, fn_blob, payload, future))
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> Iterator[Any]:
+        """Results of ``fn`` over the zipped ``iterables``, in order.
+
+        Input is read lazily with bounded look-ahead; ``chunksize=None`` sizes chunks
+        from measured run times. ``timeout`` bounds the whole iteration, from this call.
+
+        Raises:
+            TimeoutError: (when iterating) a result is not ready by the deadline.
+            Exception: (when iterating) what ``fn`` raised for that item.
+        """
+        self._check_open()
+        _check_chunksize(chunksize)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fn_blob = function_cache.dumps(fn)
+        if len(iterables) == 1:
+            job = MapJob(self._scheduler, fn, fn_blob, iterables[0], m.MAP, chunksize, True)
+        else:
+            job = MapJob(self._scheduler, fn, fn_blob, zip(*iterables), m.STARMAP, chunksize, True)
+        iterator = ResultIterator(job, ordered=True, deadline=deadline)
+        job._feed()
+        self._scheduler.submit(job)
+        return _owned(iterator, self)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Accept no more work; finish (or with ``cancel_futures``, cancel) what is queued."""
+        self._shutdown = True
+        if cancel_futures:
+            self._scheduler.cancel_queued()
+        self._scheduler.close()
+        if wait:
+            self._scheduler.join()
+
+    def _check_open(self) -> None:
+        if self._shutdown:
+            raise PoolClosedError("cannot schedule new futures after shutdown")
+        self._scheduler.check_open()
+
+    def __repr__(self) -> str:
+        return (
+            f"<manycore.ProcessPoolExecutor max_workers={self._max_workers} "
+            f"start_method={self._scheduler.launcher.name}>"
+        )
+
+
+def _owned(iterator: ResultIterator, owner: object) -> Iterator[Any]:
+    """Iterate while holding ``owner``, so the executor lives as long as its map."""
+    try:
+        yield from iterator
+    finally:
+        iterator.close()
+        del owner

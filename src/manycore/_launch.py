@@ -1,0 +1,429 @@
+"""Starting worker processes: the start methods, and the owner's side of the fork server.
+
+A launcher turns three descriptors (the worker's socket end, the pool's lifeline read end
+and the pool's board) into a running worker and returns a ``WorkerProcess`` handle, which
+tells the scheduler the worker's exit status once it has died.
+
+=============  ============================================  =========================
+method         how                                           exit status from
+=============  ============================================  =========================
+default        fork server forked from the caller when the    the server, via a pipe
+               caller has one OS thread, else spawned
+"forkserver"   fork server started fresh (``python -c``)      the server, via a pipe
+"fork"         ``os.fork()`` in the caller                    ``waitpid``
+"spawn"        ``posix_spawn`` of ``python -c``               ``waitpid``
+=============  ============================================  =========================
+
+Descriptor hygiene: descriptors that belong to the owner's machinery (worker sockets,
+lifeline write ends, wake-up pipes, the server's control socket) are registered with
+``internal_fd``; any process forked from the owner closes them first thing, so a child can
+never keep a dead worker's socket or a lifeline open by accident.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import multiprocessing
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any, Union
+
+from ._zygote import REPLY, STATUS
+
+__all__ = [
+    "Launcher",
+    "WorkerProcess",
+    "forget_internal_fd",
+    "fork_server_pid",
+    "fork_server_pids",
+    "internal_fd",
+    "resolve_start_method",
+]
+
+StartMethod = Union[str, None, Any]  # a name, None, or a multiprocessing context
+START_METHODS = ("fork", "forkserver", "spawn")
+
+# ---------------------------------------------------------------- descriptor hygiene
+
+_internal_fds: set[int] = set()
+
+
+def internal_fd(fd: int) -> int:
+    """Register an owner-side descriptor that forked children must close."""
+    _internal_fds.add(fd)
+    return fd
+
+
+def forget_internal_fd(fd: int) -> None:
+    _internal_fds.discard(fd)
+
+
+def _after_fork_in_child() -> None:
+    global _server, _fresh_server
+    _neutralize(_internal_fds)
+    _internal_fds.clear()
+    # The servers belong to the parent; a child that needs one starts its own.
+    _server = _fresh_server = None
+
+
+def _neutralize(fds: Iterable[int]) -> None:
+    """Point ``fds`` at /dev/null: the channel they were is closed in this process.
+
+    Rather than closing them: Python objects in this forked child may still wrap these
+    numbers and close them when collected; a closed number could by then be reused for
+    something else, and that close would hit the wrong file.
+    """
+    fds = list(fds)
+    if not fds:
+        return
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for fd in fds:
+            if fd != null:
+                try:
+                    os.dup2(null, fd, inheritable=False)
+                except OSError:
+                    pass
+    finally:
+        os.close(null)
+
+
+def neutralize_inherited(keep: Iterable[int]) -> None:
+    """In a process forked from a user's process: let go of every descriptor but stdio and
+    ``keep``, so that the fork server never holds a user's pipe or socket open."""
+    keep = set(keep)
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # pragma: no cover - no procfs
+        fds = list(range(3, 1024))
+    _neutralize(fd for fd in fds if fd > 2 and fd not in keep)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _flush_stdio() -> None:
+    # Unflushed output would be written twice: by the parent and by the child's copy.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+
+
+def os_thread_count() -> int:
+    """Threads of this process as the kernel counts them (C threads included)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def _child_env() -> dict[str, str]:
+    """The environment for a fresh interpreter: manycore importable from where we got it."""
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [here] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def _spawn_python(code: str, fds: list[int]) -> int:
+    """Start ``python -c code`` with ``fds`` at descriptors 3, 4, ...; return its pid."""
+    actions = [(os.POSIX_SPAWN_DUP2, fd, 3 + i) for i, fd in enumerate(fds)]
+    argv = [sys.executable, "-c", code]
+    return os.posix_spawn(sys.executable, argv, _child_env(), file_actions=actions)
+
+
+# ---------------------------------------------------------------- worker handles
+
+
+class WorkerProcess:
+    """A started worker, as the scheduler sees it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.status: int | None = None  # raw wait status once known
+
+    def poll(self) -> int | None:
+        """The raw wait status if the process has been reaped, else None. Never blocks."""
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for the raw wait status; None if still unknown."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            status = self.poll()
+            if status is not None or time.monotonic() >= deadline:
+                return status
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` unless the process is known to be gone (its pid may be reused)."""
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        """Release what the handle holds once the status is known or no longer wanted."""
+
+
+class ChildProcess(WorkerProcess):
+    """A worker that is our own child (fork, spawn): ``waitpid`` gives its status."""
+
+    def poll(self) -> int | None:
+        if self.status is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.status = -1  # reaped by someone else: unknown
+                return self.status
+            if pid:
+                self.status = status
+        return self.status
+
+
+class ServerChild(WorkerProcess):
+    """A worker forked by the fork server; the server writes its status into a pipe."""
+
+    def __init__(self, pid: int, status_fd: int) -> None:
+        super().__init__(pid)
+        self._fd: int | None = status_fd
+
+    def poll(self) -> int | None:
+        if self.status is None and self._fd is not None:
+            ready, _, _ = select.select([self._fd], [], [], 0)
+            if ready:
+                data = os.read(self._fd, STATUS.size)
+                # EOF without data: the server died before reaping this worker.
+                self.status = STATUS.unpack(data)[0] if len(data) == STATUS.size else -1
+                self.close()
+        return self.status
+
+    def wait(self, timeout: float) -> int | None:
+        if self.status is None and self._fd is not None:
+            select.select([self._fd], [], [], timeout)
+        return self.poll()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def describe_status(status: int | None) -> tuple[int | None, int | None, str]:
+    """(exitcode, signal number, words) for a raw wait status."""
+    if status is None or status < 0:
+        return None, None, "exit status unknown"
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        sig = -code
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return None, sig, f"killed by {name}"
+    return code, None, f"exited with code {code}"
+
+
+# ---------------------------------------------------------------- launchers
+
+
+class Launcher:
+    """Starts workers by one start method."""
+
+    name = "?"
+
+    def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> WorkerProcess:
+        raise NotImplementedError
+
+
+class ForkLauncher(Launcher):
+    name = "fork"
+
+    def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> WorkerProcess:
+        _flush_stdio()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                from ._worker import run_worker
+
+                code = run_worker(chan_fd, lifeline_fd, board_fd)
+            finally:
+                os._exit(code)
+        return ChildProcess(pid)
+
+
+class SpawnLauncher(Launcher):
+    name = "spawn"
+    CODE = "from manycore._worker import spawn_main; spawn_main(3, 4, 5)"
+
+    def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> WorkerProcess:
+        return ChildProcess(_spawn_python(self.CODE, [chan_fd, lifeline_fd, board_fd]))
+
+
+class ServerLauncher(Launcher):
+    """Workers forked by this process's fork server (started fresh if ``fresh``)."""
+
+    def __init__(self, fresh: bool) -> None:
+        self.fresh = fresh
+        self.name = "forkserver" if fresh else "default"
+
+    def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> WorkerProcess:
+        return _get_server(self.fresh).launch(chan_fd, lifeline_fd, board_fd)
+
+
+def resolve_start_method(method: StartMethod) -> Launcher:
+    """A launcher for ``context=`` / ``mp_context=``.
+
+    Raises:
+        ValueError: an unknown start method name.
+    """
+    if method is None:
+        return ServerLauncher(fresh=False)
+    if not isinstance(method, str):
+        get = getattr(method, "get_start_method", None)
+        if get is None:
+            raise ValueError(
+                f"context={method!r} is not a start method: pass 'fork', 'spawn', "
+                "'forkserver', a multiprocessing context, or None for manycore's default"
+            )
+        method = get()
+    if method == "fork":
+        return ForkLauncher()
+    if method == "spawn":
+        return SpawnLauncher()
+    if method == "forkserver":
+        return ServerLauncher(fresh=True)
+    raise ValueError(
+        f"unknown start method {method!r}: use one of {', '.join(START_METHODS)}, or None "
+        f"for manycore's default (available here: {multiprocessing.get_all_start_methods()})"
+    )
+
+
+# ---------------------------------------------------------------- the fork server client
+
+
+class ForkServer:
+    """The owner's handle on one fork server process."""
+
+    def __init__(self, fresh: bool) -> None:
+        ours, theirs = socket.socketpair()
+        self.forked = not fresh and os_thread_count() == 1
+        if self.forked:
+            _flush_stdio()
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    control = theirs.detach()
+                    neutralize_inherited(keep=[control])
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    # Never examine the caller's objects again: fewer pages copied in
+                    # every worker, and no stray finalizer runs on inherited objects.
+                    gc.freeze()
+                    from ._zygote import serve
+
+                    serve(control)
+                finally:
+                    os._exit(code)
+        else:
+            pid = _spawn_python("from manycore._zygote import serve; serve(3)", [theirs.fileno()])
+        theirs.close()
+        self.pid = pid
+        self.sock = ours
+        internal_fd(ours.fileno())
+        self.lock = threading.Lock()
+
+    def launch(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> ServerChild:
+        status_r, status_w = os.pipe()
+        try:
+            with self.lock:
+                socket.send_fds(self.sock, [b"L"], [chan_fd, lifeline_fd, board_fd, status_w])
+                reply = _recv_exactly(self.sock, REPLY.size)
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+        (pid,) = REPLY.unpack(reply)
+        if pid < 0:
+            os.close(status_r)
+            raise OSError(-pid, f"the fork server could not fork a worker: {os.strerror(-pid)}")
+        return ServerChild(pid, status_r)
+
+    def alive(self) -> bool:
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        return pid == 0
+
+    def close(self) -> None:
+        forget_internal_fd(self.sock.fileno())
+        self.sock.close()
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise OSError(errno.EPIPE, "the fork server exited")
+        data += chunk
+    return data
+
+
+_server: ForkServer | None = None
+_fresh_server: ForkServer | None = None
+_server_lock = threading.Lock()
+
+
+def _get_server(fresh: bool) -> ForkServer:
+    global _server, _fresh_server
+    with _server_lock:
+        current = _fresh_server if fresh else _server
+        if current is None or not current.alive():
+            if current is not None:
+                current.close()
+            current = ForkServer(fresh)
+            if fresh:
+                _fresh_server = current
+            else:
+                _server = current
+        return current
+
+
+def fork_server_pid() -> int | None:
+    """Pid of this process's default fork server, if started (it lives as long as we do)."""
+    return _server.pid if _server is not None else None
+
+
+def fork_server_pids() -> list[int]:
+    """Pids of every fork server of this process (default and "forkserver")."""
+    return [s.pid for s in (_server, _fresh_server) if s is not None]
+
+
+def _close_servers() -> None:
+    global _server, _fresh_server
+    for server in (_server, _fresh_server):
+        if server is not None:
+            server.close()
+    _server = _fresh_server = None

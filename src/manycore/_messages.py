@@ -1,0 +1,112 @@
+"""The messages between the owner and its workers.
+
+Each frame on a worker socket is one of these, pickled (see ``_transport`` for framing).
+They are ``NamedTuple``s: immutable records that pickle as a class reference plus a tuple,
+which is markedly cheaper than a dataclass on the per-task hot path.
+
+Owner -> worker::
+
+    WorkerConfig   first frame: slot, sys.path, cwd, initializer, task quota
+    CallBatch      calls to run in order
+    SHUTDOWN       finish and exit 0
+
+Worker -> owner::
+
+    WorkerReady    the initializer ran; the worker takes calls
+    InitFailed     the initializer raised; the worker exits
+    ResultBatch    outcomes of some calls of the current batch, in order
+    Retiring       the task quota is used up; the worker exits after this frame
+
+``Call.fn`` and ``Call.payload`` are already-pickled bytes (pickled on the caller's thread),
+so the batch frame only copies them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+__all__ = [
+    "CALL",
+    "FAILED",
+    "MAP",
+    "OK",
+    "RAISED",
+    "SHUTDOWN",
+    "STARMAP",
+    "Call",
+    "CallBatch",
+    "InitFailed",
+    "Outcome",
+    "ResultBatch",
+    "Retiring",
+    "Shutdown",
+    "WorkerConfig",
+    "WorkerReady",
+]
+
+# Call kinds: how the payload is applied to the function.
+CALL = 0  # payload is args, or (args, kwargs) when kwargs were given: fn(*args, **kwargs)
+MAP = 1  # payload is a list of items: [fn(x) for x in items]
+STARMAP = 2  # payload is a list of argument tuples: [fn(*a) for a in items]
+
+# Outcome status.
+OK = 0  # payload: the pickled value (a list for MAP/STARMAP)
+RAISED = 1  # payload: pickled (exception, traceback text, values before it or None)
+FAILED = 2  # payload: a pickled manycore error (the call could not be run or sent back)
+
+
+class WorkerConfig(NamedTuple):
+    slot: int
+    sys_path: list[str]
+    cwd: str
+    initializer: Optional[bytes]  # pickled (fn, args), or None
+    max_tasks: Optional[int]
+
+
+class Call(NamedTuple):
+    task_id: int
+    kind: int
+    fn: bytes
+    payload: bytes
+
+
+class CallBatch(NamedTuple):
+    calls: list[Call]
+
+
+class Outcome(NamedTuple):
+    task_id: int
+    status: int
+    payload: bytes
+    elapsed: float  # seconds spent in the call, for chunk sizing
+
+
+class ResultBatch(NamedTuple):
+    outcomes: list[Outcome]
+
+
+class WorkerReady(NamedTuple):
+    pid: int
+
+
+class InitFailed(NamedTuple):
+    error: bytes  # pickled (exception, traceback text), or a pickled ResultPicklingError
+
+
+class Retiring(NamedTuple):
+    tasks_done: int
+
+
+class Shutdown:
+    """The named shutdown message; there is one instance, ``SHUTDOWN``."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> str:
+        return "SHUTDOWN"
+
+    def __repr__(self) -> str:
+        return "SHUTDOWN"
+
+
+SHUTDOWN = Shutdown()

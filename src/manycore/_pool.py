@@ -1,0 +1,398 @@
+"""``manycore.Pool``: the ``multiprocessing.Pool`` API on manycore's scheduler.
+
+Everything here runs on the caller's threads, except the ``_resolve``/``_reject`` methods
+of results (and the user's callbacks they call), which the scheduler thread runs, as the
+stdlib's result-handler thread does. Callbacks should therefore return quickly.
+
+Differences from the stdlib that users can see (all of them fixes):
+
+* a worker that dies fails its task with ``WorkerLostError`` instead of hanging ``get()``;
+* ``terminate()`` (and leaving a ``with`` block) fails unfinished results with
+  ``PoolClosedError`` instead of leaving them pending forever;
+* ``chunksize=None`` means adaptive chunking for ``imap``/``imap_unordered`` too (the
+  stdlib uses 1 there), and their input is read lazily with bounded look-ahead;
+* functions and arguments travel with cloudpickle where plain pickle cannot take them.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable, Optional
+
+from . import _messages as m
+from ._chunking import ChunkSizer
+from ._cpu import cpu_count
+from ._errors import PoolClosedError, TimeoutError
+from ._jobs import MapJob, ResultIterator
+from ._launch import resolve_start_method
+from ._scheduler import Scheduler, Task
+from ._serialize import FunctionCache, dumps_args
+
+__all__ = ["AsyncResult", "MapResult", "Pool"]
+
+function_cache = FunctionCache()
+
+
+class AsyncResult:
+    """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``."""
+
+    sizer: Optional[ChunkSizer] = None  # single tasks are sized by the pool's own sizer
+
+    def __init__(
+        self,
+        pool: Pool | None,
+        callback: Callable[[Any], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        self._pool = pool  # keeps the pool alive while its result is awaited
+        # A lock held until the result is set serves as a light event: waiters acquire
+        # and release it in turn. (threading.Event costs ~10x more to create.)
+        self._latch = threading.Lock()
+        self._latch.acquire()
+        self._ready = False
+        self._callback = callback
+        self._error_callback = error_callback
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def ready(self) -> bool:
+        """Whether the call has completed."""
+        return self._ready
+
+    def successful(self) -> bool:
+        """Whether the call completed without raising.
+
+        Raises:
+            ValueError: the result is not ready yet.
+        """
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._error is None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the result is available or ``timeout`` seconds pass."""
+        self._wait(timeout)
+
+    def _wait(self, timeout: float | None) -> bool:
+        if self._ready:
+            return True
+        if timeout is None:
+            acquired = self._latch.acquire()
+        else:
+            acquired = self._latch.acquire(timeout=max(0.0, timeout))
+        if acquired:
+            self._latch.release()
+        return self._ready
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The call's return value, or its exception raised here.
+
+        Raises:
+            TimeoutError: not ready within ``timeout`` (also ``multiprocessing.TimeoutError``).
+            WorkerLostError: the worker running the call died.
+            Exception: whatever the call raised, with the worker's traceback as ``__cause__``.
+        """
+        if not self._wait(timeout):
+            raise TimeoutError(f"the result was not ready within {timeout} seconds")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    # Sink, called by the scheduler thread.
+    def _claim(self) -> bool:
+        return True
+
+    def _resolve(self, task: Task | None, value: Any) -> None:
+        self._value = value
+        try:
+            if self._callback is not None:
+                self._callback(value)
+        finally:
+            self._done()
+
+    def _reject(self, task: Task | None, exc: BaseException, partial: Any) -> None:
+        self._error = exc
+        try:
+            if self._error_callback is not None:
+                self._error_callback(exc)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        if not self._ready:
+            self._ready = True
+            self._latch.release()
+        self._pool = None
+
+    def __repr__(self) -> str:
+        state = "pending"
+        if self.ready():
+            state = "ok" if self._error is None else f"error {type(self._error).__name__}"
+        return f"<{type(self).__name__} {state}>"
+
+
+ApplyResult = AsyncResult
+
+
+class MapResult(AsyncResult):
+    """The result of ``map_async``/``starmap_async``: a list in input order."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        callback: Callable[[Any], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        super().__init__(pool, callback, error_callback)
+        self.job: MapJob | None = None
+
+    def _job_done(self, job: MapJob) -> None:
+        if job.error is not None:
+            self._reject(None, job.error, None)
+        else:
+            self._resolve(None, job.values())
+
+    def get(self, timeout: float | None = None) -> Any:
+        try:
+            return super().get(timeout)
+        except KeyboardInterrupt:
+            if self.job is not None:
+                self.job.cancel()
+            raise
+
+
+class Pool:
+    """A pool of worker processes with the API of ``multiprocessing.Pool``.
+
+    Args:
+        processes: number of workers; ``None`` means ``manycore.cpu_count()`` (affinity and
+            container CPU limits honoured).
+        initializer: called as ``initializer(*initargs)`` in each worker when it starts. If
+            it raises, the pool breaks and every call fails with ``InitializerError``.
+        initargs: arguments for ``initializer``.
+        maxtasksperchild: replace a worker after it has run this many tasks (a map chunk
+            counts as one task, as in the stdlib).
+        context: start method: ``"fork"``, ``"spawn"``, ``"forkserver"``, a
+            ``multiprocessing`` context, or ``None`` for manycore's default (see
+            docs/design.md).
+
+    Raises:
+        ValueError: ``processes`` < 1, a bad ``maxtasksperchild``, or an unknown start method.
+        TypeError: ``initializer`` is not callable.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+    ) -> None:
+        if processes is None:
+            processes = cpu_count()
+        if not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"Number of processes must be at least 1, not {processes!r}")
+        if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
+        ):
+            raise ValueError(
+                f"maxtasksperchild must be a positive int or None, not {maxtasksperchild!r}"
+            )
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be a callable, not {initializer!r}")
+        self._processes = processes
+        self._state = "RUN"
+        self._scheduler = Scheduler(
+            resolve_start_method(context),
+            processes,
+            initializer,
+            tuple(initargs),
+            maxtasksperchild,
+        )
+        # Dropped without close(): finish what was submitted, then let the workers go.
+        self._finalizer = weakref.finalize(self, self._scheduler.close)
+
+    # -------------------------------------------------------------- single calls
+
+    def apply(
+        self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}
+    ) -> Any:
+        """Call ``func(*args, **kwds)`` in a worker and return its result."""
+        result = self.apply_async(func, args, kwds)
+        return result.get()
+
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult:
+        """Start ``func(*args, **kwds)`` in a worker; return its ``AsyncResult``.
+
+        Raises:
+            ArgumentPicklingError: an argument cannot be pickled (nothing was sent).
+            PoolClosedError: the pool was closed or terminated.
+        """
+        self._check_running()
+        fn_blob = function_cache.dumps(func)
+        args = tuple(args)
+        payload = dumps_args(func, args, dict(kwds))
+        result = AsyncResult(self, callback, error_callback)
+        self._scheduler.submit(Task(m.CALL, func, fn_blob, payload, result))
+        return result
+
+    # -------------------------------------------------------------- maps
+
+    def map(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> list[Any]:
+        """``list(map(func, iterable))``, computed by the workers."""
+        values: list[Any] = self._map_async(func, iterable, m.MAP, chunksize).get()
+        return values
+
+    def map_async(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult:
+        """Start ``map``; return a ``MapResult`` whose ``get()`` is the list of results."""
+        return self._map_async(func, iterable, m.MAP, chunksize, callback, error_callback)
+
+    def starmap(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+    ) -> list[Any]:
+        """``[func(*args) for args in iterable]``, computed by the workers."""
+        values: list[Any] = self._map_async(func, iterable, m.STARMAP, chunksize).get()
+        return values
+
+    def starmap_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult:
+        """Start ``starmap``; return a ``MapResult``."""
+        return self._map_async(func, iterable, m.STARMAP, chunksize, callback, error_callback)
+
+    def imap(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> ResultIterator:
+        """Results of ``func`` over ``iterable``, in order, as soon as each is ready.
+
+        The input is read lazily, a bounded window ahead of the consumer, so endless
+        iterables work. ``chunksize=None`` sizes chunks from measured run times.
+        """
+        return self._imap(func, iterable, chunksize, ordered=True)
+
+    def imap_unordered(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> ResultIterator:
+        """Like ``imap``, but results come in the order they finish."""
+        return self._imap(func, iterable, chunksize, ordered=False)
+
+    def _map_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        kind: int,
+        chunksize: int | None,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult:
+        self._check_running()
+        _check_chunksize(chunksize)
+        fn_blob = function_cache.dumps(func)
+        result = MapResult(self, callback, error_callback)
+        job = MapJob(
+            self._scheduler, func, fn_blob, iterable, kind, chunksize, False, result._job_done
+        )
+        result.job = job
+        self._scheduler.submit(job)
+        return result
+
+    def _imap(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        ordered: bool,
+        kind: int = m.MAP,
+    ) -> ResultIterator:
+        self._check_running()
+        _check_chunksize(chunksize)
+        fn_blob = function_cache.dumps(func)
+        job = MapJob(self._scheduler, func, fn_blob, iterable, kind, chunksize, True)
+        iterator = job.iterate(ordered)
+        iterator._pool = self  # type: ignore[attr-defined]  # keep the pool while iterating
+        job._feed()
+        self._scheduler.submit(job)
+        return iterator
+
+    # -------------------------------------------------------------- lifetime
+
+    def close(self) -> None:
+        """Accept no more work; workers exit once everything submitted has finished."""
+        if self._state == "RUN":
+            self._state = "CLOSE"
+            self._scheduler.close()
+
+    def terminate(self) -> None:
+        """Stop the workers now; unfinished results fail with ``PoolClosedError``."""
+        self._state = "TERMINATE"
+        self._scheduler.terminate()
+        self._scheduler.join()
+
+    def join(self) -> None:
+        """Wait for the workers to exit; call ``close()`` or ``terminate()`` first.
+
+        Raises:
+            ValueError: the pool is still running.
+        """
+        if self._state == "RUN":
+            raise ValueError("Pool is still running: call close() or terminate() before join()")
+        self._scheduler.join()
+
+    def __enter__(self) -> Pool:
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.terminate()
+
+    def __reduce__(self) -> Any:
+        raise NotImplementedError(
+            "pool objects cannot be passed between processes or pickled; create a pool in "
+            "the process that uses it"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<manycore.Pool state={self._state} processes={self._processes} "
+            f"start_method={self._scheduler.launcher.name}>"
+        )
+
+    def _check_running(self) -> None:
+        if self._state != "RUN":
+            how = "terminated" if self._state == "TERMINATE" else "closed"
+            raise PoolClosedError(
+                f"Pool not running (it was {how}): it accepts no new work; create a new pool"
+            )
+        self._scheduler.check_open()
+
+
+def _check_chunksize(chunksize: Optional[int]) -> None:
+    if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+        raise ValueError(f"chunksize must be a positive int or None, not {chunksize!r}")

@@ -1,0 +1,717 @@
+"""The scheduler: one thread per pool that owns the workers and every task in flight.
+
+Who runs where::
+
+    user threads                         scheduler thread ("manycore-scheduler")
+    ------------                         ---------------------------------------
+    submit(Task) / add_source(job)  ──►  inbox ─► FIFO of sources (tasks and jobs)
+    wake() (a pipe byte, only when       dispatch: CallBatch to each worker with room
+      the scheduler sleeps)              poll(): worker sockets, the wake-up pipe
+                                         ResultBatch ─► sink._resolve / sink._reject
+    close() / terminate()                worker EOF ─► settle its tasks, start another
+
+Guarantees (see docs/design.md for the reasoning):
+
+* Every task handed to ``submit`` ends in exactly one ``_resolve`` or one ``_reject``. A task
+  is in exactly one place: the inbox, the FIFO, one worker's in-flight table, or done.
+* When a worker dies, the task on its board fails with ``WorkerLostError``; its other
+  in-flight tasks go back to the front of the FIFO (never started, or finished with their
+  results lost); a new worker takes its slot.
+* Workers that keep dying before they are ready break the pool (``PoolBrokenError``) rather
+  than being respawned forever; an initializer that raises breaks it with
+  ``InitializerError``. A broken pool rejects everything pending and everything submitted
+  later.
+* Only this thread touches worker sockets, and it never blocks on one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import mmap
+import os
+import pickle
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import weakref
+from collections import deque
+from typing import Any, Callable, Optional, Protocol, Union
+
+from . import _messages as m
+from ._chunking import ChunkSizer
+from ._errors import (
+    InitializerError,
+    ManycoreError,
+    PoolBrokenError,
+    PoolClosedError,
+    ResultUnpicklingError,
+    WorkerLostError,
+    describe_call,
+    with_remote_cause,
+)
+from ._launch import (
+    Launcher,
+    WorkerProcess,
+    describe_status,
+    forget_internal_fd,
+    internal_fd,
+)
+from ._serialize import dumps, loads
+from ._transport import OwnerChannel
+from ._worker import BOARD_SLOT
+
+__all__ = ["Scheduler", "Sink", "Source", "Task"]
+
+IN_FLIGHT_BATCHES = 2  # per worker: one running, one waiting, so a worker never idles on IPC
+STARTUP_FAILURES = 3  # consecutive deaths before "ready" that break the pool
+STATUS_WAIT = 2.0  # seconds to wait for a dead worker's exit status before killing it
+TERMINATE_GRACE = 0.5  # seconds between SIGTERM and SIGKILL when terminating
+
+
+class Sink(Protocol):
+    """Where a task's outcome goes: an AsyncResult, a Future, or a map job."""
+
+    @property
+    def sizer(self) -> Optional[ChunkSizer]:
+        """The sizer fed this sink's run times; None for single tasks (the pool's own)."""
+
+    def _claim(self) -> bool:
+        """Called once, just before the task is first sent; False drops it (cancelled)."""
+
+    def _resolve(self, task: Task, value: Any) -> None: ...
+
+    def _reject(self, task: Task, exc: BaseException, partial: Optional[list[Any]]) -> None: ...
+
+
+class Source(Protocol):
+    """A map job as the scheduler sees it: a supply of chunk tasks."""
+
+    def _take(self, scheduler: Scheduler) -> Optional[Task]:
+        """The next chunk to run, or None if none is ready now."""
+
+    def _drained(self) -> bool:
+        """True once no more chunks will come."""
+
+    def _abort(self, exc: BaseException) -> None:
+        """Fail everything not yet run (the pool was terminated or broke)."""
+
+
+_task_ids = itertools.count()
+
+
+class Task:
+    """One unit sent to a worker: a call, or a chunk of a map."""
+
+    __slots__ = ("claimed", "fn", "fn_blob", "id", "index", "items", "kind", "payload", "sink")
+
+    def __init__(
+        self,
+        kind: int,
+        fn: Callable[..., Any],
+        fn_blob: bytes,
+        payload: bytes,
+        sink: Sink,
+        index: int = 0,
+        items: int = 1,
+    ) -> None:
+        self.id = next(_task_ids)
+        self.kind = kind
+        self.fn = fn
+        self.fn_blob = fn_blob
+        self.payload = payload
+        self.sink = sink
+        self.index = index  # chunk number within its job
+        self.items = items
+        self.claimed = False
+
+    def describe(self) -> str:
+        """``task 17: square(3)``, unpickling the arguments only for this message."""
+        try:
+            args = loads(self.payload)
+            if self.kind == m.CALL:
+                shown = args if type(args) is tuple else args[0]
+            else:
+                shown = (f"<chunk {self.index} of {self.items} items, first {args[0]!r:.40}>",)
+        except Exception:
+            shown = ("...",)
+        return f"task {self.id}: {describe_call(self.fn, shown)}"
+
+
+class _Slot:
+    """One worker seat: the process in it, its socket, and what it holds."""
+
+    def __init__(self, index: int, proc: WorkerProcess, chan: OwnerChannel, quota: int | None):
+        self.index = index
+        self.proc = proc
+        self.chan = chan
+        self.tasks: dict[int, Task] = {}  # in flight, in dispatch order
+        self.batches: deque[int] = deque()  # outcomes still due per batch in flight
+        self.quota = quota  # tasks it may still be sent, None = unlimited
+        self.ready = False
+        self.retiring = False
+
+    def has_room(self) -> bool:
+        return (
+            len(self.batches) < IN_FLIGHT_BATCHES
+            and not self.retiring
+            and (self.quota is None or self.quota > 0)
+        )
+
+
+SourceOrTask = Union[Task, Source]
+_CANCEL_QUEUED: Any = object()  # an inbox marker: cancel every queued task and job
+
+_live: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+
+class Scheduler:
+    """Runs tasks on a set of worker processes; see the module docstring."""
+
+    def __init__(
+        self,
+        launcher: Launcher,
+        workers: int,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
+    ) -> None:
+        self.launcher = launcher
+        self.workers = workers
+        self.max_tasks = max_tasks_per_child
+        self._init_blob = dumps((initializer, tuple(initargs))) if initializer else None
+        self.single_sizer = ChunkSizer(workers)
+        self._inbox: deque[SourceOrTask] = deque()
+        self._fifo: deque[SourceOrTask] = deque()
+        self._slots: dict[int, _Slot] = {}  # by socket fd
+        self._free_indexes = list(range(workers))
+        self._startup_failures = 0
+        self._asleep = False
+        self._room = True  # some worker could take a batch now (kept by the scheduler)
+        self._closing = False
+        self._terminating = False
+        self._broken: BaseException | None = None
+        self._finished = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        internal_fd(self._wake_r)
+        internal_fd(self._wake_w)
+        self._lifeline_r, self._lifeline_w = os.pipe()
+        internal_fd(self._lifeline_w)
+        self._board_fd, self._board = _make_board(workers)
+        try:
+            for _ in range(workers):
+                self._start_worker()
+        except BaseException:
+            self._kill_all()
+            self._release()
+            raise
+        self._thread = threading.Thread(target=self._run, name="manycore-scheduler", daemon=True)
+        self._thread.start()
+        _live.add(self)
+
+    # ------------------------------------------------------------ any thread
+
+    @property
+    def broken(self) -> BaseException | None:
+        return self._broken
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def check_open(self) -> None:
+        """Raises PoolClosedError or the pool's breakage if no new work is accepted."""
+        if self._broken is not None:
+            raise _fresh(self._broken)
+        if self._closing or self._terminating:
+            raise PoolClosedError(
+                "the pool is closed: it accepts no new work after close(), shutdown() or "
+                "terminate(); create a new pool"
+            )
+
+    def submit(self, item: SourceOrTask) -> None:
+        """Hand a task or a map job to the scheduler thread."""
+        self._inbox.append(item)
+        # Wake the scheduler only if it sleeps and some worker has room: when all are busy,
+        # it drains the inbox anyway as results arrive, and a submit costs no system call.
+        if self._asleep and self._room:
+            self.wake()
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # already pending, or the scheduler is gone
+
+    def close(self) -> None:
+        """Finish all submitted work, then stop the workers."""
+        self._closing = True
+        self.wake()
+
+    def terminate(self) -> None:
+        """Stop now: reject everything pending, kill the workers."""
+        self._closing = True
+        self._terminating = True
+        self.wake()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the scheduler thread to finish; True when it has."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("cannot join a pool from one of its own callbacks")
+        return self._finished.wait(timeout)
+
+    def cancel_queued(self) -> None:
+        """Cancel what has not been sent to a worker yet (``shutdown(cancel_futures=True)``)."""
+        self.submit(_CANCEL_QUEUED)
+
+    def worker_pids(self) -> list[int]:
+        return [slot.proc.pid for slot in list(self._slots.values())]
+
+    # ------------------------------------------------------------ scheduler thread
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        try:
+            while True:
+                self._drain_inbox()
+                if self._terminating:
+                    self._shutdown(graceful=False)
+                    return
+                self._dispatch()
+                if self._closing and self._idle():
+                    self._shutdown(graceful=True)
+                    return
+                self._wait(poller)
+        except BaseException as exc:  # a bug in manycore: fail loudly, never hang
+            report = PoolBrokenError(
+                f"manycore's scheduler failed: {exc!r}; every pending task was failed. "
+                "This is a bug; please report it with the traceback."
+            )
+            report.__cause__ = exc
+            traceback.print_exc()
+            self._break(report)
+            self._shutdown(graceful=False)
+        finally:
+            self._release()
+            self._finished.set()
+
+    def _drain_inbox(self) -> None:
+        inbox, fifo = self._inbox, self._fifo
+        while inbox:
+            item = inbox.popleft()
+            if item is _CANCEL_QUEUED:
+                for queued in fifo:
+                    cancel = getattr(
+                        queued.sink if isinstance(queued, Task) else queued, "_cancel", None
+                    )
+                    if cancel is not None:
+                        cancel()
+            elif self._broken is not None:
+                self._reject_item(item, self._broken)
+            else:
+                fifo.append(item)
+
+    def _closing_idle(self) -> bool:
+        return self._closing and self._idle()
+
+    def _idle(self) -> bool:
+        if self._inbox or self._fifo:
+            return False
+        return all(not slot.tasks for slot in self._slots.values())
+
+    def _wait(self, poller: select.poll) -> None:
+        for fd, slot in self._slots.items():
+            flags = select.POLLIN
+            if slot.chan.wants_write:
+                flags |= select.POLLOUT
+            poller.register(fd, flags)
+        self._asleep = True
+        if self._inbox:
+            self._asleep = False
+            return
+        try:
+            events = poller.poll()
+        finally:
+            self._asleep = False
+        for fd, event in events:
+            if fd == self._wake_r:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue
+            found = self._slots.get(fd)
+            if found is None:
+                continue
+            slot = found
+            if event & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                self._read(slot, poller)
+            elif event & select.POLLOUT:
+                self._flush(slot, poller)
+
+    def _read(self, slot: _Slot, poller: select.poll) -> None:
+        frames, closed = slot.chan.receive()
+        for frame in frames:
+            self._handle(slot, loads(frame))
+        if closed:
+            self._worker_died(slot, poller)
+
+    def _flush(self, slot: _Slot, poller: select.poll) -> None:
+        try:
+            slot.chan.flush()
+        except EOFError:
+            self._worker_died(slot, poller)
+
+    def _handle(self, slot: _Slot, message: Any) -> None:
+        if type(message) is m.ResultBatch:
+            self._settle_batch(slot, message.outcomes)
+        elif type(message) is m.WorkerReady:
+            slot.ready = True
+            self._startup_failures = 0
+        elif type(message) is m.Retiring:
+            slot.retiring = True
+        elif type(message) is m.InitFailed:
+            self._break(_initializer_error(message.error))
+
+    def _settle_batch(self, slot: _Slot, outcomes: list[m.Outcome]) -> None:
+        # The hot path of every task: kept flat, with single tasks' timings summed.
+        tasks, batches = slot.tasks, slot.batches
+        single_items, single_time = 0, 0.0
+        for outcome in outcomes:
+            task = tasks.pop(outcome.task_id)
+            batches[0] -= 1
+            if not batches[0]:
+                batches.popleft()
+            sizer = task.sink.sizer
+            if sizer is None:
+                single_items += task.items
+                single_time += outcome.elapsed
+            else:
+                sizer.record(task.items, outcome.elapsed)
+            if outcome.status == m.OK:
+                try:
+                    value = loads(outcome.payload)
+                except Exception as exc:
+                    self._settle_failure(task, outcome, exc)
+                    continue
+                try:
+                    task.sink._resolve(task, value)
+                except Exception:  # a user callback raised: report it, keep going
+                    traceback.print_exc()
+            else:
+                self._settle_failure(task, outcome, None)
+        if single_items:
+            self.single_sizer.record(single_items, single_time)
+
+    def _settle_failure(self, task: Task, outcome: m.Outcome, unpickling: Exception | None) -> None:
+        if unpickling is not None:
+            error: BaseException = ResultUnpicklingError(
+                f"the result of {task.describe()} could not be unpickled in the caller: "
+                f"{unpickling!r}. Its class must be importable here with the same definition.",
+            )
+            error.__cause__ = unpickling
+            _call_sink(task.sink._reject, task, error, None)
+            return
+        partial = None
+        try:
+            if outcome.status == m.RAISED:
+                error, tb, partial = loads(outcome.payload)
+                with_remote_cause(error, tb)
+            else:
+                error = loads(outcome.payload)
+        except Exception as inner:
+            error = ResultUnpicklingError(
+                f"{task.describe()} raised an exception that could not be unpickled in the "
+                f"caller: {inner!r}."
+            )
+        _call_sink(task.sink._reject, task, error, partial)
+
+    # dispatch ---------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        if self._fifo and self._broken is None:
+            self._fill_workers()
+        self._room = any(slot.has_room() for slot in self._slots.values())
+
+    def _fill_workers(self) -> None:
+        for slot in list(self._slots.values()):
+            while slot.has_room():
+                calls = self._next_batch(slot)
+                if not calls:
+                    return
+                self._send(slot, calls)
+
+    def _next_batch(self, slot: _Slot) -> list[Task]:
+        fifo = self._fifo
+        for _ in range(len(fifo)):
+            head = fifo[0]
+            if isinstance(head, Task):
+                return self._take_singles(slot)
+            task = head._take(self)
+            if task is not None:
+                if task.claimed or task.sink._claim():
+                    task.claimed = True
+                    return [task]
+                continue
+            if head._drained():
+                fifo.popleft()
+            else:
+                fifo.rotate(-1)  # a lazy job waiting for its consumer: let others go first
+        return []
+
+    def _take_singles(self, slot: _Slot) -> list[Task]:
+        fifo = self._fifo
+        size = self.single_sizer.next_size(remaining=len(fifo))
+        if slot.quota is not None:
+            size = min(size, slot.quota)
+        batch: list[Task] = []
+        while fifo and len(batch) < size:
+            task = fifo[0]
+            if not isinstance(task, Task):
+                break
+            fifo.popleft()
+            if task.claimed or task.sink._claim():
+                task.claimed = True
+                batch.append(task)
+        return batch
+
+    def _send(self, slot: _Slot, calls: list[Task]) -> None:
+        frame = pickle.dumps(
+            m.CallBatch([m.Call(t.id, t.kind, t.fn_blob, t.payload) for t in calls]), 5
+        )
+        for task in calls:
+            slot.tasks[task.id] = task
+        slot.batches.append(len(calls))
+        if slot.quota is not None:
+            slot.quota -= len(calls)
+        slot.chan.queue(frame)
+        try:
+            slot.chan.flush()
+        except EOFError:
+            pass  # the poll loop sees the EOF and settles the tasks
+
+    # workers ------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        index = self._free_indexes.pop(0)
+        ours, theirs = socket.socketpair()
+        BOARD_SLOT.pack_into(self._board, index * BOARD_SLOT.size, -1)
+        try:
+            proc = self.launcher.start(theirs.fileno(), self._lifeline_r, self._board_fd)
+        except BaseException:
+            ours.close()
+            self._free_indexes.insert(0, index)
+            raise
+        finally:
+            theirs.close()
+        chan = OwnerChannel(ours)
+        internal_fd(chan.fileno())
+        config = m.WorkerConfig(
+            slot=index,
+            sys_path=list(sys.path),
+            cwd=_cwd(),
+            initializer=self._init_blob,
+            max_tasks=self.max_tasks,
+        )
+        chan.queue(pickle.dumps(config, 5))
+        chan.flush()
+        self._slots[chan.fileno()] = _Slot(index, proc, chan, self.max_tasks)
+
+    def _worker_died(self, slot: _Slot, poller: select.poll) -> None:
+        fd = slot.chan.fileno()
+        poller.unregister(fd)
+        del self._slots[fd]
+        forget_internal_fd(fd)
+        slot.chan.close()
+        running = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_SLOT.size)[0]
+        self._free_indexes.append(slot.index)
+        status = slot.proc.wait(STATUS_WAIT)
+        if status is None:  # its socket closed but it lives on: make sure it is gone
+            slot.proc.kill(signal.SIGKILL)
+            status = slot.proc.wait(STATUS_WAIT)
+        slot.proc.close()
+        planned = slot.retiring or (self._closing and not slot.tasks)
+        blamed = slot.tasks.pop(running, None)
+        if slot.tasks:  # not started, or finished with their results lost: run them again
+            self._fifo.extendleft(reversed(list(slot.tasks.values())))
+        if blamed is not None:
+            _call_sink(blamed.sink._reject, blamed, _lost_error(slot, status, blamed), None)
+        if not planned and not slot.ready:
+            self._startup_failures += 1
+            if self._startup_failures >= STARTUP_FAILURES and self._broken is None:
+                _, _, words = describe_status(status)
+                self._break(
+                    PoolBrokenError(
+                        f"{STARTUP_FAILURES} workers in a row died before they were ready "
+                        f"(the last one, pid {slot.proc.pid}, {words}); the pool cannot "
+                        "start workers. Check the initializer and what the worker imports."
+                    )
+                )
+        if self._broken is None and not self._terminating and not self._closing_idle():
+            try:
+                self._start_worker()
+            except Exception as exc:
+                self._break(
+                    PoolBrokenError(
+                        f"the pool could not start a worker to replace pid {slot.proc.pid}: {exc!r}"
+                    )
+                )
+
+    def _break(self, exc: BaseException) -> None:
+        """Fail everything pending and in flight with ``exc``; later submits fail too."""
+        if self._broken is None:
+            self._broken = exc
+        self._closing = True
+        self._reject_all(self._broken)
+
+    def _reject_all(self, exc: BaseException) -> None:
+        self._drain_inbox()
+        pending = list(self._fifo)
+        self._fifo.clear()
+        for slot in self._slots.values():
+            pending.extend(slot.tasks.values())
+            slot.tasks.clear()
+            slot.batches.clear()
+        for item in pending:
+            self._reject_item(item, exc)
+
+    def _reject_item(self, item: SourceOrTask, exc: BaseException) -> None:
+        if isinstance(item, Task):
+            _call_sink(item.sink._reject, item, _fresh(exc), None)
+        else:
+            item._abort(_fresh(exc))
+
+    def _shutdown(self, graceful: bool) -> None:
+        if not graceful:
+            self._reject_all(
+                PoolClosedError("the pool was terminated before this task could finish")
+            )
+        for slot in self._slots.values():
+            try:
+                if graceful:
+                    slot.chan.queue(pickle.dumps(m.SHUTDOWN, 5))
+                    slot.chan.flush()
+            except EOFError:
+                pass
+        if graceful:
+            deadline = time.monotonic() + 5.0
+            for slot in self._slots.values():
+                slot.proc.wait(max(0.0, deadline - time.monotonic()))
+        self._kill_all()
+
+    def _kill_all(self) -> None:
+        slots = list(self._slots.values())
+        for slot in slots:
+            slot.proc.kill(signal.SIGTERM)
+        deadline = time.monotonic() + TERMINATE_GRACE
+        for slot in slots:
+            if slot.proc.wait(max(0.0, deadline - time.monotonic())) is None:
+                slot.proc.kill(signal.SIGKILL)
+                slot.proc.wait(STATUS_WAIT)
+            slot.proc.close()
+            forget_internal_fd(slot.chan.fileno())
+            slot.chan.close()
+        self._slots.clear()
+
+    def _release(self) -> None:
+        _live.discard(self)
+        for fd in (self._wake_r, self._lifeline_w, self._lifeline_r, self._board_fd):
+            forget_internal_fd(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._lifeline_w = self._lifeline_r = self._board_fd = -1
+        # The write end of the wake-up pipe stays open: user threads may still call
+        # wake(), and a write into a pipe nobody reads is harmless until it fills.
+
+
+def _make_board(workers: int) -> tuple[int, mmap.mmap]:
+    """A shared page where each worker writes the id of the task it is running."""
+    size = max(mmap.PAGESIZE, workers * BOARD_SLOT.size)
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("manycore-board", os.MFD_CLOEXEC)
+    else:  # pragma: no cover - non-Linux
+        import tempfile
+
+        handle, path = tempfile.mkstemp(prefix="manycore-board-")
+        os.unlink(path)
+        fd = handle
+    os.ftruncate(fd, size)
+    return fd, mmap.mmap(fd, size)
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""
+
+
+def _lost_error(slot: _Slot, status: int | None, task: Task) -> WorkerLostError:
+    exitcode, sig, words = describe_status(status)
+    cause = ""
+    if sig == signal.SIGKILL:
+        cause = (
+            " This is what the kernel's OOM killer does when memory runs out: lower the "
+            "number of workers or the memory each task uses."
+        )
+    elif sig == signal.SIGSEGV:
+        cause = " A segmentation fault is a crash in C code (an extension module, ctypes)."
+    return WorkerLostError(
+        f"worker {slot.index} (pid {slot.proc.pid}) {words} while running {task.describe()}."
+        f"{cause} The pool replaced the worker; other tasks are unaffected.",
+        pid=slot.proc.pid,
+        exitcode=exitcode,
+        signal=sig,
+        task=task.describe(),
+    )
+
+
+def _initializer_error(blob: bytes) -> InitializerError:
+    try:
+        exc, tb = loads(blob)
+    except Exception as inner:
+        return InitializerError(f"the pool's initializer failed (details lost: {inner!r})")
+    if isinstance(exc, InitializerError):
+        return exc
+    error = InitializerError(
+        f"the pool's initializer raised {type(exc).__name__}: {exc}; no worker can start, "
+        "so every task fails. Fix the initializer (its traceback is the cause below)."
+    )
+    error.__cause__ = with_remote_cause(exc, tb)
+    return error
+
+
+def _fresh(exc: BaseException) -> BaseException:
+    """A new instance of a shared error, so each caller gets its own traceback."""
+    if isinstance(exc, ManycoreError):
+        copy = type(exc)(str(exc), **exc.__dict__)
+        copy.__cause__ = exc.__cause__
+        return copy
+    return exc
+
+
+def _call_sink(method: Callable[..., None], *args: Any) -> None:
+    try:
+        method(*args)
+    except Exception:  # a user callback raised: report it, keep the pool running
+        traceback.print_exc()
+
+
+@atexit.register
+def _terminate_all() -> None:
+    """At interpreter exit, stop every pool still running (as the stdlib does)."""
+    schedulers = list(_live)
+    for scheduler in schedulers:
+        scheduler.terminate()
+    for scheduler in schedulers:
+        scheduler.join(TERMINATE_GRACE + STATUS_WAIT)
