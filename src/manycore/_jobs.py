@@ -105,8 +105,9 @@ class MapJob:
                 self._fail_input(index, exc)
                 return None
             if not items:
-                self._exhausted = True
-                self._check_done()
+                with self._cond:
+                    self._exhausted = True
+                    self._check_done()
                 return None
             if self._remaining is not None:
                 self._remaining -= len(items)
@@ -116,6 +117,9 @@ class MapJob:
                 self._fail_input(index, _item_error(self._fn, items, index, exc))
                 return None
             self._cut += 1
+            if self._remaining == 0:
+                # Known input, last chunk cut: completion needs no extra pass.
+                self._exhausted = True
             return Task(self._kind, self._fn, self._fn_blob, payload, self, index, len(items))
 
     def _fail_input(self, index: int, exc: BaseException) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "fork_server_pids",
     "internal_fd",
     "resolve_start_method",
+    "start_helper_thread",
 ]
 
 StartMethod = Union[str, None, Any]  # a name, None, or a multiprocessing context
@@ -117,6 +118,43 @@ def _flush_stdio() -> None:
                 stream.flush()
         except Exception:
             pass
+
+
+# Signals that a helper thread must never take: the kernel delivers a process-directed
+# signal to any thread that does not block it, and a Python handler runs only when the
+# main thread gets control. Were SIGINT delivered to a helper thread, a main thread blocked
+# in a wait would not see Ctrl-C until the wait ended.
+ASYNC_SIGNALS = frozenset(
+    getattr(signal, name)
+    for name in (
+        "SIGINT",
+        "SIGTERM",
+        "SIGHUP",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGCHLD",
+        "SIGWINCH",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGIO",
+        "SIGURG",
+    )
+    if hasattr(signal, name)
+)
+
+
+def start_helper_thread(thread: threading.Thread) -> None:
+    """Start ``thread`` with every asynchronous signal blocked, so signals reach the main thread."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - non-POSIX
+        thread.start()
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
+    try:
+        thread.start()  # the new thread inherits the blocked mask
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def os_thread_count() -> int:

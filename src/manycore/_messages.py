@@ -17,8 +17,14 @@ Worker -> owner::
     ResultBatch    outcomes of some calls of the current batch, in order
     Retiring       the task quota is used up; the worker exits after this frame
 
-``Call.fn`` and ``Call.payload`` are already-pickled bytes (pickled on the caller's thread),
-so the batch frame only copies them.
+Inside batches, calls and outcomes are plain tuples, because unpickling a ``NamedTuple``
+runs Python code for every item while a tuple is rebuilt in C::
+
+    Call    = (task_id, kind, fn, payload)      fn, payload: already-pickled bytes
+    Outcome = (task_id, status, payload, elapsed)
+
+``fn`` and ``payload`` were pickled on the caller's thread, so the batch frame only copies
+them.
 """
 
 from __future__ import annotations
@@ -63,22 +69,12 @@ class WorkerConfig(NamedTuple):
     max_tasks: Optional[int]
 
 
-class Call(NamedTuple):
-    task_id: int
-    kind: int
-    fn: bytes
-    payload: bytes
+Call = tuple[int, int, bytes, bytes]
+Outcome = tuple[int, int, bytes, float]
 
 
 class CallBatch(NamedTuple):
     calls: list[Call]
-
-
-class Outcome(NamedTuple):
-    task_id: int
-    status: int
-    payload: bytes
-    elapsed: float  # seconds spent in the call, for chunk sizing
 
 
 class ResultBatch(NamedTuple):

@@ -60,6 +60,7 @@ from ._launch import (
     describe_status,
     forget_internal_fd,
     internal_fd,
+    start_helper_thread,
 )
 from ._serialize import dumps, loads
 from ._transport import OwnerChannel
@@ -212,7 +213,7 @@ class Scheduler:
             self._release()
             raise
         self._thread = threading.Thread(target=self._run, name="manycore-scheduler", daemon=True)
-        self._thread.start()
+        start_helper_thread(self._thread)
         _live.add(self)
 
     # ------------------------------------------------------------ any thread
@@ -385,33 +386,35 @@ class Scheduler:
         # The hot path of every task: kept flat, with single tasks' timings summed.
         tasks, batches = slot.tasks, slot.batches
         single_items, single_time = 0, 0.0
-        for outcome in outcomes:
-            task = tasks.pop(outcome.task_id)
+        for task_id, status, payload, elapsed in outcomes:
+            task = tasks.pop(task_id)
             batches[0] -= 1
             if not batches[0]:
                 batches.popleft()
             sizer = task.sink.sizer
             if sizer is None:
                 single_items += task.items
-                single_time += outcome.elapsed
+                single_time += elapsed
             else:
-                sizer.record(task.items, outcome.elapsed)
-            if outcome.status == m.OK:
+                sizer.record(task.items, elapsed)
+            if status == m.OK:
                 try:
-                    value = loads(outcome.payload)
+                    value = loads(payload)
                 except Exception as exc:
-                    self._settle_failure(task, outcome, exc)
+                    self._settle_failure(task, status, payload, exc)
                     continue
                 try:
                     task.sink._resolve(task, value)
                 except Exception:  # a user callback raised: report it, keep going
                     traceback.print_exc()
             else:
-                self._settle_failure(task, outcome, None)
+                self._settle_failure(task, status, payload, None)
         if single_items:
             self.single_sizer.record(single_items, single_time)
 
-    def _settle_failure(self, task: Task, outcome: m.Outcome, unpickling: Exception | None) -> None:
+    def _settle_failure(
+        self, task: Task, status: int, payload: bytes, unpickling: Exception | None
+    ) -> None:
         if unpickling is not None:
             error: BaseException = ResultUnpicklingError(
                 f"the result of {task.describe()} could not be unpickled in the caller: "
@@ -422,11 +425,11 @@ class Scheduler:
             return
         partial = None
         try:
-            if outcome.status == m.RAISED:
-                error, tb, partial = loads(outcome.payload)
+            if status == m.RAISED:
+                error, tb, partial = loads(payload)
                 with_remote_cause(error, tb)
             else:
-                error = loads(outcome.payload)
+                error = loads(payload)
         except Exception as inner:
             error = ResultUnpicklingError(
                 f"{task.describe()} raised an exception that could not be unpickled in the "
@@ -484,9 +487,7 @@ class Scheduler:
         return batch
 
     def _send(self, slot: _Slot, calls: list[Task]) -> None:
-        frame = pickle.dumps(
-            m.CallBatch([m.Call(t.id, t.kind, t.fn_blob, t.payload) for t in calls]), 5
-        )
+        frame = pickle.dumps(m.CallBatch([(t.id, t.kind, t.fn_blob, t.payload) for t in calls]), 5)
         for task in calls:
             slot.tasks[task.id] = task
         slot.batches.append(len(calls))

@@ -13,7 +13,7 @@ Who runs where, inside one worker::
 
 Guarantees:
 
-* Every call in a batch produces exactly one ``Outcome`` unless the process dies; the
+* Every call in a batch produces exactly one outcome unless the process dies; the
   board (a shared page the owner reads) names the call that was running if it does.
 * A call's failure never ends the worker: exceptions (``SystemExit`` included), arguments
   that cannot be rebuilt and results that cannot be pickled all become outcomes.
@@ -86,7 +86,9 @@ def _start_watchdog(lifeline_fd: int) -> None:
                 _flush_stdio()
                 os._exit(EXIT_ORPHANED)
 
-    threading.Thread(target=watch, name="manycore-watchdog", daemon=True).start()
+    from ._launch import start_helper_thread
+
+    start_helper_thread(threading.Thread(target=watch, name="manycore-watchdog", daemon=True))
 
 
 def _flush_stdio() -> None:
@@ -160,12 +162,12 @@ class _Worker:
         clock = time.perf_counter
         last_flush = clock()
         board, offset, pack = self.board, self.offset, BOARD_SLOT.pack_into
-        for call in batch.calls:
-            pack(board, offset, call.task_id)
+        for task_id, kind, fn_blob, call_payload in batch.calls:
+            pack(board, offset, task_id)
             start = clock()
-            status, payload = self._run_call(call)
+            status, payload = self._run_call(kind, fn_blob, call_payload)
             now = clock()
-            outcomes.append(m.Outcome(call.task_id, status, payload, now - start))
+            outcomes.append((task_id, status, payload, now - start))
             self.tasks_done += 1
             if now - last_flush >= FLUSH_AFTER:
                 self.chan.send(m.ResultBatch(outcomes))
@@ -175,10 +177,10 @@ class _Worker:
         if outcomes:
             self.chan.send(m.ResultBatch(outcomes))
 
-    def _run_call(self, call: m.Call) -> tuple[int, bytes]:
+    def _run_call(self, kind: int, fn_blob: bytes, call_payload: bytes) -> tuple[int, bytes]:
         try:
-            fn = self.fns.get(call.fn)
-            payload = loads(call.payload)
+            fn = self.fns.get(fn_blob)
+            payload = loads(call_payload)
         except BaseException as exc:
             error = ArgumentUnpicklingError(
                 f"the worker could not rebuild the task's function or arguments: {exc!r}. "
@@ -187,7 +189,6 @@ class _Worker:
                 remote=format_remote(exc),
             )
             return m.FAILED, _dump_error(error)
-        kind = call.kind
         if kind == m.CALL:
             try:
                 if type(payload) is tuple:
