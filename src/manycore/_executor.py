@@ -110,9 +110,10 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """
         self._check_open()
         fn_blob = function_cache.dumps(fn)
-        payload = dumps_args(fn, args, kwargs)
+        kw = kwargs or None
+        payload = dumps_args(fn, args, kw)
         future = _Future()
-        self._scheduler.submit(Task(m.CALL, fn, fn_blob, payload, future))
+        self._scheduler.submit(Task(m.CALL_KW if kw else m.CALL, fn, fn_blob, payload, future))
         return future
 
     def map(

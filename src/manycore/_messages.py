@@ -33,6 +33,7 @@ from typing import NamedTuple, Optional
 
 __all__ = [
     "CALL",
+    "CALL_KW",
     "FAILED",
     "MAP",
     "OK",
@@ -51,13 +52,14 @@ __all__ = [
 ]
 
 # Call kinds: how the payload is applied to the function.
-CALL = 0  # payload is args, or (args, kwargs) when kwargs were given: fn(*args, **kwargs)
+CALL = 0  # payload is args: fn(*args)
+CALL_KW = 3  # payload is (args, kwargs): fn(*args, **kwargs)
 MAP = 1  # payload is a list of items: [fn(x) for x in items]
 STARMAP = 2  # payload is a list of argument tuples: [fn(*a) for a in items]
 
 # Outcome status.
 OK = 0  # payload: the pickled value (a list for MAP/STARMAP)
-RAISED = 1  # payload: pickled (exception, traceback text, values before it or None)
+RAISED = 1  # payload: pickled (exception bytes, its text, traceback text, values before it)
 FAILED = 2  # payload: a pickled manycore error (the call could not be run or sent back)
 
 

@@ -241,9 +241,10 @@ class Pool:
         self._check_running()
         fn_blob = function_cache.dumps(func)
         args = tuple(args)
-        payload = dumps_args(func, args, dict(kwds))
+        kw = dict(kwds) if kwds else None
+        payload = dumps_args(func, args, kw)
         result = AsyncResult(self, callback, error_callback)
-        self._scheduler.submit(Task(m.CALL, func, fn_blob, payload, result))
+        self._scheduler.submit(Task(m.CALL_KW if kw else m.CALL, func, fn_blob, payload, result))
         return result
 
     # -------------------------------------------------------------- maps

@@ -135,7 +135,9 @@ class Task:
         try:
             args = loads(self.payload)
             if self.kind == m.CALL:
-                shown = args if type(args) is tuple else args[0]
+                shown = args
+            elif self.kind == m.CALL_KW:
+                shown = args[0]
             else:
                 shown = (f"<chunk {self.index} of {self.items} items, first {args[0]!r:.40}>",)
         except Exception:
@@ -426,14 +428,22 @@ class Scheduler:
         partial = None
         try:
             if status == m.RAISED:
-                error, tb, partial = loads(payload)
+                exc_blob, summary, tb, partial = loads(payload)
+                try:
+                    error = loads(exc_blob)
+                except Exception as inner:
+                    error = ResultUnpicklingError(
+                        f"{task.describe()} raised {summary}, and that exception could not "
+                        f"be unpickled in the caller: {inner!r}. Give the exception class an "
+                        "__init__ that accepts its args, or a __reduce__."
+                    )
                 with_remote_cause(error, tb)
             else:
                 error = loads(payload)
         except Exception as inner:
             error = ResultUnpicklingError(
-                f"{task.describe()} raised an exception that could not be unpickled in the "
-                f"caller: {inner!r}."
+                f"the outcome of {task.describe()} could not be unpickled in the caller: "
+                f"{inner!r}."
             )
         _call_sink(task.sink._reject, task, error, partial)
 
@@ -548,14 +558,7 @@ class Scheduler:
         if not planned and not slot.ready:
             self._startup_failures += 1
             if self._startup_failures >= STARTUP_FAILURES and self._broken is None:
-                _, _, words = describe_status(status)
-                self._break(
-                    PoolBrokenError(
-                        f"{STARTUP_FAILURES} workers in a row died before they were ready "
-                        f"(the last one, pid {slot.proc.pid}, {words}); the pool cannot "
-                        "start workers. Check the initializer and what the worker imports."
-                    )
-                )
+                self._break(self._startup_error(slot, status))
         if self._broken is None and not self._terminating and not self._closing_idle():
             try:
                 self._start_worker()
@@ -565,6 +568,20 @@ class Scheduler:
                         f"the pool could not start a worker to replace pid {slot.proc.pid}: {exc!r}"
                     )
                 )
+
+    def _startup_error(self, slot: _Slot, status: int | None) -> PoolBrokenError:
+        _, _, words = describe_status(status)
+        what = f"{STARTUP_FAILURES} workers in a row died before they were ready"
+        last = f"the last one, pid {slot.proc.pid}, {words}"
+        if self._init_blob is not None:
+            return InitializerError(
+                f"{what}, while running the pool's initializer ({last}); no worker can start, "
+                "so every task fails. Fix the initializer."
+            )
+        return PoolBrokenError(
+            f"{what} ({last}); the pool cannot start workers. Check what the worker imports "
+            "and the machine's limits (memory, processes)."
+        )
 
     def _break(self, exc: BaseException) -> None:
         """Fail everything pending and in flight with ``exc``; later submits fail too."""

@@ -7,8 +7,8 @@ Rules:
   or class from a script, ``python -c`` or a notebook, which a worker must not look up by
   name because the main module is never re-executed there), it pickles again with
   cloudpickle, which sends such objects by value.
-* ``FunctionCache`` keeps a function's pickled bytes while the function is unchanged, so
-  per-item ``apply_async``/``submit`` do not pay ~15 us for cloudpickle each time.
+* ``FunctionCache`` keeps the pickled bytes of module-level functions, so per-item
+  ``apply_async``/``submit`` pay a dict lookup instead of a pickle.
 * ``loads`` is ``pickle.loads``: cloudpickle's output only needs cloudpickle importable.
 
 Nothing here decides what is trusted: the pool only ever unpickles bytes from its own
@@ -51,16 +51,19 @@ def dumps(obj: Any) -> bytes:
     return data
 
 
-def dumps_args(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Pickle a call's ``(args, kwargs)`` on the caller's thread, naming the culprit on failure.
+def dumps_args(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
+) -> bytes:
+    """Pickle a call's ``args`` (``(args, kwargs)`` if there are keywords) on the caller's
+    thread, naming the culprit on failure; the call kind says which (``CALL``/``CALL_KW``).
 
     Raises:
         ArgumentPicklingError: an argument cannot be pickled; nothing was sent.
     """
     try:
-        return dumps((args, kwargs) if kwargs else args)
+        return dumps((args, kwargs) if kwargs is not None else args)
     except Exception as exc:
-        raise _argument_error(fn, args, kwargs, exc) from exc
+        raise _argument_error(fn, args, kwargs or {}, exc) from exc
 
 
 def _argument_error(
@@ -85,41 +88,19 @@ def _argument_error(
     )
 
 
-class _Entry:
-    """A function's pickled bytes and, for a by-value pickle, what they captured."""
-
-    __slots__ = ("blob", "captured", "fn_ref", "names")
-
-    def __init__(self, fn: types.FunctionType, blob: bytes, by_value: bool) -> None:
-        self.fn_ref = weakref.ref(fn)
-        self.blob = blob
-        self.names = _global_names(fn.__code__) if by_value else None
-        self.captured = _captured(fn, self.names) if self.names is not None else None
-
-    def still_valid(self, fn: Any) -> bool:
-        if self.names is None:  # by reference: the worker looks the name up itself
-            return True
-        captured = self.captured
-        assert captured is not None
-        now = _captured(fn, self.names)
-        return len(now) == len(captured) and all(a is b for a, b in zip(now, captured))
-
-
 class FunctionCache:
-    """Pickled bytes per function object, reused while the function is unchanged.
+    """Pickled bytes of functions that pickle by reference, kept per function object.
 
-    A function pickled by reference (importable from a module) is stable: its bytes are a
-    name. A function pickled by value (``__main__``, lambda, closure) captures its code,
-    defaults, closure cells and the globals it names; the entry is reused only while every
-    one of those is still the *same object* (the entry holds them, so ids are not reused).
-    Rebinding a global the function reads, as a notebook cell does, pickles it afresh.
-
-    Only plain functions are cached: a ``partial`` or a callable object can change in ways
-    no snapshot sees, so those are pickled at every call.
+    A function importable from a module pickles to its module and name; the worker looks
+    it up itself, so those bytes never go stale and are worth keeping (pickling costs a
+    few microseconds, a dict lookup far less). A function pickled by value (``__main__``,
+    a lambda, a closure) captures its globals and closure cells, whose contents may change
+    in place between calls; it is pickled afresh at every call so that each call sees the
+    current state. A ``map`` pickles its function once for all its items either way.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[int, _Entry] = {}
+        self._blobs: dict[int, tuple[weakref.ref[Any], bytes]] = {}
         self._lock = threading.Lock()
 
     def dumps(self, fn: Callable[..., Any]) -> bytes:
@@ -128,9 +109,9 @@ class FunctionCache:
         Raises:
             ArgumentPicklingError: ``fn`` cannot be pickled.
         """
-        entry = self._entries.get(id(fn))
-        if entry is not None and entry.fn_ref() is fn and entry.still_valid(fn):
-            return entry.blob
+        entry = self._blobs.get(id(fn))
+        if entry is not None and entry[0]() is fn:
+            return entry[1]
         try:
             blob = dumps(fn)
         except Exception as exc:
@@ -139,61 +120,24 @@ class FunctionCache:
                 "level or make the objects it captures picklable.",
                 argument="function",
             ) from exc
-        if type(fn) is types.FunctionType:
+        if type(fn) is types.FunctionType and _by_reference(blob):
             key = id(fn)
-            entry = _Entry(fn, blob, by_value=not _by_reference(blob))
-            entry.fn_ref = weakref.ref(fn, functools.partial(self._forget, key, entry))
+            ref = weakref.ref(fn, functools.partial(self._forget, key))
             with self._lock:
-                self._entries[key] = entry
+                self._blobs[key] = (ref, blob)
         return blob
 
-    def _forget(self, key: int, entry: _Entry, _ref: object = None) -> None:
+    def _forget(self, key: int, ref: weakref.ref[Any]) -> None:
         with self._lock:
-            if self._entries.get(key) is entry:
-                del self._entries[key]
+            entry = self._blobs.get(key)
+            if entry is not None and entry[0] is ref:
+                del self._blobs[key]
 
 
 def _by_reference(blob: bytes) -> bool:
-    # A by-reference function pickles to a few dozen bytes naming module and qualname;
-    # cloudpickle's by-value form always names its own reconstructors.
+    # cloudpickle's by-value form always names its own reconstructors; a by-reference
+    # pickle is only a module and a qualified name.
     return b"cloudpickle" not in blob
-
-
-_code_names: weakref.WeakKeyDictionary[types.CodeType, tuple[str, ...]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _global_names(code: types.CodeType) -> tuple[str, ...]:
-    names = _code_names.get(code)
-    if names is None:
-        found = set(code.co_names)
-        for const in code.co_consts:
-            if isinstance(const, types.CodeType):
-                found.update(_global_names(const))
-        names = tuple(sorted(found))
-        _code_names[code] = names
-    return names
-
-
-_MISSING = object()
-
-
-def _captured(fn: Any, names: tuple[str, ...]) -> list[Any]:
-    """Everything a by-value pickle of ``fn`` captured, to be compared by identity."""
-    glb = fn.__globals__
-    out = [fn.__code__, fn.__defaults__, fn.__kwdefaults__]
-    if fn.__closure__:
-        out.extend(_cell(c) for c in fn.__closure__)
-    out.extend(glb.get(name, _MISSING) for name in names)
-    return out
-
-
-def _cell(cell: Any) -> Any:
-    try:
-        return cell.cell_contents
-    except ValueError:  # an empty cell
-        return _MISSING
 
 
 class WorkerFunctionCache:

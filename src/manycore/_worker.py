@@ -189,9 +189,9 @@ class _Worker:
                 remote=format_remote(exc),
             )
             return m.FAILED, _dump_error(error)
-        if kind == m.CALL:
+        if kind == m.CALL or kind == m.CALL_KW:
             try:
-                if type(payload) is tuple:
+                if kind == m.CALL:
                     value = fn(*payload)
                 else:
                     args, kwargs = payload
@@ -238,22 +238,35 @@ def _first_unpicklable(values: list[Any]) -> str:
 
 
 def _dump_raised(exc: BaseException, partial: list[Any] | None, fn: Any, args: Any) -> bytes:
+    """A RAISED payload: (exception bytes, its text, traceback text, values before it).
+
+    The exception is pickled on its own, so that if the caller cannot rebuild it, the
+    caller still has its type, text and traceback to report.
+    """
     tb = format_remote(exc)
+    summary = _summary(exc)
     try:
-        return dumps((exc, tb, partial))
+        exc_blob = dumps(exc)
     except Exception:
-        pass
+        error = ResultPicklingError(
+            f"{describe_call(fn)} raised {summary}, and that exception cannot be pickled to "
+            "send it back; the worker's traceback is attached.",
+            remote=tb,
+        )
+        exc_blob = dumps(error)
     if partial is not None:
-        try:  # the values are the problem, not the exception
-            return dumps((exc, tb, None))
-        except Exception:
+        try:
+            return dumps((exc_blob, summary, tb, partial))
+        except Exception:  # the values are the problem, not the exception
             pass
-    error = ResultPicklingError(
-        f"{describe_call(fn)} raised {type(exc).__name__}: {exc}, and that exception "
-        "cannot be pickled to send it back; the worker's traceback is attached.",
-        remote=tb,
-    )
-    return dumps((error, tb, None))
+    return dumps((exc_blob, summary, tb, None))
+
+
+def _summary(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__qualname__}: {exc}"
+    except Exception:  # a broken __str__
+        return type(exc).__qualname__
 
 
 def _dump_error(error: Exception) -> bytes:
