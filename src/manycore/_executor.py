@@ -14,9 +14,11 @@ with bounded look-ahead and chunks adaptively when ``chunksize`` is not given.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
+from concurrent.futures import _base
 from typing import Any, Callable, Optional
 
 from . import _messages as m
@@ -32,22 +34,91 @@ from ._serialize import dumps_args
 __all__ = ["ProcessPoolExecutor"]
 
 
+# Guards the lazy creation of a future's condition (see _Future).
+_condition_lock = threading.Lock()
+
+
 class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
-    """A stdlib future that the scheduler can complete."""
+    """A stdlib future that the scheduler can complete, with its condition made lazily.
+
+    The stdlib future builds a ``threading.Condition`` in ``__init__``: about eight objects
+    the garbage collector must track, which for per-item ``submit`` cost more than the rest
+    of the submit path. Most futures are finished before anyone waits on them, so this one
+    creates its condition only when something needs it (a wait on an unfinished future,
+    ``cancel``, ``add_done_callback``, ``concurrent.futures.wait``). Until then, state
+    changes happen under one module-wide lock, which the creation takes too: either the
+    scheduler changes the state first and the creator sees it, or the condition exists and
+    the scheduler goes through the stdlib's methods, which notify it.
+    """
 
     sizer: Optional[ChunkSizer] = None  # single tasks are sized by the pool's own sizer
 
+    def __init__(self) -> None:  # the stdlib's, minus the eager condition
+        self._lazy_condition: threading.Condition | None = None
+        self._state = _base.PENDING
+        self._result = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Any] = []
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        condition = self._lazy_condition
+        if condition is None:
+            with _condition_lock:
+                condition = self._lazy_condition
+                if condition is None:
+                    condition = self._lazy_condition = threading.Condition()
+        return condition
+
+    def done(self) -> bool:
+        return self._state in _DONE
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._state == _base.FINISHED:
+            if self._exception is not None:
+                raise self._exception
+            return self._result
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state == _base.FINISHED:
+            return self._exception
+        return super().exception(timeout)
+
+    # Called by the scheduler thread.
     def _claim(self) -> bool:
+        if self._lazy_condition is None:
+            with _condition_lock:
+                if self._lazy_condition is None:
+                    # No condition: nobody has cancelled, waited or added a callback.
+                    self._state = _base.RUNNING
+                    return True
         return self.set_running_or_notify_cancel()
 
     def _resolve(self, task: Task, value: Any) -> None:
+        if self._lazy_condition is None:
+            with _condition_lock:
+                if self._lazy_condition is None:
+                    self._result = value
+                    self._state = _base.FINISHED
+                    return
         self.set_result(value)
 
     def _reject(self, task: Task, exc: BaseException, partial: Any) -> None:
+        if self._lazy_condition is None:
+            with _condition_lock:
+                if self._lazy_condition is None:
+                    self._exception = exc
+                    self._state = _base.FINISHED
+                    return
         self.set_exception(exc)
 
     def _cancel(self) -> None:
         self.cancel()
+
+
+_DONE = frozenset({_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED, _base.FINISHED})
 
 
 class ProcessPoolExecutor(concurrent.futures.Executor):

@@ -38,6 +38,16 @@ function_cache = FunctionCache()
 class AsyncResult:
     """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``."""
 
+    __slots__ = (
+        "__weakref__",
+        "_callback",
+        "_error",
+        "_error_callback",
+        "_latch",
+        "_pool",
+        "_ready",
+        "_value",
+    )
     sizer: Optional[ChunkSizer] = None  # single tasks are sized by the pool's own sizer
 
     def __init__(
@@ -138,6 +148,8 @@ ApplyResult = AsyncResult
 
 class MapResult(AsyncResult):
     """The result of ``map_async``/``starmap_async``: a list in input order."""
+
+    __slots__ = ("job",)
 
     def __init__(
         self,
@@ -391,7 +403,9 @@ class Pool:
             raise PoolClosedError(
                 f"Pool not running (it was {how}): it accepts no new work; create a new pool"
             )
-        self._scheduler.check_open()
+        # A broken pool still takes work: each call then fails through its result, where
+        # Pool users handle errors (the executor raises at submit, as the stdlib's does).
+        self._scheduler.check_open(broken_raises=False)
 
 
 def _check_chunksize(chunksize: Optional[int]) -> None:

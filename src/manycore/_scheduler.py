@@ -228,10 +228,16 @@ class Scheduler:
     def closing(self) -> bool:
         return self._closing
 
-    def check_open(self) -> None:
-        """Raises PoolClosedError or the pool's breakage if no new work is accepted."""
+    def check_open(self, broken_raises: bool = True) -> None:
+        """Raise PoolClosedError if no new work is accepted.
+
+        A broken pool raises its breakage too unless ``broken_raises`` is false: then work
+        is accepted and rejected with the breakage (a Pool reports errors through results).
+        """
         if self._broken is not None:
-            raise _fresh(self._broken)
+            if broken_raises:
+                raise _fresh(self._broken)
+            return
         if self._closing or self._terminating:
             raise PoolClosedError(
                 "the pool is closed: it accepts no new work after close(), shutdown() or "
@@ -241,10 +247,28 @@ class Scheduler:
     def submit(self, item: SourceOrTask) -> None:
         """Hand a task or a map job to the scheduler thread."""
         self._inbox.append(item)
+        if self._finished.is_set():
+            # The scheduler is gone (the pool broke or closed while we were submitting).
+            # It drains the inbox once more after setting _finished, so between it and us
+            # every item is settled; nothing waits forever.
+            self._reject_leftovers()
         # Wake the scheduler only if it sleeps and some worker has room: when all are busy,
         # it drains the inbox anyway as results arrive, and a submit costs no system call.
-        if self._asleep and self._room:
+        elif self._asleep and self._room:
             self.wake()
+
+    def _reject_leftovers(self) -> None:
+        exc = self._broken or PoolClosedError(
+            "the pool was closed before this work could start; create a new pool"
+        )
+        inbox = self._inbox
+        while True:
+            try:
+                item = inbox.popleft()
+            except IndexError:
+                return
+            if item is not _CANCEL_QUEUED:
+                self._reject_item(item, exc)
 
     def wake(self) -> None:
         try:
@@ -304,6 +328,7 @@ class Scheduler:
         finally:
             self._release()
             self._finished.set()
+            self._reject_leftovers()
 
     def _drain_inbox(self) -> None:
         inbox, fifo = self._inbox, self._fifo
