@@ -7,10 +7,13 @@ be small. The sizer aims at ``TARGET_SECONDS`` of work per chunk, measured by th
 
 * It starts at one item, since nothing is known: a first chunk of 1 s items must not be
   a hundred of them.
-* It grows at most ``MAX_GROWTH`` times per step, so one noisy measurement cannot
-  produce a chunk that runs for a minute.
 * With a known total it never gives a worker more than ``1/BALANCE_SHARE`` of its share of
-  the remaining input, so the tail of a map stays balanced (the stdlib's ``map`` rule).
+  the remaining input, so the tail of a map stays balanced (the stdlib's ``map`` rule),
+  unless that would cut chunks below ``FLOOR_SECONDS`` of work, where overhead would
+  dominate. That rule also bounds the harm of a wrong estimate, so the size may jump to
+  its target at once.
+* With an unknown total (``imap`` over an iterator) it grows at most ``MAX_GROWTH`` times
+  per step, so one noisy measurement cannot produce a chunk that runs for a minute.
 * An explicit ``chunksize`` is honoured exactly.
 """
 
@@ -56,8 +59,9 @@ class ChunkSizer:
             size = 1
         else:
             size = max(1, int(TARGET_SECONDS / self.per_item))
-            size = min(size, max(1, self.largest) * MAX_GROWTH)
-            if remaining is not None:
+            if remaining is None:
+                size = min(size, max(1, self.largest) * MAX_GROWTH)
+            else:
                 share = math.ceil(remaining / (self.workers * BALANCE_SHARE))
                 floor = int(FLOOR_SECONDS / self.per_item)
                 size = min(size, max(share, floor))

@@ -467,8 +467,7 @@ class Scheduler:
                 error = loads(payload)
         except Exception as inner:
             error = ResultUnpicklingError(
-                f"the outcome of {task.describe()} could not be unpickled in the caller: "
-                f"{inner!r}."
+                f"the outcome of {task.describe()} could not be unpickled in the caller: {inner!r}."
             )
         _call_sink(task.sink._reject, task, error, partial)
 
