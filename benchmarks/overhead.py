@@ -1,0 +1,137 @@
+"""Per-item overhead of map-style calls on trivial tasks, with the chunking users get by default.
+
+Figures (issue 2):
+
+* ``map(x*x)`` over 200k ints, default chunking: ``manycore.Pool.map`` at least 1.0x the
+  speed of ``multiprocessing.Pool.map``.
+* ``imap`` and ``Executor.map`` with no chunksize: at least 30x the items/s of the stdlib
+  ``Pool.imap``, whose default chunksize is 1. At chunksize 1 the stdlib handles a few tens
+  of thousands of items a second, so its side runs over fewer items (20k) and the figure
+  compares items/s.
+
+A reference row sets manycore's ``Executor.map`` beside the stdlib's (also chunksize 1 by
+default, and slower still), over fewer items again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable
+
+import manycore
+
+from . import workloads
+from ._harness import Call, Context, Figure, Measurement, measure, opened
+
+__all__ = ["run"]
+
+SUITE = "overhead"
+
+
+def _squares_of(n: int) -> Callable[[Any], bool]:
+    expected = [x * x for x in range(n)]
+    return lambda result: list(result) == expected
+
+
+def k(n: int) -> str:
+    """``20000`` -> ``"20k"``."""
+    return f"{n // 1000}k" if n % 1000 == 0 else f"{n:,}"
+
+
+def run(ctx: Context) -> list[Figure]:
+    n_map = 200_000
+    n_fast = 200_000  # manycore's imap / Executor.map
+    n_stdlib_imap = ctx.size(20_000, 5_000)
+    n_stdlib_exmap = ctx.size(5_000, 2_000)
+    square = workloads.square
+    w = ctx.workers
+
+    with contextlib.ExitStack() as stack:
+        mp_pool = stack.enter_context(opened(ctx, "multiprocessing.Pool", multiprocessing.Pool(w)))
+        mc_pool = stack.enter_context(opened(ctx, "manycore.Pool", manycore.Pool(w)))
+        mp_map = Call(
+            Measurement("multiprocessing.Pool.map", n_map),
+            lambda: mp_pool.map(square, range(n_map)),
+            _squares_of(n_map),
+        )
+        mc_map = Call(
+            Measurement("manycore.Pool.map", n_map),
+            lambda: mc_pool.map(square, range(n_map)),
+            _squares_of(n_map),
+        )
+        measure(ctx, f"map(x*x) over {n_map:,} ints", [mc_map, mp_map])
+
+        cf_exec = stack.enter_context(
+            opened(ctx, "concurrent.futures.ProcessPoolExecutor", ProcessPoolExecutor(w))
+        )
+        mc_exec = stack.enter_context(
+            opened(ctx, "manycore.ProcessPoolExecutor", manycore.ProcessPoolExecutor(w))
+        )
+        mp_imap = Call(
+            Measurement(f"multiprocessing.Pool.imap ({n_stdlib_imap // 1000}k)", n_stdlib_imap),
+            lambda: list(mp_pool.imap(square, range(n_stdlib_imap))),
+            _squares_of(n_stdlib_imap),
+            warmup=lambda: list(mp_pool.imap(square, range(1000))),
+        )
+        mc_imap = Call(
+            Measurement(f"manycore.Pool.imap ({n_fast // 1000}k)", n_fast),
+            lambda: list(mc_pool.imap(square, range(n_fast))),
+            _squares_of(n_fast),
+        )
+        mc_exmap = Call(
+            Measurement(f"manycore.ProcessPoolExecutor.map ({n_fast // 1000}k)", n_fast),
+            lambda: list(mc_exec.map(square, range(n_fast))),
+            _squares_of(n_fast),
+        )
+        cf_exmap = Call(
+            Measurement(
+                f"concurrent.futures.ProcessPoolExecutor.map ({n_stdlib_exmap // 1000}k)",
+                n_stdlib_exmap,
+            ),
+            lambda: list(cf_exec.map(square, range(n_stdlib_exmap))),
+            _squares_of(n_stdlib_exmap),
+            warmup=lambda: list(cf_exec.map(square, range(500))),
+        )
+        measure(
+            ctx, "imap / Executor.map with no chunksize", [mc_imap, mp_imap, mc_exmap, cf_exmap]
+        )
+
+    return [
+        Figure(
+            SUITE,
+            f"Pool.map(x*x), {n_map // 1000}k ints, default chunking",
+            mc_map.measurement,
+            mp_map.measurement,
+            compare="speed",
+            target=1.0,
+        ),
+        Figure(
+            SUITE,
+            f"Pool.imap(x*x), no chunksize, {k(n_fast)} vs stdlib {k(n_stdlib_imap)}",
+            mc_imap.measurement,
+            mp_imap.measurement,
+            compare="speed",
+            target=30.0,
+            show="rate",
+        ),
+        Figure(
+            SUITE,
+            f"Executor.map(x*x), no chunksize, {k(n_fast)} vs stdlib Pool.imap {k(n_stdlib_imap)}",
+            mc_exmap.measurement,
+            mp_imap.measurement,
+            compare="speed",
+            target=30.0,
+            show="rate",
+        ),
+        Figure(
+            SUITE,
+            f"Executor.map(x*x), no chunksize, {k(n_fast)} vs stdlib Executor.map "
+            f"{k(n_stdlib_exmap)}",
+            mc_exmap.measurement,
+            cf_exmap.measurement,
+            compare="speed",
+            show="rate",
+        ),
+    ]
