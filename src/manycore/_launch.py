@@ -22,6 +22,7 @@ never keep a dead worker's socket or a lifeline open by accident.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import gc
 import multiprocessing
@@ -411,12 +412,13 @@ class ForkServer:
         return pid == 0
 
     def close(self) -> None:
+        """Close the control socket (the server exits on EOF) and reap the server."""
         forget_internal_fd(self.sock.fileno())
         self.sock.close()
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
+        proc = ChildProcess(self.pid)
+        if proc.wait(1.0) is None:  # it should exit at once; never let exit hang on it
+            proc.kill(signal.SIGKILL)
+            proc.wait(1.0)
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:
@@ -459,7 +461,9 @@ def fork_server_pids() -> list[int]:
     return [s.pid for s in (_server, _fresh_server) if s is not None]
 
 
+@atexit.register
 def _close_servers() -> None:
+    """At exit, close the control sockets: each server sees EOF and exits on its own."""
     global _server, _fresh_server
     for server in (_server, _fresh_server):
         if server is not None:
