@@ -87,32 +87,28 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
         return super().exception(timeout)
 
     # Called by the scheduler thread.
-    def _claim(self) -> bool:
+    def _quietly(self, state: str, field: str = "", value: Any = None) -> bool:
+        """Move to ``state`` (setting ``field`` first) without a condition, if none exists
+        yet: then nobody can be waiting, cancelling or holding callbacks. True if done."""
         if self._lazy_condition is None:
             with _condition_lock:
                 if self._lazy_condition is None:
-                    # No condition: nobody has cancelled, waited or added a callback.
-                    self._state = _base.RUNNING
+                    if field:
+                        setattr(self, field, value)
+                    self._state = state
                     return True
-        return self.set_running_or_notify_cancel()
+        return False
+
+    def _claim(self) -> bool:
+        return self._quietly(_base.RUNNING) or self.set_running_or_notify_cancel()
 
     def _resolve(self, task: Task, value: Any) -> None:
-        if self._lazy_condition is None:
-            with _condition_lock:
-                if self._lazy_condition is None:
-                    self._result = value
-                    self._state = _base.FINISHED
-                    return
-        self.set_result(value)
+        if not self._quietly(_base.FINISHED, "_result", value):
+            self.set_result(value)
 
     def _reject(self, task: Task, exc: BaseException, partial: Any) -> None:
-        if self._lazy_condition is None:
-            with _condition_lock:
-                if self._lazy_condition is None:
-                    self._exception = exc
-                    self._state = _base.FINISHED
-                    return
-        self.set_exception(exc)
+        if not self._quietly(_base.FINISHED, "_exception", exc):
+            self.set_exception(exc)
 
     def _cancel(self) -> None:
         self.cancel()
