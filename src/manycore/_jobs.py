@@ -31,15 +31,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from ._chunking import ChunkSizer
 from ._errors import ArgumentPicklingError, TimeoutError
 from ._scheduler import IN_FLIGHT_BATCHES, Scheduler, Task
 from ._serialize import dumps
-
-if TYPE_CHECKING:
-    from ._scheduler import Sink  # noqa: F401
 
 __all__ = ["MapJob"]
 
