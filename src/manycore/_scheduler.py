@@ -170,6 +170,9 @@ SourceOrTask = Union[Task, Source]
 _CANCEL_QUEUED: Any = object()  # an inbox marker: cancel every queued task and job
 
 _live: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+# A forked child has copies of its parent's pools but none of their threads: they are not its
+# own to stop at exit (and waiting for their threads would only delay its exit).
+os.register_at_fork(after_in_child=_live.clear)
 
 
 class Scheduler:
