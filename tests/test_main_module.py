@@ -139,3 +139,23 @@ def test_mutated_closure_state_is_seen_by_the_next_call():
         settings["scale"] = 10
         assert pool.map_async(scaled, range(3)).get(timeout=TIMEOUT) == [0, 10, 20]
         assert pool.apply_async(scaled, (1,)).get(timeout=TIMEOUT) == 10
+
+
+NESTED_SCRIPT = """
+import manycore
+from manycore import _launch
+from tests import workloads
+
+with manycore.Pool(2) as pool:
+    # a plain script has one thread here, so the fork server is forked from it: the path
+    # pytest itself (which has threads) never takes
+    assert _launch._server is not None and _launch._server.forked
+    results = pool.map_async(workloads.nested_map, [5, 3], chunksize=1).get(timeout=60)
+print([squares for squares, _ in results])
+"""
+
+
+def test_nested_pool_in_a_plain_script_with_a_forked_server():
+    result = helpers.run_python(["-c", NESTED_SCRIPT], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[[0, 1, 4, 9, 16], [0, 1, 4]]"

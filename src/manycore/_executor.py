@@ -167,7 +167,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         self._shutdown = False
         self._finalizer = weakref.finalize(self, self._scheduler.close)
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> _Future:
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; return its ``Future``.
 
         Raises:

@@ -76,6 +76,7 @@ class MapJob:
         self._window = IN_FLIGHT_BATCHES * scheduler.workers + 2
         self._ready: deque[Task] = deque()  # lazy: cut, waiting for the scheduler
         self._cut = 0  # chunks cut so far
+        self._items_cut = 0  # input items read so far
         self._exhausted = False  # no more chunks will be cut
         self._results: dict[int, _Outcome] = {}
         self._settled = 0
@@ -108,10 +109,12 @@ class MapJob:
                 return None
             if self._remaining is not None:
                 self._remaining -= len(items)
+            offset = self._items_cut
+            self._items_cut += len(items)
             try:
                 payload = dumps(items)
             except Exception as exc:
-                self._fail_input(index, _item_error(self._fn, items, index, exc))
+                self._fail_input(index, _item_error(self._fn, items, offset, exc))
                 return None
             self._cut += 1
             if self._remaining == 0:
@@ -352,16 +355,17 @@ def _then_raise(values: list[Any], exc: BaseException) -> Iterator[Any]:
 
 
 def _item_error(
-    fn: Callable[..., Any], items: list[Any], chunk: int, exc: Exception
+    fn: Callable[..., Any], items: list[Any], offset: int, exc: Exception
 ) -> ArgumentPicklingError:
     name = getattr(fn, "__qualname__", None) or repr(fn)
-    for i, item in enumerate(items):
+    for i, item in enumerate(items, offset):
         try:
             dumps(item)
         except Exception as inner:
             return ArgumentPicklingError(
-                f"cannot send an input item of {name}() to a worker: item {i} of chunk {chunk}, "
-                f"a {type(item).__name__}, cannot be pickled ({inner}). Pass picklable data.",
-                argument=f"item {i} of chunk {chunk}",
+                f"cannot send input item {i} of {name}() to a worker: a {type(item).__name__} "
+                f"object cannot be pickled ({inner}). Pass picklable data (or something the "
+                "task can use to build the object itself).",
+                argument=f"item {i}",
             )
     return ArgumentPicklingError(f"cannot send input of {name}() to a worker: {exc}")

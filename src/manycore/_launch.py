@@ -68,11 +68,14 @@ def forget_internal_fd(fd: int) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _server, _fresh_server
+    global _server, _fresh_server, _server_lock
     _neutralize(_internal_fds)
     _internal_fds.clear()
-    # The servers belong to the parent; a child that needs one starts its own.
+    # The servers belong to the parent; a child that needs one starts its own. The lock is
+    # made anew: the fork server itself is forked while its creator holds it, and every
+    # worker it forks would otherwise inherit it held (a nested pool would wait forever).
     _server = _fresh_server = None
+    _server_lock = threading.Lock()
 
 
 def _neutralize(fds: Iterable[int]) -> None:

@@ -139,7 +139,11 @@ class Task:
             elif self.kind == m.CALL_KW:
                 shown = args[0]
             else:
-                shown = (f"<chunk {self.index} of {self.items} items, first {args[0]!r:.40}>",)
+                first = describe_call(self.fn, args[0] if self.kind == m.STARMAP else (args[0],))
+                return (
+                    f"task {self.id}: chunk {self.index} of a map ({self.items} item"
+                    f"{'s' if self.items != 1 else ''}, the first {first})"
+                )
         except Exception:
             shown = ("...",)
         return f"task {self.id}: {describe_call(self.fn, shown)}"
