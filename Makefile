@@ -29,9 +29,19 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+## make docs: the guides and the API reference (from docstrings) as HTML; warnings are errors
+docs: $(DOCS_STAMP)
+	$(PY) -m sphinx -q -W --keep-going -b html docs build/docs
+
 ## make bench: the development benchmarks, beside the stdlib, written to bench-results/
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-* .pytest_cache .mypy_cache .ruff_cache bench-results
+	rm -rf $(VENV) .venv-* .pytest_cache .mypy_cache .ruff_cache bench-results build
