@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## make run: the main job, a side-by-side benchmark on this machine
 run: $(STAMP)
-	$(VENV)/bin/manycore bench
+	$(VENV)/bin/manycore bench $(RUN_ARGS)
 
 ## make test: lint, type checks and the test suite
 test: lint typecheck pytest
@@ -39,8 +39,15 @@ $(DOCS_STAMP): $(STAMP)
 docs: $(DOCS_STAMP)
 	$(PY) -m sphinx -q -W --keep-going -b html docs build/docs
 
-## make bench: the development benchmarks, beside the stdlib, written to bench-results/
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+## make bench: the development benchmarks, beside the stdlib and the peers (installed here),
+## written to bench-results/
+bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:

@@ -14,7 +14,8 @@ from manycore import _benchwork as work
 from manycore._cli import machine_facts
 
 from . import overhead, startup, submit
-from ._harness import Context, Figure, render_figures
+from ._harness import CALL_DEADLINE_S, Context, Figure, describe, render_figures
+from .peers import COMPARED
 
 SUITES: dict[str, Callable[[Context], list[Figure]]] = {
     "overhead": overhead.run,
@@ -26,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 NOTES = [
     "Each value is the median of the repeats, with the spread (half their range) after it.",
-    "ratio: for items/s and map figures (target >=), manycore's speed over the stdlib's; "
-    "for start-up figures (target <=), manycore's time over the stdlib's.",
+    "ratio: for items/s and map figures (target >=), manycore's speed over the baseline's; "
+    "for start-up figures (target <=), manycore's time over the baseline's. The baseline "
+    "is the stdlib unless the figure's name says 'vs' a peer (joblib, mpire, pebble).",
     "Both sides of a figure are measured in the same run, interleaved, after a warm-up; "
     "'reference' rows have no target and are shown for context.",
 ]
@@ -79,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{' (quick)' if ctx.quick else ''}"
     )
 
+    peers = work.find_peers()
+    progress("peers: " + ", ".join(status.describe() for status in peers.values()))
+    capacity, capacity_text = _capacity(ctx)
     figures: list[Figure] = []
     with work.ignore_fork_warnings():
         for name in args.only or list(SUITES):
@@ -88,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress(f"  {figure.summary()}")
             figures.extend(suite_figures)
 
+    notes = [*NOTES, capacity_text, work.peers_note(peers, set(COMPARED)), *ctx.notes]
     table = render_figures(figures)
     header = (
         f"manycore {machine_facts()['manycore_version']} benchmarks, "
@@ -100,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print("\n".join(table))
     print()
-    print("\n".join(NOTES), flush=True)
+    print("\n".join(notes), flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,19 +119,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine_facts(),
         "load_average_before": load_before,
         "load_average_after": work.load_average(),
+        "parallel_capacity": capacity.as_dict() if capacity else None,
+        "peers": [status.as_dict() for status in peers.values()],
         "figures": [f.as_dict() for f in figures],
+        "notes": notes,
     }
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = [f"# {header}", "", *table, "", *(f"- {note}" for note in NOTES)]
+    markdown = [f"# {header}", "", *table, "", *(f"- {note}" for note in notes)]
     (out / "results.md").write_text("\n".join(markdown) + "\n")
     progress(f"wrote {out / 'results.json'} and {out / 'results.md'}")
 
-    verdicts = [f.verdict for f in figures]
-    if "error" in verdicts:
+    if any(f.failed for f in figures):
         return 1
-    if args.strict and "MISSED" in verdicts:
+    if args.strict and any(f.verdict == "MISSED" for f in figures):
         return 1
     return 0
+
+
+def _capacity(ctx: Context) -> tuple[work.Capacity | None, str]:
+    """Measure the parallel capacity before any suite starts a pool; one line about it."""
+    usable = manycore.cpu_count()
+    if usable < 2:
+        return None, "parallel capacity: not measured (a single usable CPU)."
+    try:
+        with work.ignore_fork_warnings(), work.deadline(CALL_DEADLINE_S, "capacity probe"):
+            capacity = work.parallel_capacity(usable, seconds=0.2 if ctx.quick else 0.3)
+    except Exception as exc:
+        return None, f"parallel capacity: not measured ({describe(exc)})."
+    text = work.capacity_note(capacity, usable)
+    ctx.progress(text)
+    return capacity, text
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """How the benchmarks measure, compare and report.
 
-Every figure sets manycore beside a stdlib baseline measured in the same run, in the same
-process where it can be, and reports their ratio against the target an issue set. On a
-noisy, shared machine only such ratios mean anything; absolute times are kept for context.
+Every figure sets manycore beside a baseline measured in the same run, in the same process
+where it can be, and reports their ratio against the target an issue set: the stdlib, or a
+peer (joblib, mpire, pebble: reference figures, with no target). On a noisy, shared
+machine only such ratios mean anything; absolute times are kept for context.
 
 Measuring rules (``measure``):
 
@@ -53,6 +54,13 @@ class Context:
     repeats: int
     root: Path  # the repository, for subprocesses that import benchmarks.workloads
     progress: work.Progress
+    notes: list[str] = field(default_factory=list)  # for the report, below the table
+
+    def note(self, text: str) -> None:
+        """Add a line to the report's notes (and show it in the progress log)."""
+        if text not in self.notes:
+            self.notes.append(text)
+        self.progress(text)
 
     def size(self, full: int, quick: int) -> int:
         """An input size: ``full`` normally, ``quick`` under ``--quick``."""
@@ -87,12 +95,13 @@ class Measurement:
 
 @dataclass
 class Figure:
-    """manycore against a stdlib baseline, with the ratio an issue asks for.
+    """manycore against a baseline (the stdlib, or a peer), with the ratio an issue asks for.
 
     ``compare="speed"``: the ratio is manycore's items/s over the baseline's (higher is
     better; the same as the time ratio inverted when both handled the same items).
     ``compare="time"``: the ratio is manycore's time over the baseline's (lower is better).
     A figure with no target is a reference: shown for context, never passed or missed.
+    Figures against peers are references: the issues set targets against the stdlib.
     """
 
     suite: str
@@ -102,6 +111,7 @@ class Figure:
     compare: str  # "speed" or "time"
     target: float | None = None
     show: str = "time"  # how to print the values: "time" (per call) or "rate" (items/s)
+    baseline_kind: str = "stdlib"  # or "peer"
 
     @property
     def ratio(self) -> float:
@@ -110,6 +120,12 @@ class Figure:
         if self.compare == "speed":
             return self.subject.rate / self.baseline.rate
         return self.subject.seconds / self.baseline.seconds
+
+    @property
+    def failed(self) -> bool:
+        """Whether this figure is an error that fails the run: manycore's side failed, or
+        the stdlib's did. A peer that fails is reported in the table, not in the exit status."""
+        return bool(self.subject.error or (self.baseline.error and self.baseline_kind == "stdlib"))
 
     @property
     def verdict(self) -> str:
@@ -135,7 +151,8 @@ class Figure:
             "target": self.target,
             "verdict": self.verdict,
             "manycore": self.subject.as_dict(),
-            "stdlib": self.baseline.as_dict(),
+            "baseline_kind": self.baseline_kind,
+            "baseline": self.baseline.as_dict(),
         }
 
     def summary(self) -> str:
@@ -244,12 +261,12 @@ def _value(figure: Figure, m: Measurement) -> str:
 
 
 def render_figures(figures: Sequence[Figure]) -> list[str]:
-    """The markdown table of figures: one row each, manycore beside the stdlib.
+    """The markdown table of figures: one row each, manycore beside the stdlib or a peer.
 
     The cells hold values only; the figure's name says what ran (the JSON keeps the full
     label of each side).
     """
-    headers = ["figure", "manycore", "stdlib", "ratio", "target", "result"]
+    headers = ["figure", "manycore", "baseline", "ratio", "target", "result"]
     rows = [
         [
             f.name,

@@ -10,7 +10,9 @@ Figures (issue 2):
   compares items/s.
 
 A reference row sets manycore's ``Executor.map`` beside the stdlib's (also chunksize 1 by
-default, and slower still), over fewer items again.
+default, and slower still), over fewer items again. Reference rows set ``Pool.map`` beside
+each installed peer's map (``peers``), measured in the same rounds; pebble's map, chunksize 1
+by default, runs over as many items as the stdlib's ``imap``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import manycore
 
 from . import workloads
 from ._harness import Call, Context, Figure, Measurement, measure, opened
+from .peers import open_peers
 
 __all__ = ["run"]
 
@@ -61,7 +64,20 @@ def run(ctx: Context) -> list[Figure]:
             lambda: mc_pool.map(square, range(n_map)),
             _squares_of(n_map),
         )
-        measure(ctx, f"map(x*x) over {n_map:,} ints", [mc_map, mp_map])
+        peers = stack.enter_context(open_peers(ctx, w))
+        peer_maps = []
+        for peer in peers:
+            n = n_stdlib_imap if peer.per_item_map else n_map
+            peer_maps.append(
+                Call(
+                    Measurement(f"{peer.map_label} ({k(n)})", n),
+                    # bind this peer and size now, not when the lambda runs
+                    lambda peer=peer, n=n: peer.map(square, range(n)),
+                    _squares_of(n),
+                    warmup=lambda peer=peer: peer.map(square, range(1000)),
+                )
+            )
+        measure(ctx, f"map(x*x) over {n_map:,} ints", [mc_map, mp_map, *peer_maps])
 
         cf_exec = stack.enter_context(
             opened(ctx, "concurrent.futures.ProcessPoolExecutor", ProcessPoolExecutor(w))
@@ -98,6 +114,19 @@ def run(ctx: Context) -> list[Figure]:
             ctx, "imap / Executor.map with no chunksize", [mc_imap, mp_imap, mc_exmap, cf_exmap]
         )
 
+    peer_figures = [
+        Figure(
+            SUITE,
+            f"Pool.map(x*x), default chunking, {k(n_map)} vs {peer.map_label} "
+            f"{k(call.measurement.items)}",
+            mc_map.measurement,
+            call.measurement,
+            compare="speed",
+            show="rate",
+            baseline_kind="peer",
+        )
+        for peer, call in zip(peers, peer_maps)
+    ]
     return [
         Figure(
             SUITE,
@@ -107,6 +136,7 @@ def run(ctx: Context) -> list[Figure]:
             compare="speed",
             target=1.0,
         ),
+        *peer_figures,
         Figure(
             SUITE,
             f"Pool.imap(x*x), no chunksize, {k(n_fast)} vs stdlib {k(n_stdlib_imap)}",

@@ -8,6 +8,11 @@ Figures (issue 2), 20k items of ``x*x``, every result collected:
 
 A timed call submits every item first, then waits for every result, as code that fans out
 work and gathers it does.
+
+Reference figures set the same calls beside each installed peer's (``peers``), measured in
+the same rounds: mpire's ``apply_async`` beside ``Pool.apply_async``; the loky executor's
+``submit`` (joblib's backend) and pebble's ``schedule``, which return futures, beside
+``ProcessPoolExecutor.submit``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import manycore
 
 from . import workloads
 from ._harness import Call, Context, Figure, Measurement, measure, opened
+from .peers import open_peers
 
 __all__ = ["run"]
 
@@ -81,9 +87,33 @@ def run(ctx: Context) -> list[Figure]:
                 warmup=lambda: _submit_each(cf_exec, warm),
             ),
         ]
-        measure(ctx, f"one apply_async / submit per item, {n:,} items", calls)
+        peers = stack.enter_context(open_peers(ctx, w))
+        peer_calls = [
+            Call(
+                Measurement(peer.each_label, n),
+                # bind this peer now, not when the lambda runs
+                lambda peer=peer: peer.each(workloads.square, n),
+                right,
+                warmup=lambda peer=peer: peer.each(workloads.square, warm),
+            )
+            for peer in peers
+        ]
+        measure(ctx, f"one apply_async / submit per item, {n:,} items", calls + peer_calls)
 
     mc_apply, mp_apply, mc_submit, cf_submit = (c.measurement for c in calls)
+    peer_figures = [
+        Figure(
+            SUITE,
+            f"{'Executor.submit' if peer.each_is_future else 'Pool.apply_async'} per item, "
+            f"{n // 1000}k items, vs {peer.each_label}",
+            mc_submit if peer.each_is_future else mc_apply,
+            call.measurement,
+            compare="speed",
+            show="rate",
+            baseline_kind="peer",
+        )
+        for peer, call in zip(peers, peer_calls)
+    ]
     return [
         Figure(
             SUITE,
@@ -103,4 +133,5 @@ def run(ctx: Context) -> list[Figure]:
             target=10.0,
             show="rate",
         ),
+        *peer_figures,
     ]

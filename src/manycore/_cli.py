@@ -193,7 +193,17 @@ class _ExecutorRunner:
         self._executor.shutdown(wait=True)
 
     def kill(self) -> None:
+        terminate = getattr(self._executor, "terminate_workers", None)  # Python 3.14+
+        if terminate is not None:
+            terminate()
+            return
+        # Before 3.14 the stdlib executor cannot stop a worker that is stuck in a task, and
+        # would wait for it at interpreter exit: kill its processes (a private table).
+        processes = list((getattr(self._executor, "_processes", None) or {}).values())
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()
+            process.join()
 
 
 class _JoblibRunner:
@@ -274,8 +284,16 @@ class _System:
     open: Callable[[int], _Runner]
     group: str  # "reference" (serial, threads), "stdlib", "peer" or "manycore"
     peer: str | None = None  # the peer (a name in work.PEERS) it needs installed
-    # Runs tasks in the caller's own process: a task that crashes would end the command.
-    in_caller: bool = False
+    # With this many workers or fewer it runs tasks in the caller's own process, so a task
+    # that crashes would end the command: serial and threads always, joblib with n_jobs=1
+    # (its sequential backend).
+    in_caller_up_to: int = 0
+
+    def in_caller(self, workers: int) -> bool:
+        return workers <= self.in_caller_up_to
+
+
+_ALWAYS = sys.maxsize
 
 
 _SERIAL = "serial"
@@ -283,7 +301,12 @@ _MP_POOL = "multiprocessing.Pool"
 
 SYSTEMS: tuple[_System, ...] = (
     _System(
-        _SERIAL, "serial (for loop)", "serial", lambda n: _Serial(), "reference", in_caller=True
+        _SERIAL,
+        "serial (for loop)",
+        "serial",
+        lambda n: _Serial(),
+        "reference",
+        in_caller_up_to=_ALWAYS,
     ),
     _System(
         "ThreadPool",
@@ -291,7 +314,7 @@ SYSTEMS: tuple[_System, ...] = (
         "threads",
         lambda n: _PoolRunner(multiprocessing.pool.ThreadPool(n)),
         "reference",
-        in_caller=True,
+        in_caller_up_to=_ALWAYS,
     ),
     _System(
         _MP_POOL,
@@ -307,7 +330,15 @@ SYSTEMS: tuple[_System, ...] = (
         lambda n: _ExecutorRunner(concurrent.futures.ProcessPoolExecutor(n)),
         "stdlib",
     ),
-    _System("joblib", "joblib.Parallel (loky)", "joblib", _JoblibRunner, "peer", peer="joblib"),
+    _System(
+        "joblib",
+        "joblib.Parallel (loky)",
+        "joblib",
+        _JoblibRunner,
+        "peer",
+        peer="joblib",
+        in_caller_up_to=1,
+    ),
     _System("mpire", "mpire.WorkerPool", "mpire", _MpireRunner, "peer", peer="mpire"),
     _System("pebble", "pebble.ProcessPool", "pebble", _PebbleRunner, "peer", peer="pebble"),
     _System("manycore.Pool", "manycore.Pool", "mc.Pool", _open_manycore_pool, "manycore"),
@@ -354,7 +385,7 @@ class _Skipped:
 ARRAY_ITEMS = 16 * 1024 * 1024 // 8
 
 
-def _workloads(quick: bool) -> tuple[list[_Workload], list[_Skipped]]:
+def _workloads(quick: bool, workers: int) -> tuple[list[_Workload], list[_Skipped]]:
     tasks = 20 if quick else 40
     task_ms = 15
     spin_n = work.calibrate_spin(task_ms / 1000)
@@ -398,7 +429,7 @@ def _workloads(quick: bool) -> tuple[list[_Workload], list[_Skipped]]:
                 work.array_sum,
                 [numpy.arange(ARRAY_ITEMS, dtype=numpy.float64) * (i + 1) for i in range(arrays)],
                 # small arrays: the warm-up is for starting workers and importing numpy
-                warm_items=[numpy.ones(1024) for _ in range(arrays)],
+                warm_items=[numpy.ones(1024) for _ in range(2 * workers)],
             )
         )
     return workloads, skipped
@@ -540,7 +571,7 @@ def _bench_command(args: argparse.Namespace) -> int:
     load_before = work.load_average()
     peers = work.find_peers()
     progress("peers: " + ", ".join(status.describe() for status in peers.values()))
-    workloads, skipped = _workloads(quick)
+    workloads, skipped = _workloads(quick, workers)
     run = _Run(
         workers=workers,
         repeats=repeats,
@@ -709,7 +740,7 @@ def _measure(
 
 def _crash(system: _System, runner: _Runner, workers: int, deadline_s: float) -> _Crash:
     """Run a map in which one task kills its worker; if it raised, try the pool again."""
-    if system.in_caller:
+    if system.in_caller(workers):
         return _Crash(
             system,
             "not run",
@@ -836,16 +867,21 @@ def _bench_notes(run: _Run) -> list[str]:
             if per.error
         )
     notes.extend(f"{skip.title}: skipped, {skip.reason}." for skip in run.skipped)
-    in_caller = [s.label for s in run.systems if s.in_caller]
+    in_caller = [s for s in run.systems if s.in_caller(run.workers)]
     if in_caller:
         notes.append(
-            f"{run.crash_title}: not run for {' and '.join(in_caller)}: their tasks run in "
-            "the caller's own process, which os._exit would end."
+            f"{run.crash_title}: not run for {', '.join(s.label for s in in_caller)}: their "
+            "tasks run in the caller's own process, which os._exit would end."
+        )
+    if any(s.key == "joblib" for s in in_caller):
+        notes.append(
+            "joblib.Parallel (loky): with n_jobs=1 joblib runs every task in the caller's "
+            "process, one after another, without starting loky's workers."
         )
     notes.extend(
         f"{run.crash_title}, {c.system.label}: {c.error}"
         for c in run.crashes.values()
-        if c.outcome == "not run" and not c.system.in_caller
+        if c.outcome == "not run" and not c.system.in_caller(run.workers)
     )
     notes.append(_capacity_note(run))
     notes.append(_peers_note(run.peers))
@@ -856,13 +892,15 @@ def _capacity_note(run: _Run) -> str:
     if run.capacity is None:
         why = run.capacity_error or "a single usable CPU"
         return f"parallel capacity: not measured ({why})."
-    return work.capacity_note(run.capacity, run.usable_cpus, _best_cpu_speedup(run))
+    # The best speedup is a fair comparison only when the pools had every usable CPU.
+    best = _best_cpu_speedup(run) if run.workers >= run.usable_cpus else None
+    return work.capacity_note(run.capacity, run.usable_cpus, best)
 
 
 def _best_cpu_speedup(run: _Run) -> float | None:
     cpu = run.results.get("cpu", {})
     serial = _median(cpu.get(_SERIAL))
-    pools = [s.key for s in run.systems if not s.in_caller]
+    pools = [s.key for s in run.systems if not s.in_caller(run.workers)]
     best = [m for m in (_median(cpu.get(key)) for key in pools) if m is not None]
     return serial / min(best) if serial is not None and best else None
 
