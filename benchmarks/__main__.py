@@ -13,7 +13,7 @@ import manycore
 from manycore import _benchwork as work
 from manycore._cli import machine_facts
 
-from . import overhead, startup, submit
+from . import overhead, payload, scaling, startup, submit
 from ._harness import CALL_DEADLINE_S, Context, Figure, describe, render_figures
 from .peers import COMPARED
 
@@ -21,6 +21,8 @@ SUITES: dict[str, Callable[[Context], list[Figure]]] = {
     "overhead": overhead.run,
     "submit": submit.run,
     "startup": startup.run,
+    "scaling": scaling.run,
+    "payload": payload.run,
 }
 
 ROOT = Path(__file__).resolve().parent.parent

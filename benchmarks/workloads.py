@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-__all__ = ["identity", "sleep_ms", "spin", "square"]
+__all__ = ["array_sum", "identity", "sleep_ms", "spin", "square"]
 
 
 def square(x: int) -> int:
@@ -35,3 +35,8 @@ def sleep_ms(ms: float) -> float:
     """I/O-bound stand-in: sleeps with the GIL released."""
     time.sleep(ms / 1000.0)
     return ms
+
+
+def array_sum(array: Any) -> float:
+    """Sums a NumPy array: the work is trivial, the cost is moving the array there."""
+    return float(array.sum())
