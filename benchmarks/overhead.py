@@ -18,6 +18,7 @@ by default, runs over as many items as the stdlib's ``imap``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable
@@ -71,10 +72,10 @@ def run(ctx: Context) -> list[Figure]:
             peer_maps.append(
                 Call(
                     Measurement(f"{peer.map_label} ({k(n)})", n),
-                    # bind this peer and size now, not when the lambda runs
-                    lambda peer=peer, n=n: peer.map(square, range(n)),
+                    # bind this peer and size now, not when the call runs
+                    functools.partial(peer.map, square, range(n)),
                     _squares_of(n),
-                    warmup=lambda peer=peer: peer.map(square, range(1000)),
+                    warmup=functools.partial(peer.map, square, range(1000)),
                 )
             )
         measure(ctx, f"map(x*x) over {n_map:,} ints", [mc_map, mp_map, *peer_maps])

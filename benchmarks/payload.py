@@ -9,6 +9,7 @@ MB/s of array data. Skipped, with a note, when NumPy is not installed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 from typing import Any
 
@@ -48,7 +49,7 @@ def run(ctx: Context) -> list[Figure]:
         one_way = [
             Call(
                 Measurement(f"{name}.map(sum)", megabytes),
-                lambda pool=pool: pool.map(workloads.array_sum, arrays, chunksize=1),
+                functools.partial(pool.map, workloads.array_sum, arrays, 1),
                 summed,
             )
             for name, pool in (("manycore.Pool", mc), ("multiprocessing.Pool", mp))
@@ -56,7 +57,7 @@ def run(ctx: Context) -> list[Figure]:
         round_trip = [
             Call(
                 Measurement(f"{name}.map(echo)", 2 * megabytes),
-                lambda pool=pool: pool.map(workloads.identity, arrays, chunksize=1),
+                functools.partial(pool.map, workloads.identity, arrays, 1),
                 echoed,
             )
             for name, pool in (("manycore.Pool", mc), ("multiprocessing.Pool", mp))

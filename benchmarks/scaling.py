@@ -10,6 +10,7 @@ parallel-capacity note, which says how many CPUs the machine really gave.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 
 import manycore
@@ -57,12 +58,12 @@ def run(ctx: Context) -> list[Figure]:
             )
             mc_call = Call(
                 Measurement(f"manycore.Pool({w}).map", tasks),
-                lambda pool=mc: pool.map(workloads.spin, inputs),
+                functools.partial(mc.map, workloads.spin, inputs),
                 right,
             )
             mp_call = Call(
                 Measurement(f"multiprocessing.Pool({w}).map", tasks),
-                lambda pool=mp: pool.map(workloads.spin, inputs),
+                functools.partial(mp.map, workloads.spin, inputs),
                 right,
             )
             calls += [mc_call, mp_call]

@@ -18,6 +18,7 @@ the same rounds: mpire's ``apply_async`` beside ``Pool.apply_async``; the loky e
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -91,10 +92,10 @@ def run(ctx: Context) -> list[Figure]:
         peer_calls = [
             Call(
                 Measurement(peer.each_label, n),
-                # bind this peer now, not when the lambda runs
-                lambda peer=peer: peer.each(workloads.square, n),
+                # bind this peer now, not when the call runs
+                functools.partial(peer.each, workloads.square, n),
                 right,
-                warmup=lambda peer=peer: peer.each(workloads.square, warm),
+                warmup=functools.partial(peer.each, workloads.square, warm),
             )
             for peer in peers
         ]
