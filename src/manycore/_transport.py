@@ -76,13 +76,13 @@ class OwnerChannel:
         except OSError as exc:  # EPIPE, ECONNRESET
             raise EOFError(str(exc)) from exc
 
-    def receive(self) -> tuple[list[bytes], bool]:
+    def receive(self) -> tuple[list[bytearray], bool]:
         """The complete frames that have arrived, and whether the worker's end is closed.
 
         Frames that arrived before the end was closed are returned with ``True``, so a
         worker's last words (``Retiring``) are never lost to its EOF.
         """
-        frames: list[bytes] = []
+        frames: list[bytearray] = []  # handed over, not copied: pickle.loads reads them as-is
         sock = self.sock
         while True:
             if self._body_view is not None:
@@ -97,7 +97,7 @@ class OwnerChannel:
                 self._filled += n
                 if self._filled == len(self._body_view):
                     assert self._body is not None
-                    frames.append(bytes(self._body))
+                    frames.append(self._body)
                     self._body = self._body_view = None
                 continue
             buf = self._buffer
@@ -106,7 +106,7 @@ class OwnerChannel:
                 (length,) = HEADER.unpack_from(buf)
                 end = HEADER.size + length
                 if len(buf) >= end:
-                    frames.append(bytes(buf[HEADER.size : end]))
+                    frames.append(buf[HEADER.size : end])
                     del buf[:end]
                     continue
                 if length > _RECV_SIZE:
@@ -152,11 +152,11 @@ class WorkerChannel:
         except OSError as exc:
             raise EOFError(str(exc)) from exc
 
-    def recv(self) -> bytes:
+    def recv(self) -> bytearray:
         """The next frame. Raises EOFError when the owner is gone."""
         header = self._exactly(HEADER.size)
         (length,) = HEADER.unpack(header)
-        return bytes(self._exactly(length))
+        return self._exactly(length)
 
     def _exactly(self, n: int) -> bytearray:
         buf = bytearray(n)
