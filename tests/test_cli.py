@@ -185,7 +185,9 @@ def test_parallel_capacity_and_its_note() -> None:
     capacity = work.parallel_capacity(2, seconds=0.05, rounds=2)
     assert capacity.processes == 2 and len(capacity.alone) == len(capacity.together) == 2
     assert min(capacity.alone) > 0 and min(capacity.together) > 0
-    assert 0.2 < capacity.cpus < 2.5  # two processes never do much more than 2x one's work
+    # How much the probe measured depends on the machine's load, so no bound on it here (a
+    # busy CI machine disturbs a 50 ms window either way); the arithmetic is checked below.
+    assert capacity.cpus > 0
 
     # the median of the together counts over the best alone count
     assert work.Capacity(2, (100, 50), (190, 150, 170), 0.3).cpus == pytest.approx(1.7)
