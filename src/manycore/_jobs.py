@@ -64,7 +64,9 @@ class MapJob:
         self._kind = kind
         self._lazy = lazy
         self._on_done = on_done
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant: a ResultIterator collected by the cyclic GC cancels its job from
+        # whatever thread the collection runs on, possibly one that holds this lock.
+        self._cond = threading.Condition(threading.RLock())
         self._input_lock = threading.Lock()  # the input iterator is read by one thread at a time
         if lazy:
             self._input: Iterator[Any] = iter(iterable)
