@@ -6,7 +6,8 @@ a chunk is the unit of load balancing and of result latency, so chunks of slow i
 be small. The sizer aims at ``TARGET_SECONDS`` of work per chunk, measured by the workers.
 
 * It starts at one item, since nothing is known: a first chunk of 1 s items must not be
-  a hundred of them.
+  a hundred of them. (A map whose function the pool has mapped before starts from that
+  measurement instead.)
 * With a known total it never gives a worker more than ``1/BALANCE_SHARE`` of its share of
   the remaining input, so the tail of a map stays balanced (the stdlib's ``map`` rule),
   unless that would cut chunks below ``FLOOR_SECONDS`` of work, where overhead would

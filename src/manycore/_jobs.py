@@ -58,6 +58,10 @@ class MapJob:
         on_done: Callable[[MapJob], None] | None = None,
     ) -> None:
         self.sizer = ChunkSizer(scheduler.workers, chunksize)
+        # A repeated map of the same function starts from the last measurement instead of
+        # a one-item probe. A stale estimate does bounded harm: with a known length the
+        # balance rule caps the chunk, without one the growth cap does.
+        self.sizer.per_item = scheduler.per_item.get(fn_blob)
         self._scheduler = scheduler
         self._fn = fn
         self._fn_blob = fn_blob

@@ -195,6 +195,9 @@ class Scheduler:
         self.max_tasks = max_tasks_per_child
         self._init_blob = dumps((initializer, tuple(initargs))) if initializer else None
         self.single_sizer = ChunkSizer(workers)
+        # Seconds per item last measured for each mapped function (by its pickled bytes), so
+        # a repeated map of the same function starts at a good chunk size, not at 1.
+        self.per_item: dict[bytes, float] = {}
         self._inbox: deque[SourceOrTask] = deque()
         self._fifo: deque[SourceOrTask] = deque()
         self._slots: dict[int, _Slot] = {}  # by socket fd
@@ -431,6 +434,7 @@ class Scheduler:
                 single_time += elapsed
             else:
                 sizer.record(task.items, elapsed)
+                self._remember(task.fn_blob, sizer)
             if status == m.OK:
                 try:
                     value = loads(payload)
@@ -445,6 +449,12 @@ class Scheduler:
                 self._settle_failure(task, status, payload, None)
         if single_items:
             self.single_sizer.record(single_items, single_time)
+
+    def _remember(self, fn_blob: bytes, sizer: ChunkSizer) -> None:
+        if sizer.per_item is not None:
+            if len(self.per_item) >= 256 and fn_blob not in self.per_item:
+                self.per_item.clear()  # a crude bound: estimates are cheap to relearn
+            self.per_item[fn_blob] = sizer.per_item
 
     def _settle_failure(
         self, task: Task, status: int, payload: bytes, unpickling: Exception | None
