@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import manycore
 from manycore import _benchwork as work
-from manycore._cli import machine_facts
+from manycore._machine import machine_facts
 
 from . import overhead, payload, scaling, startup, submit
 from ._harness import CALL_DEADLINE_S, Context, Figure, describe, render_figures
