@@ -214,9 +214,6 @@ class Scheduler:
         os.set_blocking(self._wake_w, False)
         internal_fd(self._wake_r)
         internal_fd(self._wake_w)
-        # User threads may call wake() until the last reference to this scheduler is gone,
-        # so the write end is closed then, not when the thread stops.
-        weakref.finalize(self, _close_fd, self._wake_w)
         self._lifeline_r, self._lifeline_w = os.pipe()
         internal_fd(self._lifeline_w)
         self._board_fd, self._board = _make_board(workers)
@@ -692,15 +689,8 @@ class Scheduler:
             except OSError:
                 pass
         self._lifeline_w = self._lifeline_r = self._board_fd = -1
-        self._board.close()
-
-
-def _close_fd(fd: int) -> None:
-    forget_internal_fd(fd)
-    try:
-        os.close(fd)
-    except OSError:
-        pass
+        # The write end of the wake-up pipe stays open: user threads may still call
+        # wake(), and a write into a pipe nobody reads is harmless until it fills.
 
 
 def _make_board(workers: int) -> tuple[int, mmap.mmap]:
