@@ -223,15 +223,6 @@ class MapJob:
             self._ready.clear()
             self._cond.notify_all()
 
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Eager jobs: wait until every chunk is settled (or one failed)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._done, timeout)
-
     def values(self) -> list[Any]:
         """Eager jobs, once done: all values in input order, or raise the first error."""
         if self.error is not None:

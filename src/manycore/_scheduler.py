@@ -307,9 +307,6 @@ class Scheduler:
         """Cancel what has not been sent to a worker yet (``shutdown(cancel_futures=True)``)."""
         self.submit(_CANCEL_QUEUED)
 
-    def worker_pids(self) -> list[int]:
-        return [slot.proc.pid for slot in list(self._slots.values())]
-
     # ------------------------------------------------------------ scheduler thread
 
     def _run(self) -> None:
@@ -717,6 +714,7 @@ def _cwd() -> str:
 
 def _lost_error(slot: _Slot, status: int | None, task: Task) -> WorkerLostError:
     exitcode, sig, words = describe_status(status)
+    described = task.describe()  # unpickles the task's arguments: once
     cause = ""
     if sig == signal.SIGKILL:
         cause = (
@@ -726,12 +724,12 @@ def _lost_error(slot: _Slot, status: int | None, task: Task) -> WorkerLostError:
     elif sig == signal.SIGSEGV:
         cause = " A segmentation fault is a crash in C code (an extension module, ctypes)."
     return WorkerLostError(
-        f"worker {slot.index} (pid {slot.proc.pid}) {words} while running {task.describe()}."
+        f"worker {slot.index} (pid {slot.proc.pid}) {words} while running {described}."
         f"{cause} The pool replaced the worker; other tasks are unaffected.",
         pid=slot.proc.pid,
         exitcode=exitcode,
         signal=sig,
-        task=task.describe(),
+        task=described,
     )
 
 
