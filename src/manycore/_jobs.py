@@ -34,9 +34,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional
 
 from ._chunking import ChunkSizer
-from ._errors import ArgumentPicklingError, TimeoutError
+from ._errors import TimeoutError
 from ._scheduler import IN_FLIGHT_BATCHES, Scheduler, Task
-from ._serialize import dumps
+from ._serialize import argument_error, dumps
 
 __all__ = ["MapJob"]
 
@@ -120,7 +120,8 @@ class MapJob:
             try:
                 payload = dumps(items)
             except Exception as exc:
-                self._fail_input(index, _item_error(self._fn, items, offset, exc))
+                labelled = [(f"input item {i}", x) for i, x in enumerate(items, offset)]
+                self._fail_input(index, argument_error(self._fn, labelled, exc))
                 return None
             self._cut += 1
             if self._remaining == 0:
@@ -349,20 +350,3 @@ class ResultIterator:
 def _then_raise(values: list[Any], exc: BaseException) -> Iterator[Any]:
     yield from values
     raise exc
-
-
-def _item_error(
-    fn: Callable[..., Any], items: list[Any], offset: int, exc: Exception
-) -> ArgumentPicklingError:
-    name = getattr(fn, "__qualname__", None) or repr(fn)
-    for i, item in enumerate(items, offset):
-        try:
-            dumps(item)
-        except Exception as inner:
-            return ArgumentPicklingError(
-                f"cannot send input item {i} of {name}() to a worker: a {type(item).__name__} "
-                f"object cannot be pickled ({inner}). Pass picklable data (or something the "
-                "task can use to build the object itself).",
-                argument=f"item {i}",
-            )
-    return ArgumentPicklingError(f"cannot send input of {name}() to a worker: {exc}")

@@ -23,13 +23,22 @@ import threading
 import types
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any, Callable
 
 import cloudpickle
 
 from ._errors import ArgumentPicklingError
 
-__all__ = ["FunctionCache", "WorkerFunctionCache", "dumps", "dumps_args", "loads"]
+__all__ = [
+    "FunctionCache",
+    "WorkerFunctionCache",
+    "argument_error",
+    "dumps",
+    "dumps_args",
+    "first_unpicklable",
+    "loads",
+]
 
 PROTOCOL = 5
 loads = pickle.loads
@@ -63,28 +72,37 @@ def dumps_args(
     try:
         return dumps((args, kwargs) if kwargs is not None else args)
     except Exception as exc:
-        raise _argument_error(fn, args, kwargs or {}, exc) from exc
+        labelled = [(f"argument {i}", a) for i, a in enumerate(args)]
+        labelled += [(f"keyword argument {k!r}", v) for k, v in (kwargs or {}).items()]
+        raise argument_error(fn, labelled, exc) from exc
 
 
-def _argument_error(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
-) -> ArgumentPicklingError:
-    """Find which argument fails to pickle, for a message that names it."""
-    name = getattr(fn, "__qualname__", None) or repr(fn)
-    candidates: list[tuple[str, Any]] = [(f"argument {i}", a) for i, a in enumerate(args)]
-    candidates += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
-    for where, value in candidates:
+def first_unpicklable(labelled: Iterable[tuple[str, Any]]) -> tuple[str, Any, Exception] | None:
+    """The first ``(label, value)`` whose value cannot be pickled, with its error, or None."""
+    for label, value in labelled:
         try:
             dumps(value)
-        except Exception as inner:
-            return ArgumentPicklingError(
-                f"cannot send {where} of {name}() to a worker: a {type(value).__name__} "
-                f"object cannot be pickled ({inner}). Pass something picklable (plain data, "
-                f"or a path/name the task can use to open or build the object itself).",
-                argument=where,
-            )
+        except Exception as exc:
+            return label, value, exc
+    return None
+
+
+def argument_error(
+    fn: Callable[..., Any], labelled: Iterable[tuple[str, Any]], exc: Exception
+) -> ArgumentPicklingError:
+    """An error that names the first of ``labelled`` (arguments, input items) that fails."""
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    culprit = first_unpicklable(labelled)
+    if culprit is None:
+        return ArgumentPicklingError(
+            f"cannot send the arguments of {name}() to a worker: {exc}", argument=None
+        )
+    where, value, inner = culprit
     return ArgumentPicklingError(
-        f"cannot send the arguments of {name}() to a worker: {exc}", argument=None
+        f"cannot send {where} of {name}() to a worker: a {type(value).__name__} object cannot "
+        f"be pickled ({inner}). Pass something picklable (plain data, or a path/name the task "
+        "can use to open or build the object itself).",
+        argument=where,
     )
 
 

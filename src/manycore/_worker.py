@@ -41,7 +41,7 @@ from ._errors import (
     describe_call,
     format_remote,
 )
-from ._serialize import WorkerFunctionCache, dumps, loads
+from ._serialize import WorkerFunctionCache, dumps, first_unpicklable, loads
 
 __all__ = ["BOARD_SLOT", "EXIT_INIT_FAILED", "EXIT_ORPHANED", "run_worker", "spawn_main"]
 
@@ -229,12 +229,8 @@ def _dump_value(value: Any, fn: Callable[..., Any]) -> tuple[int, bytes]:
 
 
 def _first_unpicklable(values: list[Any]) -> str:
-    for i, v in enumerate(values):
-        try:
-            dumps(v)
-        except Exception:
-            return f" (item {i}, a {type(v).__name__})"
-    return ""
+    culprit = first_unpicklable((f"item {i}", v) for i, v in enumerate(values))
+    return "" if culprit is None else f" ({culprit[0]}, a {type(culprit[1]).__name__})"
 
 
 def _dump_raised(exc: BaseException, partial: list[Any] | None, fn: Any, args: Any) -> bytes:
