@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional
 from ._chunking import ChunkSizer
 from ._errors import TimeoutError
 from ._scheduler import IN_FLIGHT_BATCHES, Scheduler, Task
-from ._serialize import argument_error, dumps
+from ._serialize import argument_error, dumps_payload
 
 __all__ = ["MapJob"]
 
@@ -118,7 +118,7 @@ class MapJob:
             offset = self._items_cut
             self._items_cut += len(items)
             try:
-                payload = dumps(items)
+                payload = dumps_payload(items)
             except Exception as exc:
                 labelled = [(f"input item {i}", x) for i, x in enumerate(items, offset)]
                 self._fail_input(index, argument_error(self._fn, labelled, exc))

@@ -6,7 +6,7 @@ which is markedly cheaper than a dataclass on the per-task hot path.
 
 Owner -> worker::
 
-    WorkerConfig   first frame: slot, sys.path, cwd, initializer, task quota
+    WorkerConfig   first frame: slot, sys.path, cwd, initializer, task quota, shm settings
     CallBatch      calls to run in order
     SHUTDOWN       finish and exit 0
 
@@ -24,7 +24,9 @@ runs Python code for every item while a tuple is rebuilt in C::
     Outcome = (task_id, status, payload, elapsed)
 
 ``fn`` and ``payload`` were pickled on the caller's thread, so the batch frame only copies
-them.
+them. A payload with big buffers is a small header naming a shared-memory segment
+(``_serialize.dumps_payload``): arguments' segments belong to the owner until the task
+settles; results' segments are handed to the owner, which claims them on reading.
 """
 
 from __future__ import annotations
@@ -69,6 +71,14 @@ class WorkerConfig(NamedTuple):
     cwd: str
     initializer: Optional[bytes]  # pickled (fn, args), or None
     max_tasks: Optional[int]
+    # Big buffers (see _serialize.dumps_payload): the pool's threshold (None: pipes only), and
+    # the name prefix of the segments this worker hands its results over in.
+    shm_threshold: Optional[int] = None
+    shm_prefix: Optional[str] = None
+    shm_dir: Optional[str] = None
+    # The owner's multiprocessing authkey, so that Manager proxies passed as task arguments
+    # can connect from workers that did not inherit it (spawn, a fresh fork server).
+    authkey: Optional[bytes] = None
 
 
 Call = tuple[int, int, bytes, bytes]

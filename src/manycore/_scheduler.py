@@ -29,8 +29,10 @@ from __future__ import annotations
 import atexit
 import itertools
 import mmap
+import multiprocessing
 import os
 import pickle
+import secrets
 import select
 import signal
 import socket
@@ -43,6 +45,7 @@ from collections import deque
 from typing import Any, Callable, Optional, Protocol, Union
 
 from . import _messages as m
+from . import _serialize, _shm
 from ._chunking import ChunkSizer
 from ._errors import (
     InitializerError,
@@ -62,7 +65,7 @@ from ._launch import (
     internal_fd,
     start_helper_thread,
 )
-from ._serialize import dumps, loads
+from ._serialize import dumps, loads, shm_threshold
 from ._transport import OwnerChannel
 from ._worker import BOARD_SLOT
 
@@ -152,8 +155,16 @@ class Task:
 class _Slot:
     """One worker seat: the process in it, its socket, and what it holds."""
 
-    def __init__(self, index: int, proc: WorkerProcess, chan: OwnerChannel, quota: int | None):
+    def __init__(
+        self,
+        index: int,
+        proc: WorkerProcess,
+        chan: OwnerChannel,
+        quota: int | None,
+        shm_prefix: str = "",
+    ):
         self.index = index
+        self.shm_prefix = shm_prefix  # names of the segments it hands results over in
         self.proc = proc
         self.chan = chan
         self.tasks: dict[int, Task] = {}  # in flight, in dispatch order
@@ -161,6 +172,7 @@ class _Slot:
         self.quota = quota  # tasks it may still be sent, None = unlimited
         self.ready = False
         self.retiring = False
+        self.prefix_tracked = False  # our tracker removes its segments if we both die
 
     def has_room(self) -> bool:
         return (
@@ -193,6 +205,8 @@ class Scheduler:
         self.launcher = launcher
         self.workers = workers
         self.max_tasks = max_tasks_per_child
+        self._shm_threshold = shm_threshold()  # workers use the value of pool creation time
+        self._shm_dir = _shm.shm_dir()
         self._init_blob = dumps((initializer, tuple(initargs))) if initializer else None
         self.single_sizer = ChunkSizer(workers)
         # Seconds per item last measured for each mapped function (by its pickled bytes), so
@@ -217,6 +231,7 @@ class Scheduler:
         self._lifeline_r, self._lifeline_w = os.pipe()
         internal_fd(self._lifeline_w)
         self._board_fd, self._board = _make_board(workers)
+        _serialize._pool_opened()
         try:
             for _ in range(workers):
                 self._start_worker()
@@ -433,6 +448,8 @@ class Scheduler:
                 sizer.record(task.items, elapsed)
                 self._remember(task.fn_blob, sizer)
             if status == m.OK:
+                if payload and payload[0] == _SHM_PAYLOAD and not slot.prefix_tracked:
+                    _track_worker_segments(slot)
                 try:
                     value = loads(payload)
                 except Exception as exc:
@@ -563,16 +580,21 @@ class Scheduler:
             theirs.close()
         chan = OwnerChannel(ours)
         internal_fd(chan.fileno())
+        prefix = f"{_shm.PREFIX}_w{secrets.token_hex(6)}" if self._shm_threshold else None
         config = m.WorkerConfig(
             slot=index,
             sys_path=list(sys.path),
             cwd=_cwd(),
             initializer=self._init_blob,
             max_tasks=self.max_tasks,
+            shm_threshold=self._shm_threshold,
+            shm_prefix=prefix,
+            shm_dir=self._shm_dir,
+            authkey=bytes(multiprocessing.current_process().authkey),
         )
         chan.queue(pickle.dumps(config, 5))
         chan.flush()
-        self._slots[chan.fileno()] = _Slot(index, proc, chan, self.max_tasks)
+        self._slots[chan.fileno()] = _Slot(index, proc, chan, self.max_tasks, prefix or "")
 
     def _worker_died(self, slot: _Slot, poller: select.poll) -> None:
         fd = slot.chan.fileno()
@@ -587,6 +609,9 @@ class Scheduler:
             slot.proc.kill(signal.SIGKILL)
             status = slot.proc.wait(STATUS_WAIT)
         slot.proc.close()
+        # Its results were read (and their segments claimed) before its EOF: whatever is left
+        # under its prefix was being written or never reached us.
+        _free_worker_segments(slot)
         planned = slot.retiring or (self._closing and not slot.tasks)
         blamed = slot.tasks.pop(running, None)
         if slot.tasks:  # not started, or finished with their results lost: run them again
@@ -675,10 +700,12 @@ class Scheduler:
             slot.proc.close()
             forget_internal_fd(slot.chan.fileno())
             slot.chan.close()
+            _free_worker_segments(slot)
         self._slots.clear()
 
     def _release(self) -> None:
         _live.discard(self)
+        _serialize._pool_closed()
         for fd in (self._wake_r, self._lifeline_w, self._lifeline_r, self._board_fd):
             forget_internal_fd(fd)
             try:
@@ -688,6 +715,30 @@ class Scheduler:
         self._lifeline_w = self._lifeline_r = self._board_fd = -1
         # The write end of the wake-up pipe stays open: user threads may still call
         # wake(), and a write into a pipe nobody reads is harmless until it fills.
+
+
+_SHM_PAYLOAD = ord("M")  # the first byte of a shared-memory payload (_serialize)
+
+
+def _track_worker_segments(slot: _Slot) -> None:
+    """Once a worker hands results over in shared memory, have this process's tracker remove
+    its leftovers should this process and the worker both be killed (the worker's watchdog
+    covers the owner's death alone, and ``_free_worker_segments`` the worker's)."""
+    slot.prefix_tracked = True
+    try:
+        _shm.track_prefix(slot.shm_prefix + "_")
+    except OSError:
+        pass
+
+
+def _free_worker_segments(slot: _Slot) -> None:
+    if slot.prefix_tracked:
+        _shm.untrack_prefix(slot.shm_prefix + "_")
+    if slot.shm_prefix:
+        try:
+            _shm.unlink_prefix(slot.shm_prefix + "_")
+        except OSError:
+            pass
 
 
 def _make_board(workers: int) -> tuple[int, mmap.mmap]:

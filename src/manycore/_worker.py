@@ -24,6 +24,7 @@ Guarantees:
 from __future__ import annotations
 
 import mmap
+import multiprocessing
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ import time
 from typing import Any, Callable, NoReturn
 
 from . import _messages as m
+from . import _serialize
 from ._errors import (
     ArgumentUnpicklingError,
     InitializerError,
@@ -41,7 +43,7 @@ from ._errors import (
     describe_call,
     format_remote,
 )
-from ._serialize import WorkerFunctionCache, dumps, first_unpicklable, loads
+from ._serialize import WorkerFunctionCache, dumps, dumps_payload, first_unpicklable, loads
 
 __all__ = ["BOARD_SLOT", "EXIT_INIT_FAILED", "EXIT_ORPHANED", "run_worker", "spawn_main"]
 
@@ -54,6 +56,9 @@ FLUSH_AFTER = 0.002  # seconds of finished work before results are sent mid-batc
 def spawn_main(chan_fd: int, lifeline_fd: int, board_fd: int) -> NoReturn:
     """Entry point of a worker started as a fresh interpreter (``python -c``)."""
     os._exit(run_worker(chan_fd, lifeline_fd, board_fd))
+
+
+_shm_prefix: list[str] = []  # this worker's result-segment prefix, once configured
 
 
 def run_worker(chan_fd: int, lifeline_fd: int, board_fd: int) -> int:
@@ -70,6 +75,8 @@ def run_worker(chan_fd: int, lifeline_fd: int, board_fd: int) -> int:
     except EOFError:  # the owner closed our socket: it is terminating us
         return 0
     finally:
+        _serialize._spares.clear()  # the owner's views of our results stay valid
+        _serialize._drop_attached()
         _flush_stdio()
 
 
@@ -84,6 +91,14 @@ def _start_watchdog(lifeline_fd: int) -> None:
                 data = b""
             if not data:
                 _flush_stdio()
+                # Nobody will read the results we handed over: free them.
+                for prefix in _shm_prefix:
+                    try:
+                        from ._shm import unlink_prefix
+
+                        unlink_prefix(prefix)
+                    except Exception:
+                        pass
                 os._exit(EXIT_ORPHANED)
 
     from ._launch import start_helper_thread
@@ -128,7 +143,16 @@ class _Worker:
         config: m.WorkerConfig = self.chan.recv()
         self.offset = config.slot * BOARD_SLOT.size
         self.max_tasks = config.max_tasks
+        if config.shm_prefix is not None:
+            _shm_prefix.append(config.shm_prefix)
+        if config.shm_dir is not None:
+            from ._shm import DIR_VAR
+
+            os.environ[DIR_VAR] = config.shm_dir
+        _serialize._configure_worker(config.shm_threshold, config.shm_prefix)
         _adopt_paths(config)
+        if config.authkey is not None:
+            multiprocessing.current_process().authkey = config.authkey
         if config.initializer is not None and not self._initialize(config.initializer):
             return EXIT_INIT_FAILED
         self.chan.send(m.WorkerReady(os.getpid()))
@@ -217,7 +241,7 @@ def _starmap(fn: Callable[..., Any], items: list[Any]) -> Any:
 
 def _dump_value(value: Any, fn: Callable[..., Any]) -> tuple[int, bytes]:
     try:
-        return m.OK, dumps(value)
+        return m.OK, dumps_payload(value, handoff=True, reuse=True)
     except Exception as exc:
         detail = _first_unpicklable(value) if isinstance(value, list) else ""
         error = ResultPicklingError(
