@@ -1,12 +1,33 @@
 """manycore: true parallelism on every core, with the ``multiprocessing`` API.
 
-``import manycore as multiprocessing`` and existing pool code runs unchanged, with workers
-that never hang the caller, arguments that travel by value when they must (lambdas,
-closures, ``__main__`` functions), and far less overhead per task. See docs/design.md.
+``import manycore as multiprocessing`` and existing code runs unchanged: processes, queues,
+pipes, locks, shared values and pools, under every start method, from scripts, ``python -c``
+and notebooks, with workers that never hang the caller, arguments that travel by value when
+they must (lambdas, closures, ``__main__`` functions), and far less overhead per task.
+See docs/design.md.
+
+The names below are the default context's: they use the start method chosen with
+``set_start_method`` (manycore's fork server until then). ``get_context(method)`` returns an
+object with the same names bound to another start method.
 """
 
 from __future__ import annotations
 
+import importlib
+from multiprocessing import AuthenticationError as AuthenticationError
+from multiprocessing import BufferTooShort as BufferTooShort
+from multiprocessing import ProcessError as ProcessError
+from multiprocessing import active_children as active_children
+from multiprocessing import current_process as current_process
+from multiprocessing import parent_process as parent_process
+from multiprocessing.util import get_logger as get_logger
+from multiprocessing.util import log_to_stderr as log_to_stderr
+from typing import TYPE_CHECKING, Any
+
+from ._context import get_all_start_methods as get_all_start_methods
+from ._context import get_context as get_context
+from ._context import get_start_method as get_start_method
+from ._context import set_start_method as set_start_method
 from ._cpu import cpu_count as cpu_count
 from ._errors import ArgumentPicklingError as ArgumentPicklingError
 from ._errors import ArgumentUnpicklingError as ArgumentUnpicklingError
@@ -23,24 +44,125 @@ from ._errors import WorkerLostError as WorkerLostError
 from ._executor import ProcessPoolExecutor as ProcessPoolExecutor
 from ._pool import AsyncResult as AsyncResult
 from ._pool import Pool as Pool
+from ._process import Process as Process
+from ._serialize import SharedMemoryWarning as SharedMemoryWarning
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from ._connection import Pipe as Pipe
+    from ._managers import Manager as Manager
+    from ._queues import JoinableQueue as JoinableQueue
+    from ._queues import Queue as Queue
+    from ._queues import SimpleQueue as SimpleQueue
+    from ._sharedarray import SharedArray as SharedArray
+    from ._sharedarray import shared_array as shared_array
+    from ._sharedctypes import Array as Array
+    from ._sharedctypes import RawArray as RawArray
+    from ._sharedctypes import RawValue as RawValue
+    from ._sharedctypes import Value as Value
+    from ._synchronize import Barrier as Barrier
+    from ._synchronize import BoundedSemaphore as BoundedSemaphore
+    from ._synchronize import Condition as Condition
+    from ._synchronize import Event as Event
+    from ._synchronize import Lock as Lock
+    from ._synchronize import RLock as RLock
+    from ._synchronize import Semaphore as Semaphore
+
+__version__ = "0.2.0"
+
+# Names whose modules load on first use (PEP 562), so that `import manycore`, and every
+# spawned worker, does not pay for queues, shared memory and managers it may never touch.
+_LAZY = {
+    "Pipe": "._connection",
+    "Manager": "._managers",
+    "JoinableQueue": "._queues",
+    "Queue": "._queues",
+    "SimpleQueue": "._queues",
+    "Array": "._sharedctypes",
+    "RawArray": "._sharedctypes",
+    "RawValue": "._sharedctypes",
+    "Value": "._sharedctypes",
+    "SharedArray": "._sharedarray",
+    "shared_array": "._sharedarray",
+    "Barrier": "._synchronize",
+    "BoundedSemaphore": "._synchronize",
+    "Condition": "._synchronize",
+    "Event": "._synchronize",
+    "Lock": "._synchronize",
+    "RLock": "._synchronize",
+    "Semaphore": "._synchronize",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'manycore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def freeze_support() -> None:
+    """Nothing to do: manycore never re-runs the main module in a child process."""
+
+
+def allow_connection_pickling() -> None:
+    """Nothing to do: manycore's connections and queues always pickle."""
+
 
 __all__ = [
     "ArgumentPicklingError",
     "ArgumentUnpicklingError",
+    "Array",
     "AsyncResult",
+    "AuthenticationError",
+    "Barrier",
+    "BoundedSemaphore",
+    "BufferTooShort",
+    "Condition",
+    "Event",
     "InitializerError",
+    "JoinableQueue",
+    "Lock",
+    "Manager",
     "ManycoreError",
+    "Pipe",
     "Pool",
     "PoolBrokenError",
     "PoolClosedError",
+    "Process",
+    "ProcessError",
     "ProcessPoolExecutor",
+    "Queue",
+    "RLock",
+    "RawArray",
+    "RawValue",
     "RemoteTraceback",
     "ResultPicklingError",
     "ResultUnpicklingError",
+    "Semaphore",
     "SerializationError",
+    "SharedArray",
+    "SharedMemoryWarning",
+    "SimpleQueue",
     "TimeoutError",
+    "Value",
     "WorkerLostError",
+    "active_children",
+    "allow_connection_pickling",
     "cpu_count",
+    "current_process",
+    "freeze_support",
+    "get_all_start_methods",
+    "get_context",
+    "get_logger",
+    "get_start_method",
+    "log_to_stderr",
+    "parent_process",
+    "set_start_method",
+    "shared_array",
 ]

@@ -15,7 +15,7 @@ The tree, with the stdlib class each one also is (so existing ``except`` clauses
         ├── ArgumentPicklingError      + pickle.PicklingError    caller could not pickle an argument
         ├── ArgumentUnpicklingError    + pickle.UnpicklingError  worker could not unpickle it
         ├── ResultPicklingError        + pickle.PicklingError    worker could not pickle a result
-        │                                                        or an exception
+        │                                + MaybeEncodingError    or an exception
         └── ResultUnpicklingError      + pickle.UnpicklingError  caller could not unpickle it
 
 ``RemoteTraceback`` is not an error users catch: it is attached as ``__cause__`` to an
@@ -32,6 +32,7 @@ import multiprocessing
 import pickle
 import traceback
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]  # no stub
 from typing import Any
 
 __all__ = [
@@ -58,7 +59,9 @@ class ManycoreError(Exception):
     """
 
     def __init__(self, message: str = "", **details: Any) -> None:
-        super().__init__(message)
+        # Not super(): a stdlib base further along the MRO may want other arguments
+        # (MaybeEncodingError takes two); ours carry only the message.
+        Exception.__init__(self, message)
         self.__dict__.update(details)
 
     def __str__(self) -> str:
@@ -116,8 +119,15 @@ class ArgumentUnpicklingError(SerializationError, pickle.UnpicklingError):
     """A worker could not rebuild a task's function or arguments; the task did not run."""
 
 
-class ResultPicklingError(SerializationError, pickle.PicklingError):
-    """A worker could not pickle a task's result (or the exception it raised)."""
+class ResultPicklingError(
+    SerializationError,
+    pickle.PicklingError,
+    MaybeEncodingError,  # type: ignore[misc]  # typeshed does not describe it
+):
+    """A worker could not pickle a task's result (or the exception it raised).
+
+    Also ``multiprocessing.pool.MaybeEncodingError``, what the stdlib's pool raises here.
+    """
 
 
 class ResultUnpicklingError(SerializationError, pickle.UnpicklingError):

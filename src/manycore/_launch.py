@@ -14,6 +14,12 @@ default        fork server forked from the caller when the    the server, via a 
 "spawn"        ``posix_spawn`` of ``python -c``               ``waitpid``
 =============  ============================================  =========================
 
+The fork server also starts ``Process`` children (``launch_process``, request ``P``): the
+same fork, with the descriptors ``_process`` needs instead of a worker's.
+
+The default start method (``None``) is manycore's fork server unless
+``set_default_start_method`` chose another; pools and ``Process`` both honour it.
+
 Descriptor hygiene: descriptors that belong to the owner's machinery (worker sockets,
 lifeline write ends, wake-up pipes, the server's control socket) are registered with
 ``internal_fd``; any process forked from the owner closes them first thing, so a child can
@@ -34,18 +40,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, Union
+from typing import Any, Callable, Optional, Union
 
 from ._zygote import REPLY, STATUS
 
 __all__ = [
     "Launcher",
     "WorkerProcess",
+    "default_start_method",
     "forget_internal_fd",
     "fork_server_pid",
     "fork_server_pids",
     "internal_fd",
     "resolve_start_method",
+    "set_default_start_method",
     "start_helper_thread",
 ]
 
@@ -180,7 +188,18 @@ def _child_env() -> dict[str, str]:
 
 def _spawn_python(code: str, fds: list[int]) -> int:
     """Start ``python -c code`` with ``fds`` at descriptors 3, 4, ...; return its pid."""
-    actions = [(os.POSIX_SPAWN_DUP2, fd, 3 + i) for i, fd in enumerate(fds)]
+    targets = range(3, 3 + len(fds))
+    actions: list[tuple[int, ...]]
+    if not any(fd in targets for fd in fds):
+        actions = [(os.POSIX_SPAWN_DUP2, fd, 3 + i) for i, fd in enumerate(fds)]
+    else:
+        # A source that is also a target (3, 4, ...) would be overwritten before it is
+        # copied, or left close-on-exec by a dup2 onto itself: first move every source
+        # above all sources and targets, then from there to its target.
+        base = max([*fds, targets.stop]) + 1
+        actions = [(os.POSIX_SPAWN_DUP2, fd, base + i) for i, fd in enumerate(fds)]
+        actions += [(os.POSIX_SPAWN_DUP2, base + i, 3 + i) for i in range(len(fds))]
+        actions += [(os.POSIX_SPAWN_CLOSE, base + i) for i in range(len(fds))]
     argv = [sys.executable, "-c", code]
     return os.posix_spawn(sys.executable, argv, _child_env(), file_actions=actions)
 
@@ -328,14 +347,39 @@ class ServerLauncher(Launcher):
         return _get_server(self.fresh).launch(chan_fd, lifeline_fd, board_fd)
 
 
+_default_method: Optional[str] = None  # set_default_start_method(); None: the fork server
+
+
+def set_default_start_method(method: Optional[str]) -> None:
+    """Make ``method`` what ``None`` means for pools and processes (None: manycore's default).
+
+    Raises:
+        ValueError: an unknown start method name.
+    """
+    global _default_method
+    if method is not None and method not in START_METHODS:
+        raise ValueError(
+            f"unknown start method {method!r}: use one of {', '.join(START_METHODS)}, or None "
+            "for manycore's default fork server"
+        )
+    _default_method = method
+
+
+def default_start_method() -> Optional[str]:
+    """The start method ``None`` stands for now: a name, or None for the default server."""
+    return _default_method
+
+
 def resolve_start_method(method: StartMethod) -> Launcher:
-    """A launcher for ``context=`` / ``mp_context=``.
+    """A launcher for ``context=`` / ``mp_context=``; ``None`` follows the default.
 
     Raises:
         ValueError: an unknown start method name.
     """
     if method is None:
-        return ServerLauncher(fresh=False)
+        method = _default_method
+        if method is None:
+            return ServerLauncher(fresh=False)
     if not isinstance(method, str):
         get = getattr(method, "get_start_method", None)
         if get is None:
@@ -391,10 +435,22 @@ class ForkServer:
         self.lock = threading.Lock()
 
     def launch(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> ServerChild:
+        pid, status_r = self._request(b"L", [chan_fd, lifeline_fd, board_fd])
+        return ServerChild(pid, status_r)
+
+    def launch_process(self, fds: list[int]) -> tuple[int, int]:
+        """Fork a ``Process`` child that gets ``fds`` (see ``_process``); (pid, status fd).
+
+        The status fd becomes readable when the child has been reaped: it then holds the
+        raw wait status (4 bytes), followed by EOF.
+        """
+        return self._request(b"P", fds)
+
+    def _request(self, kind: bytes, fds: list[int]) -> tuple[int, int]:
         status_r, status_w = os.pipe()
         try:
             with self.lock:
-                socket.send_fds(self.sock, [b"L"], [chan_fd, lifeline_fd, board_fd, status_w])
+                socket.send_fds(self.sock, [kind], [*fds, status_w])
                 reply = _recv_exactly(self.sock, REPLY.size)
         except BaseException:
             os.close(status_r)
@@ -404,8 +460,8 @@ class ForkServer:
         (pid,) = REPLY.unpack(reply)
         if pid < 0:
             os.close(status_r)
-            raise OSError(-pid, f"the fork server could not fork a worker: {os.strerror(-pid)}")
-        return ServerChild(pid, status_r)
+            raise OSError(-pid, f"the fork server could not fork a child: {os.strerror(-pid)}")
+        return pid, status_r
 
     def alive(self) -> bool:
         try:
@@ -439,6 +495,11 @@ _fresh_server: ForkServer | None = None
 _server_lock = threading.Lock()
 
 
+def get_server(fresh: bool) -> ForkServer:
+    """This process's fork server (the default one, or the fresh one if ``fresh``)."""
+    return _get_server(fresh)
+
+
 def _get_server(fresh: bool) -> ForkServer:
     global _server, _fresh_server
     with _server_lock:
@@ -464,10 +525,21 @@ def fork_server_pids() -> list[int]:
     return [s.pid for s in (_server, _fresh_server) if s is not None]
 
 
+# Run at exit before the servers close. ``_process`` adds multiprocessing's own exit
+# function: children forked by a server report their exit through it, so they must be
+# joined (and daemonic ones terminated) while it still runs.
+before_servers_close: list[Callable[[], None]] = []
+
+
 @atexit.register
 def _close_servers() -> None:
     """At exit, close the control sockets: each server sees EOF and exits on its own."""
     global _server, _fresh_server
+    for hook in before_servers_close:
+        try:
+            hook()
+        except Exception:  # pragma: no cover - never let exit fail on a hook
+            pass
     for server in (_server, _fresh_server):
         if server is not None:
             server.close()

@@ -10,8 +10,14 @@ Who runs where::
     worker's status pipe   ◄── raw wait status (4 bytes), then EOF, when it is reaped
 
 Wire format on the control socket (a socketpair, so only the owner can reach it):
-request = one byte ``L`` with four descriptors (worker socket end, lifeline read end,
-board, status pipe write end); reply = a signed 8-byte pid, or ``-errno`` if fork failed.
+a request is one byte naming its kind, with descriptors; the last one is always the
+child's status pipe write end, which the server keeps.
+
+* ``L``, a pool worker: worker socket end, lifeline read end, board, status pipe.
+* ``P``, a ``Process`` child: its payload pipe's read end, its report pipe's write end,
+  then any descriptors its pickled process object refers to (see ``_process``), status pipe.
+
+The reply is a signed 8-byte pid, or ``-errno`` if the request was malformed or fork failed.
 
 Why a server: forking from a process that has threads can copy a lock held by another
 thread into the child, where it stays held forever (Python 3.12 warns about it). The
@@ -36,6 +42,7 @@ from typing import NoReturn
 __all__ = ["REPLY", "serve"]
 
 REPLY = struct.Struct("<q")
+MAX_FDS = 253  # SCM_MAX_FD: the most descriptors one message can carry
 STATUS = struct.Struct("<i")
 
 
@@ -73,17 +80,20 @@ def serve(control_fd: int) -> NoReturn:
 
 def _handle(control: socket.socket, status_fds: dict[int, int], own: tuple[int, int]) -> bool:
     try:
-        data, fds, _flags, _addr = socket.recv_fds(control, 16, 8)
+        data, fds, _flags, _addr = socket.recv_fds(control, 16, MAX_FDS)
     except OSError:
         return False
     if not data:
         return False
-    if len(fds) != 4:
+    kind = data[:1]
+    if not ((kind == b"L" and len(fds) == 4) or (kind == b"P" and len(fds) >= 3)):
         for fd in fds:
             os.close(fd)
         control.sendall(REPLY.pack(-errno.EINVAL))
         return True
-    chan_fd, lifeline_fd, board_fd, status_w = fds
+    *child_fds, status_w = fds
+    if kind == b"P":  # imported once here rather than in every child
+        from . import _process  # noqa: F401
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -101,12 +111,19 @@ def _handle(control: socket.socket, status_fds: dict[int, int], own: tuple[int, 
                 os.close(fd)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            from ._worker import run_worker
+            if kind == b"L":
+                from ._worker import run_worker
 
-            code = run_worker(chan_fd, lifeline_fd, board_fd)
+                code = run_worker(*child_fds)
+            else:
+                # A Process child takes Ctrl-C like any program (the server ignores it).
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                from ._process import server_child_main
+
+                code = server_child_main(child_fds[0], child_fds[1], child_fds[2:])
         finally:
             os._exit(code)
-    for fd in (chan_fd, lifeline_fd, board_fd):
+    for fd in child_fds:
         os.close(fd)
     status_fds[pid] = status_w
     control.sendall(REPLY.pack(pid))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from multiprocessing.pool import (  # type: ignore[attr-defined]  # typeshed lacks it
+    MaybeEncodingError as MaybeEncodingError,
+)
 from multiprocessing.pool import ThreadPool as ThreadPool
 
 from ._pool import ApplyResult as ApplyResult
@@ -9,4 +12,4 @@ from ._pool import AsyncResult as AsyncResult
 from ._pool import MapResult as MapResult
 from ._pool import Pool as Pool
 
-__all__ = ["ApplyResult", "AsyncResult", "MapResult", "Pool", "ThreadPool"]
+__all__ = ["ApplyResult", "AsyncResult", "MapResult", "MaybeEncodingError", "Pool", "ThreadPool"]

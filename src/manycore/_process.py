@@ -1,0 +1,687 @@
+"""``manycore.Process``: the stdlib's Process API, started by manycore's start methods.
+
+``Process`` subclasses ``multiprocessing.process.BaseProcess`` and only supplies the
+``_Popen`` (the stdlib's extension point), so ``join``/``is_alive``/``exitcode``/``daemon``/
+``close``/``active_children``/``current_process``/``parent_process`` behave exactly as in
+the stdlib, in the parent and in the child.
+
+Who runs where::
+
+    parent: Process.start() ──► _Popen ──┬─ "fork": os.fork(); the child runs the object as is
+                                         ├─ "spawn": posix_spawn(python -c spawn_main(n))
+                                         └─ None / "forkserver": the fork server forks it
+                                             (request ``P``, see ``_zygote``)
+    spawn and server children read a payload from a pipe, adopt the parent's sys.path,
+    working directory, argv and authkey, unpickle the process object, then run
+    ``process._bootstrap()`` and ``os._exit(code)``. The main module is never imported.
+
+Descriptors of one child, as the parent holds them:
+
+* ``sentinel``: readable once the child has exited (fork/spawn: a pipe whose write end only
+  the child holds; server children: the status pipe the fork server writes when it reaps).
+* the payload pipe's write end, kept open for the child's life: EOF on the read end tells
+  the child its parent is gone (``parent_process().is_alive()``).
+* the report pipe's read end: if the target raised, the child writes the exception and its
+  traceback here before it exits; ``Process.exception`` reads it.
+
+Payload wire format (spawn and server children): two little-endian 8-byte lengths, then a
+plain pickle of the preparation data (a dict of builtins), then the pickled process object
+(``multiprocessing``'s reducers plus cloudpickle for what only the caller knows: lambdas,
+closures, functions and classes from ``__main__``). Descriptors the object refers to
+(stdlib Connections, through ``DupFd``) travel beside it: at 6, 7, ... for spawn, by
+SCM_RIGHTS to the fork server otherwise; the child finds them by index.
+
+Guarantees: a child never re-executes the main module; an exception that escapes the
+target is printed in the child (as the stdlib does) and is ``Process.exception`` in the
+parent once the child has exited; after ``start()``, each argument (and each item one level
+into a list, tuple or dict argument) whose class has ``_manycore_handed_to`` is told which
+process received it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.process
+import multiprocessing.util
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+from collections import ChainMap
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, Callable, Optional
+
+import cloudpickle
+
+from . import _launch
+from ._errors import (
+    ArgumentPicklingError,
+    ArgumentUnpicklingError,
+    ResultPicklingError,
+    ResultUnpicklingError,
+    format_remote,
+    with_remote_cause,
+)
+from ._zygote import STATUS
+
+__all__ = [
+    "Process",
+    "active_children",
+    "current_process",
+    "parent_process",
+    "server_child_main",
+    "spawn_main",
+]
+
+PROTOCOL = 5
+LENGTHS = struct.Struct("<QQ")
+# A report must fit in the report pipe: the child writes it without blocking just before
+# it exits, and the parent reads it only after that. Linux pipes hold 64 KiB.
+REPORT_LIMIT = 60_000
+SPAWN_FIRST_FD = 3  # payload, sentinel, report, then the inherited descriptors
+
+current_process = multiprocessing.current_process
+parent_process = multiprocessing.parent_process
+active_children = multiprocessing.active_children
+
+# Descriptors this child inherited for its process object, by index (see _DupFd).
+_inherited_fds: list[int] = []
+
+
+class _DupFd:
+    """A descriptor the parent sends to a child, pickled as its index among those sent."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def detach(self) -> int:
+        return _inherited_fds[self.index]
+
+
+# ---------------------------------------------------------------- pickling
+
+
+class _CloudPickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+    # multiprocessing's reducers first (a Connection pickles as a DupFd); the C pickler reads
+    # ``dispatch_table`` when it is built, so it must be a class attribute.
+    dispatch_table = ChainMap(
+        ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
+        cloudpickle.CloudPickler.dispatch_table,
+    )
+
+
+def _pickle(obj: Any, before_each: Optional[Callable[[], None]] = None) -> bytes:
+    """Pickle with multiprocessing's reducers (Connections, sockets, methods); fall back to
+    cloudpickle, with the same reducers, for objects only the caller knows. ``before_each``
+    runs before each attempt (descriptors collected by a failed attempt are dropped)."""
+    try:
+        if before_each is not None:
+            before_each()
+        buf = io.BytesIO()
+        ForkingPickler(buf, PROTOCOL).dump(obj)
+        data = buf.getvalue()
+        if b"__main__" not in data:
+            return data
+    except Exception:
+        pass
+    if before_each is not None:
+        before_each()
+    buf = io.BytesIO()
+    _CloudPickler(buf, protocol=PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+def _preparation_data() -> dict[str, Any]:
+    original_dir = getattr(multiprocessing.process, "ORIGINAL_DIR", None)
+    sys_path = [(original_dir or p) if p == "" else p for p in sys.path]
+    util = multiprocessing.util
+    return {
+        "sys_path": sys_path,
+        "argv": list(sys.argv),
+        "cwd": os.getcwd(),
+        "authkey": bytes(current_process().authkey),
+        "log_to_stderr": util._log_to_stderr,  # type: ignore[attr-defined]
+        "log_level": None if util._logger is None else util._logger.getEffectiveLevel(),  # type: ignore[attr-defined]
+    }
+
+
+def _adopt(prep: dict[str, Any]) -> None:
+    wanted = list(prep["sys_path"])
+    seen = set(wanted)
+    sys.path[:] = wanted + [p for p in sys.path if p not in seen]
+    try:
+        if os.getcwd() != prep["cwd"]:
+            os.chdir(prep["cwd"])
+    except OSError:
+        pass
+    sys.argv[:] = prep["argv"]
+    current_process().authkey = prep["authkey"]
+    if prep["log_to_stderr"]:
+        multiprocessing.util.log_to_stderr()
+    if prep["log_level"] is not None:
+        multiprocessing.util.get_logger().setLevel(prep["log_level"])
+
+
+# ---------------------------------------------------------------- the parent's side
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except BrokenPipeError:
+        pass  # the child died before reading: its exit status tells the story
+
+
+def _readable(fd: int, timeout: Optional[float]) -> bool:
+    from multiprocessing.connection import wait
+
+    return bool(wait([fd], timeout))
+
+
+class _Popen:
+    """What ``BaseProcess`` drives: ``pid``, ``returncode``, ``sentinel``, ``poll``, ``wait``,
+    ``terminate``, ``kill``, ``close``; plus the spawning-popen protocol
+    (``duplicate_for_child``, ``DupFd``) that stdlib objects use while being pickled."""
+
+    method = "?"
+
+    def __init__(self, process_obj: Process) -> None:
+        self.pid = 0
+        self.returncode: Optional[int] = None
+        self.sentinel = -1
+        self._owned: list[int] = []  # descriptors to close with the handle
+        self._report_fd: Optional[int] = None
+        self._report = b""
+        self._exception: Optional[BaseException] = None
+        self._fds: list[int] = []
+        self._lock = threading.Lock()  # one reader of the exit status at a time
+        self._launch(process_obj)
+        for fd in self._owned:
+            _launch.internal_fd(fd)
+        self._finalizer = multiprocessing.util.Finalize(self, _close_fds, (list(self._owned),))
+
+    def _launch(self, process_obj: Process) -> None:
+        raise NotImplementedError
+
+    # -- the spawning-popen protocol (stdlib reducers call these while we pickle)
+
+    def duplicate_for_child(self, fd: int) -> int:
+        self._fds.append(fd)
+        return len(self._fds) - 1
+
+    def DupFd(self, index: int) -> _DupFd:
+        return _DupFd(index)
+
+    def _payload(self, process_obj: Process) -> bytes:
+        """The payload for a child that starts from a pickle; fills ``self._fds``."""
+        header = pickle.dumps(_preparation_data(), PROTOCOL)
+        multiprocessing.context.set_spawning_popen(self)  # type: ignore[arg-type]
+        try:
+            try:
+                body = _pickle(process_obj, self._fds.clear)
+            except Exception as exc:
+                raise _pickling_error(process_obj, exc) from exc
+        finally:
+            multiprocessing.context.set_spawning_popen(None)
+        return LENGTHS.pack(len(header), len(body)) + header + body
+
+    # -- status
+
+    def _finish(self, returncode: int) -> None:
+        self.returncode = returncode
+        fd, self._report_fd = self._report_fd, None
+        if fd is not None:
+            chunks = []
+            try:
+                os.set_blocking(fd, False)
+                while True:
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+            except OSError:  # BlockingIOError: a grandchild still holds the write end
+                pass
+            self._report = b"".join(chunks)
+
+    @property
+    def exception(self) -> Optional[BaseException]:
+        if self._report:
+            self._exception = _decode_report(self._report)
+            self._report = b""
+        return self._exception
+
+    def poll(self, flag: int = os.WNOHANG) -> Optional[int]:
+        raise NotImplementedError
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        if self.returncode is None:
+            if timeout is not None and not _readable(self.sentinel, timeout):
+                return None
+            return self.poll(os.WNOHANG if timeout == 0.0 else 0)
+        return self.returncode
+
+    def _send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self._send_signal(signal.SIGTERM)
+
+    def interrupt(self) -> None:  # Process.interrupt(), Python 3.14
+        self._send_signal(signal.SIGINT)
+
+    def kill(self) -> None:
+        self._send_signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        self._report_fd = None
+        self._finalizer()
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        _launch.forget_internal_fd(fd)  # before the number can be reused
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class _ChildPopen(_Popen):
+    """A child of this process (fork, spawn): ``waitpid`` gives its status."""
+
+    def poll(self, flag: int = os.WNOHANG) -> Optional[int]:
+        if self.returncode is None:
+            if flag == 0:
+                _readable(self.sentinel, None)  # wait here, not holding the lock
+            with self._lock:
+                if self.returncode is None:
+                    try:
+                        pid, status = os.waitpid(self.pid, flag)
+                    except OSError:
+                        return None  # as the stdlib: reaped elsewhere, or not created yet
+                    if pid == self.pid:
+                        self._finish(os.waitstatus_to_exitcode(status))
+        return self.returncode
+
+
+class _ForkPopen(_ChildPopen):
+    method = "fork"
+
+    def _launch(self, process_obj: Process) -> None:
+        sentinel_r, sentinel_w = os.pipe()
+        child_r, parent_w = os.pipe()
+        report_r, report_w = os.pipe()
+        _launch._flush_stdio()
+        try:
+            pid = os.fork()
+        except BaseException:
+            _close_fds([sentinel_r, sentinel_w, child_r, parent_w, report_r, report_w])
+            raise
+        if pid == 0:
+            code = 1
+            try:
+                for fd in (sentinel_r, parent_w, report_r):
+                    os.close(fd)
+                # This child's own children must not hold these open.
+                _launch.internal_fd(sentinel_w)
+                _launch.internal_fd(report_w)
+                _forget_inherited_exit_handlers()
+                code = _run(process_obj, child_r, report_w)
+            finally:
+                os._exit(code)
+        for fd in (sentinel_w, child_r, report_w):
+            os.close(fd)
+        self.pid, self.sentinel, self._report_fd = pid, sentinel_r, report_r
+        self._owned = [sentinel_r, parent_w, report_r]
+
+
+class _SpawnPopen(_ChildPopen):
+    method = "spawn"
+
+    def _launch(self, process_obj: Process) -> None:
+        payload = self._payload(process_obj)
+        data_r, data_w = os.pipe()
+        sentinel_r, sentinel_w = os.pipe()
+        report_r, report_w = os.pipe()
+        code = f"from manycore._process import spawn_main; spawn_main({len(self._fds)})"
+        try:
+            pid = _launch._spawn_python(code, [data_r, sentinel_w, report_w, *self._fds])
+        except BaseException:
+            _close_fds([data_w, sentinel_r, report_r])
+            raise
+        finally:
+            _close_fds([data_r, sentinel_w, report_w])
+        self.pid, self.sentinel, self._report_fd = pid, sentinel_r, report_r
+        self._owned = [sentinel_r, data_w, report_r]
+        _write_all(data_w, payload)
+
+
+class _ServerPopen(_Popen):
+    """A child forked by a fork server: the server writes its wait status into ``sentinel``."""
+
+    fresh = False
+    method = "default"
+
+    def _launch(self, process_obj: Process) -> None:
+        payload = self._payload(process_obj)
+        server = _launch.get_server(self.fresh)
+        _serve_exit_hook()
+        data_r, data_w = os.pipe()
+        report_r, report_w = os.pipe()
+        try:
+            pid, status_r = server.launch_process([data_r, report_w, *self._fds])
+        except BaseException:
+            _close_fds([data_w, report_r])
+            raise
+        finally:
+            _close_fds([data_r, report_w])
+        self.pid, self.sentinel, self._report_fd = pid, status_r, report_r
+        self._owned = [status_r, data_w, report_r]
+        _write_all(data_w, payload)
+
+    def poll(self, flag: int = os.WNOHANG) -> Optional[int]:
+        if self.returncode is None and _readable(self.sentinel, None if flag == 0 else 0):
+            with self._lock:
+                if self.returncode is None:
+                    try:
+                        data = os.read(self.sentinel, STATUS.size)
+                    except OSError:
+                        data = b""
+                    if len(data) == STATUS.size:
+                        self._finish(os.waitstatus_to_exitcode(STATUS.unpack(data)[0]))
+                    else:
+                        # The server died before reaping the child: its status is lost.
+                        # 255, as the stdlib's forkserver reports in that case.
+                        self._finish(255)
+        return self.returncode
+
+
+class _FreshServerPopen(_ServerPopen):
+    fresh = True
+    method = "forkserver"
+
+
+_POPENS: dict[Optional[str], type[_Popen]] = {
+    None: _ServerPopen,
+    "fork": _ForkPopen,
+    "spawn": _SpawnPopen,
+    "forkserver": _FreshServerPopen,
+}
+
+_hooked = False
+
+
+def _serve_exit_hook() -> None:
+    """Join (and terminate daemonic) children at exit before the fork servers close: a
+    server child reports its exit through its server. multiprocessing's exit function does
+    exactly that and runs once; here it runs before ``_launch`` closes the servers."""
+    global _hooked
+    if not _hooked:
+        _hooked = True
+        _launch.before_servers_close.append(multiprocessing.util._exit_function)  # type: ignore[attr-defined]
+
+
+def _pickling_error(process_obj: Process, exc: Exception) -> ArgumentPicklingError:
+    what = "the process object"
+    for label, value in _parts(process_obj):
+        try:
+            _pickle(value)
+        except Exception:
+            what = f"{label} (a {type(value).__name__})"
+            break
+    return ArgumentPicklingError(
+        f"cannot send {what} to the new process: {str(exc).rstrip('.')}. This start method "
+        "pickles the target and its arguments (lambdas, closures and __main__ functions are "
+        "fine); pass picklable objects, or use the 'fork' start method.",
+        argument=what,
+    )
+
+
+def _parts(process_obj: Process) -> list[tuple[str, Any]]:
+    parts: list[tuple[str, Any]] = [("the target", getattr(process_obj, "_target", None))]
+    parts += [(f"argument {i}", a) for i, a in enumerate(getattr(process_obj, "_args", ()))]
+    kwargs = getattr(process_obj, "_kwargs", {})
+    parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    return parts
+
+
+# ---------------------------------------------------------------- the child's side
+
+
+def _forget_inherited_exit_handlers() -> None:
+    """In a forked child: the parent's atexit handlers are not this process's to run (as
+    the stdlib's fork and forkserver children do since Python 3.13)."""
+    atexit._clear()
+    atexit.register(multiprocessing.util._exit_function)  # type: ignore[attr-defined]
+
+
+def _run(process_obj: Process, parent_sentinel: int, report_fd: int) -> int:
+    """Run ``process_obj`` here as the stdlib does; report an escaping exception.
+
+    At the end, multiprocessing's exit function (finalizers: a queue's feeder thread is
+    flushed; children joined) and then this process's atexit handlers run, whatever the
+    Python version: up to 3.12 ``_bootstrap`` calls the former itself, from 3.13 the
+    stdlib's own entry points do.
+    """
+    raised: list[BaseException] = []
+    run = process_obj.run
+
+    def run_and_record() -> None:
+        try:
+            run()
+        except SystemExit:
+            raise
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    process_obj.run = run_and_record  # type: ignore[method-assign]
+    code = 1
+    try:
+        code = process_obj._bootstrap(parent_sentinel=parent_sentinel)  # type: ignore[attr-defined]
+        multiprocessing.util._exit_function()  # type: ignore[attr-defined]  # once only
+    finally:
+        if raised:
+            _report(report_fd, raised[0])
+        atexit._run_exitfuncs()
+    return int(code)
+
+
+def _report(fd: int, exc: BaseException) -> None:
+    """Write ``exc`` for the parent: (exception pickle, its text, traceback text).
+
+    An exception that cannot be pickled, or whose report would not fit the pipe, is
+    replaced by a ``ResultPicklingError`` that says so and carries (the end of) the
+    traceback text.
+    """
+    tb = format_remote(exc)
+    try:
+        summary = f"{type(exc).__qualname__}: {exc}"
+    except Exception:  # a broken __str__
+        summary = type(exc).__qualname__
+    try:
+        data = pickle.dumps((_pickle(exc), summary, tb), PROTOCOL)
+        problem = (
+            "" if len(data) <= REPORT_LIMIT else f"its report is too large ({len(data)} bytes)"
+        )
+    except Exception as error:
+        problem = f"it cannot be pickled ({error!r})"
+    if problem:
+        part = REPORT_LIMIT // 4
+        if len(summary) > part:
+            summary = summary[:part] + "..."
+        if len(tb) > part:  # keep the first frames and the end, where it was raised
+            tb = tb[: part // 2] + "\n...\n" + tb[-part // 2 :]
+        stand_in = ResultPicklingError(
+            f"the process raised {summary}, but {problem} to send it back; its traceback "
+            "is attached",
+            remote=tb,
+        )
+        data = pickle.dumps((pickle.dumps(stand_in, PROTOCOL), summary, tb), PROTOCOL)
+    try:
+        os.set_blocking(fd, False)
+        os.write(fd, data)
+    except OSError:
+        pass
+
+
+def _decode_report(data: bytes) -> BaseException:
+    exc_blob, summary, tb = pickle.loads(data)
+    try:
+        exc = pickle.loads(exc_blob)
+    except Exception as error:
+        exc = ResultUnpicklingError(
+            f"the process raised {summary}, which cannot be rebuilt here ({error!r}); its "
+            "traceback is attached",
+            remote=tb,
+        )
+    return with_remote_cause(exc, tb)
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError("the parent process went away before sending the process object")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _child_main(data_fd: int, report_fd: int, fds: list[int]) -> int:
+    """Read the payload on ``data_fd`` (kept as the parent sentinel), then run the process."""
+    try:
+        header_len, body_len = LENGTHS.unpack(_read_exactly(data_fd, LENGTHS.size))
+        prep = pickle.loads(_read_exactly(data_fd, header_len))
+        body = _read_exactly(data_fd, body_len)
+    except (EOFError, OSError):
+        return 1
+    _adopt(prep)
+    _inherited_fds[:] = fds
+    me: Any = current_process()
+    me._inheriting = True
+    try:
+        process_obj = pickle.loads(body)
+    except BaseException as exc:
+        error = ArgumentUnpicklingError(
+            f"the new process could not rebuild its process object (target and arguments): "
+            f"{exc!r}. Their classes and modules must be importable in the child (check "
+            "sys.path and that the module does not fail on import).",
+            remote=format_remote(exc),
+        )
+        sys.stderr.write(f"{error}\n{format_remote(exc)}")
+        _report(report_fd, error)
+        return 1
+    finally:
+        del me._inheriting
+    return _run(process_obj, data_fd, report_fd)
+
+
+def server_child_main(data_fd: int, report_fd: int, fds: list[int]) -> int:
+    """Entry point of a Process child forked by the fork server; returns its exit code."""
+    _forget_inherited_exit_handlers()
+    for fd in (data_fd, report_fd):
+        _launch.internal_fd(fd)
+    return _child_main(data_fd, report_fd, fds)
+
+
+def spawn_main(nfds: int) -> None:
+    """Entry point of a spawned Process child (``python -c``); never returns."""
+    code = 1
+    try:
+        data_fd, sentinel_fd, report_fd = range(SPAWN_FIRST_FD, SPAWN_FIRST_FD + 3)
+        fds = list(range(SPAWN_FIRST_FD + 3, SPAWN_FIRST_FD + 3 + nfds))
+        for fd in (data_fd, sentinel_fd, report_fd, *fds):
+            os.set_inheritable(fd, False)
+        for fd in (data_fd, sentinel_fd, report_fd):
+            _launch.internal_fd(fd)
+        code = _child_main(data_fd, report_fd, fds)
+    finally:
+        os._exit(code)
+
+
+# ---------------------------------------------------------------- Process
+
+
+def _handed(args: Any, kwargs: Any) -> list[Any]:
+    """Arguments (and items one level into containers) that want ``_manycore_handed_to``."""
+    found: list[Any] = []
+    top = [*args, *kwargs.values()]
+    for obj in top:
+        items: Any = ()
+        if isinstance(obj, dict):
+            items = obj.values()
+        elif isinstance(obj, (list, tuple)):
+            items = obj
+        for item in [obj, *items]:
+            if hasattr(type(item), "_manycore_handed_to"):
+                found.append(item)
+    return found
+
+
+class Process(multiprocessing.process.BaseProcess):
+    """A process running ``target(*args, **kwargs)`` (or ``run()``), as ``multiprocessing``'s.
+
+    Beyond the stdlib: ``target`` may be a lambda, a closure or a function from ``__main__``
+    under every start method, the main module is never re-executed in the child, and an
+    exception that escapes the target is ``exception`` after ``join()``.
+
+    ``_start_method`` (a class attribute): ``"fork"``, ``"spawn"``, ``"forkserver"``, or
+    None for the default in effect at ``start()`` (manycore's fork server unless
+    ``manycore.set_start_method`` chose another).
+    """
+
+    _start_method: Optional[str] = None
+    _exception: Optional[BaseException] = None
+
+    @staticmethod
+    def _Popen(process_obj: Process) -> _Popen:
+        method = process_obj._start_method or _launch.default_start_method()
+        try:
+            popen_class = _POPENS[method]
+        except KeyError:
+            raise ValueError(
+                f"unknown start method {method!r}: use 'fork', 'spawn', 'forkserver' or None"
+            ) from None
+        return popen_class(process_obj)
+
+    def start(self) -> None:
+        """Start the child.
+
+        Raises:
+            ArgumentPicklingError: the start method pickles the target and arguments, and
+                one of them cannot be pickled; no process was started.
+            AssertionError: as the stdlib: started twice, or from a daemonic process.
+        """
+        handed = _handed(getattr(self, "_args", ()), getattr(self, "_kwargs", {}))
+        super().start()
+        for obj in handed:
+            obj._manycore_handed_to(self)
+
+    @property
+    def exception(self) -> Optional[BaseException]:
+        """The exception that escaped the target in the child, with the child's traceback as
+        its ``__cause__``; None while the process runs, or if it returned or called
+        ``sys.exit()``."""
+        popen = self._popen  # type: ignore[attr-defined]
+        if popen is not None and popen.poll() is not None:
+            self._exception = popen.exception
+        return self._exception
+
+    def close(self) -> None:
+        popen = self._popen  # type: ignore[attr-defined]
+        if popen is not None and popen.poll() is not None:
+            self._exception = popen.exception
+        super().close()
