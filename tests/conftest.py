@@ -105,3 +105,14 @@ def no_leaks() -> Iterator[None]:
         problems.append(f"shared-memory segments left in {SHM}: {sorted(shm)}")
     if problems:
         pytest.fail("leak after test: " + "; ".join(problems), pytrace=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the Dask backend's tests last.
+
+    Importing ``distributed`` changes process-wide state that other tests observe: it
+    registers pickling support for exceptions (tblib), so an exception that plain pickle
+    cannot rebuild suddenly can be, and its session cluster keeps threads and processes.
+    Forked workers inherit all of it. Those tests' own fixtures account for it.
+    """
+    items.sort(key=lambda item: item.path.name == "test_dask.py")

@@ -128,10 +128,13 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             raises, every future fails with ``InitializerError``.
         initargs: arguments for ``initializer``.
         max_tasks_per_child: replace a worker after this many tasks.
+        backend: ``"local"`` or ``"dask"``, as for ``Pool``.
+        address: with ``backend="dask"``, where the cluster is, as for ``Pool``.
 
     Raises:
-        ValueError: ``max_workers`` < 1, a bad ``max_tasks_per_child``, or an unknown start
-            method.
+        ValueError: ``max_workers`` < 1, a bad ``max_tasks_per_child``, an unknown start
+            method, or an unknown backend.
+        ImportError: ``backend="dask"`` without Dask installed.
         TypeError: ``initializer`` is not callable.
     """
 
@@ -143,7 +146,10 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         initargs: Iterable[Any] = (),
         *,
         max_tasks_per_child: int | None = None,
+        backend: str = "local",
+        address: Any = None,
     ) -> None:
+        requested = max_workers
         if max_workers is None:
             max_workers = cpu_count()
         if not isinstance(max_workers, int) or max_workers <= 0:
@@ -157,13 +163,27 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be a callable, not {initializer!r}")
         self._max_workers = max_workers
-        self._scheduler = Scheduler(
-            resolve_start_method(mp_context),
-            max_workers,
-            initializer,
-            tuple(initargs),
-            max_tasks_per_child,
-        )
+        if backend == "local" and address is None:
+            self._scheduler = Scheduler(
+                resolve_start_method(mp_context),
+                max_workers,
+                initializer,
+                tuple(initargs),
+                max_tasks_per_child,
+            )
+        else:  # imported only here: importing manycore never imports Dask
+            from ._dask import make_backend
+
+            self._scheduler = make_backend(
+                backend,
+                address,
+                requested,
+                initializer,
+                tuple(initargs),
+                max_tasks_per_child,
+                mp_context,
+            )
+            self._max_workers = self._scheduler.workers
         self._shutdown = False
         self._finalizer = weakref.finalize(self, self._scheduler.close)
 

@@ -189,9 +189,16 @@ class Pool:
         context: start method: ``"fork"``, ``"spawn"``, ``"forkserver"``, a
             ``multiprocessing`` context, or ``None`` for manycore's default (see
             docs/design.md).
+        backend: ``"local"`` (worker processes on this machine) or ``"dask"`` (a Dask
+            cluster; needs ``pip install 'manycore[dask]'``, see docs/cluster.md).
+        address: with ``backend="dask"``: a scheduler address (``"tcp://host:8786"``), a
+            scheduler file, a ``distributed.Client`` or a ``Cluster``; ``None`` starts a
+            ``LocalCluster`` of ``processes`` workers that the pool owns and closes.
 
     Raises:
-        ValueError: ``processes`` < 1, a bad ``maxtasksperchild``, or an unknown start method.
+        ValueError: ``processes`` < 1, a bad ``maxtasksperchild``, an unknown start method,
+            or an unknown backend.
+        ImportError: ``backend="dask"`` without Dask installed.
         TypeError: ``initializer`` is not callable.
     """
 
@@ -202,7 +209,11 @@ class Pool:
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
         context: Any = None,
+        *,
+        backend: str = "local",
+        address: Any = None,
     ) -> None:
+        requested = processes
         if processes is None:
             processes = cpu_count()
         if not isinstance(processes, int) or processes < 1:
@@ -217,13 +228,21 @@ class Pool:
             raise TypeError(f"initializer must be a callable, not {initializer!r}")
         self._processes = processes
         self._state = "RUN"
-        self._scheduler = Scheduler(
-            resolve_start_method(context),
-            processes,
-            initializer,
-            tuple(initargs),
-            maxtasksperchild,
-        )
+        if backend == "local" and address is None:
+            self._scheduler = Scheduler(
+                resolve_start_method(context),
+                processes,
+                initializer,
+                tuple(initargs),
+                maxtasksperchild,
+            )
+        else:  # imported only here: importing manycore never imports Dask
+            from ._dask import make_backend
+
+            self._scheduler = make_backend(
+                backend, address, requested, initializer, tuple(initargs), maxtasksperchild, context
+            )
+            self._processes = self._scheduler.workers
         # Dropped without close(): finish what was submitted, then let the workers go.
         self._finalizer = weakref.finalize(self, self._scheduler.close)
 

@@ -1,0 +1,785 @@
+"""The Dask backend: ``Pool``/``ProcessPoolExecutor(..., backend="dask", address=...)``.
+
+The pool's public face, its results, futures and map jobs are the local backend's own; only
+the scheduler is replaced. ``DaskScheduler`` takes the same tasks and map jobs as
+``_scheduler.Scheduler`` and runs them on a Dask ``distributed`` cluster::
+
+    user threads                     dispatcher thread ("manycore-dask")       Dask workers
+    ------------                     -----------------------------------       ------------
+    submit(Task) / map job  ──►  events ─► FIFO ─► batch: client.submit(   ─► run_batch():
+    wake() from a lazy job           run_batch, token, calls, *blobs)           rebuild, run,
+                                     ◄── done callback (Dask's thread)          pickle each
+                                     fetch outcomes on the client's event       outcome
+                                     loop; ◄── _FETCHED ─► sink._resolve/_reject
+
+The dispatcher never blocks on a worker: results are fetched on Dask's event loop, so while
+one batch's outcomes travel, the next batches are already being handed out.
+
+What this module guarantees:
+
+* **Dask is imported only when a Dask pool is made**; without it, ``backend="dask"`` raises
+  ``ImportError`` naming ``pip install 'manycore[dask]'``.
+* **Same semantics as the local backend.** Functions, arguments and results travel as
+  manycore's own pickles (Dask only moves bytes), so unpicklable arguments raise in the
+  caller, a task's exception is re-raised as its own type with the worker's traceback as
+  ``__cause__``, and unpicklable results become ``ResultPicklingError``. ``map``-style calls
+  are cut by the same adaptive ``MapJob``/``ChunkSizer`` (never one Dask task per item;
+  chunks aim at ``CHUNK_SCALE`` times the local work per chunk and the balance rule counts
+  ``BALANCE_DIVISOR`` times fewer workers, as a Dask task costs more), and
+  at most ``IN_FLIGHT_BATCHES`` batches per worker thread are handed to Dask at a time, so
+  chunk sizes follow measured run times and ``cancel``/``shutdown(cancel_futures=True)`` work.
+* **Only portable bytes travel**: an argument the local rules put in this machine's shared
+  memory is re-pickled in-band first, since a Dask worker may run on another machine.
+* **Large blobs are scattered once**: a function (with what it captures) or an argument
+  blob over ``SCATTER_BYTES`` goes to the cluster with ``client.scatter`` and tasks refer to
+  it, so a map does not resend its function with every chunk. Every task is submitted with
+  its own key (``pure=False`` semantics): identical calls really run again.
+* **Lost workers**: Dask blames every task a dead worker held (``KilledWorker``); manycore
+  re-runs each such task alone (nothing else of the pool in flight, one at a time) and fails
+  with ``WorkerLostError`` only a task whose worker died while it ran alone. Dask's own
+  re-runs (``allowed-failures``, 0 on a cluster we start) come first. docs/cluster.md states
+  this policy for users.
+* **Ownership**: a ``LocalCluster`` the pool started is closed with it (``terminate()`` kills
+  its workers); an address, scheduler file, ``Cluster`` or ``Client`` is never shut down:
+  ``terminate()`` cancels the pool's own Dask tasks only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import threading
+import time
+import traceback
+import uuid
+import weakref
+from collections import OrderedDict, deque
+from typing import Any, Callable, Optional, Union
+
+from . import _messages as m
+from ._chunking import ChunkSizer
+from ._dask_cluster import allowed_failures, connect, import_distributed, kill_children
+from ._dask_worker import INIT_FAILED, run_batch
+from ._errors import (
+    InitializerError,
+    ManycoreError,
+    PoolBrokenError,
+    PoolClosedError,
+    ResultUnpicklingError,
+    WorkerLostError,
+    with_remote_cause,
+)
+from ._launch import Launcher, WorkerProcess
+from ._scheduler import IN_FLIGHT_BATCHES, Scheduler, Source, Task
+from ._serialize import dumps, loads
+
+__all__ = ["DaskScheduler", "make_backend"]
+
+# A blob at least this large is scattered to the cluster once instead of riding in each
+# task: below it, a scatter's extra round trip costs more than resending the bytes.
+SCATTER_BYTES = 100_000
+SCATTER_CACHE = 16  # scattered function blobs kept per pool (a few maps at a time)
+# A Dask task costs the cluster about a millisecond or more (scheduler bookkeeping, two
+# network hops, a result fetch): some 100x a local batch. Run times are fed to the sizers
+# divided by this, so chunks aim at 10x the local target of work (about 100 ms) and the
+# balance rule stops cutting below about 10 ms: overhead stays near 1% as it does locally.
+CHUNK_SCALE = 10.0
+# A map's tail is cut in chunks of 1/4 of a worker's share of what remains (the local
+# balance rule). A Dask task costs a few milliseconds of CPU, so map jobs are sized as if the
+# cluster had half as many workers: half as many tail chunks, still balanced to 1/2 a share.
+BALANCE_DIVISOR = 2
+KILL_AFTER = 0.3  # seconds into terminating a cluster we own before its workers are killed
+# Batches handed to Dask per worker thread: one running, one queued (Dask keeps the queued
+# one at its scheduler), so a worker never waits for the round trip that refills it.
+WINDOW_PER_THREAD = IN_FLIGHT_BATCHES
+REFRESH_SECONDS = 2.0  # how often a connected cluster's thread count is re-read
+CLOSE_TIMEOUT = 20.0  # seconds to close a client or a cluster manycore started
+
+
+_Blob = Any  # bytes, or a distributed.Future of bytes (scattered)
+
+
+def make_backend(
+    backend: str,
+    address: Any,
+    processes: int | None,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+    max_tasks: int | None,
+    context: Any,
+) -> DaskScheduler:
+    """The scheduler for ``backend=``/``address=`` other than the local default.
+
+    Raises:
+        ValueError: an unknown backend, an ``address`` without ``backend="dask"``, or an
+            option the Dask backend cannot honour (a start method, a task quota).
+        ImportError: Dask is not installed (the message says how to install it).
+        OSError: the scheduler at ``address`` could not be reached.
+    """
+    if backend != "dask":
+        if backend == "local":
+            raise ValueError(
+                f"address={address!r} needs backend='dask': the local backend runs worker "
+                "processes on this machine and connects to nothing"
+            )
+        raise ValueError(f"unknown backend {backend!r}: use 'local' (the default) or 'dask'")
+    if context is not None:
+        raise ValueError(
+            "a start method (context=/mp_context=) has no meaning with backend='dask': Dask "
+            "workers are started by the cluster; leave it out"
+        )
+    if max_tasks is not None:
+        raise ValueError(
+            "maxtasksperchild/max_tasks_per_child is not supported with backend='dask': "
+            "Dask workers are not replaced per task; leave it out (or use the local backend)"
+        )
+    return DaskScheduler(address, processes, initializer, initargs)
+
+
+def _import_distributed() -> Any:
+    global _exit_hook
+    distributed = import_distributed()
+    if not _exit_hook:
+        # Registered after Dask's own exit hooks, so it runs before them (atexit is LIFO):
+        # our pools stop while their clients and clusters still work.
+        atexit.register(_terminate_all)
+        _exit_hook = True
+    return distributed
+
+
+_exit_hook = False
+
+
+class _DaskLauncher(Launcher):
+    """Stands in for a start method in reprs: Dask, not manycore, starts the workers."""
+
+    name = "dask"
+
+    def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> WorkerProcess:
+        raise RuntimeError("Dask workers are started by the cluster, not by manycore")
+
+
+class _Batch:
+    """One Dask task: some calls, the tasks they settle, and how often it has run."""
+
+    __slots__ = ("alone", "future", "runs", "tasks")
+
+    def __init__(self, tasks: list[Task]) -> None:
+        self.tasks = tasks
+        self.future: Any = None
+        self.alone = False  # run with nothing else of this pool's in flight
+        self.runs = 0
+
+
+_DONE = "done"
+_WAKE = "wake"
+_CANCEL_QUEUED = "cancel-queued"
+_FETCHED = "fetched"
+# A submission, a wake-up, (_DONE, Dask key) when a batch ends, or (_FETCHED, keys, their
+# outcomes or None, the error that stopped the fetch or None) when its results are here.
+_Event = Union[str, Task, Source, tuple[Any, ...]]
+
+_live: weakref.WeakSet[DaskScheduler] = weakref.WeakSet()
+
+
+class DaskScheduler(Scheduler):
+    """The pool's scheduler on a Dask cluster; see the module docstring.
+
+    A ``Scheduler`` to the pool, map jobs and results (the same ``submit``/``close``/
+    ``terminate``/``join``/``check_open`` and ``workers``/``per_item``), with none of the local
+    scheduler's machinery: the base ``__init__`` is deliberately not called.
+    """
+
+    def __init__(
+        self,
+        address: Any,
+        processes: int | None,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+    ) -> None:
+        distributed = _import_distributed()
+        self.launcher = _DaskLauncher()
+        self._cap = processes  # with an address: the most worker threads this pool uses
+        # The client, and the cluster if we started one (closed with the pool).
+        self._client, self._cluster, self._own_client = connect(distributed, address, processes)
+        try:
+            # Runs Dask itself makes of a task whose worker dies, before it reports it.
+            self._dask_runs = 1 + allowed_failures(self._client, self._cluster)
+            self.workers = self._count_workers()
+        except BaseException:
+            self._disconnect()
+            raise
+        self.max_tasks = None
+        self.single_sizer = ChunkSizer(self.workers)
+        self.per_item: dict[bytes, float] = {}
+        self._balance_divisor = BALANCE_DIVISOR
+        self._token = f"{os.getpid()}-{uuid.uuid4().hex}"
+        self._init_blob = dumps((initializer, tuple(initargs))) if initializer else None
+        self._init_part: _Blob = None
+        self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        self._fifo: deque[Union[Task, Source]] = deque()
+        self._in_flight: dict[str, _Batch] = {}  # by Dask key
+        self._fetching: dict[str, _Batch] = {}  # finished; results on their way, by key
+        # Tasks lost with a worker beside others: each runs again alone, one at a time.
+        self._suspects: deque[_Batch] = deque()
+        self._probe: _Batch | None = None  # the suspect running now
+        self._scattered: OrderedDict[int, tuple[bytes, Any]] = OrderedDict()
+        self._closing = False
+        self._terminating = False
+        self._broken: BaseException | None = None
+        self._finished = threading.Event()
+        self._refreshed = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="manycore-dask", daemon=True)
+        self._thread.start()
+        _live.add(self)
+
+    # ------------------------------------------------------------ connecting
+
+    def _count_workers(self) -> int:
+        threads: int = sum(self._client.nthreads().values())
+        if self._cap is not None:
+            threads = min(threads, self._cap)
+        return max(1, threads)
+
+    def _disconnect(self, now: bool = False) -> None:
+        """Let go of the cluster: close our client, and the cluster if we started it.
+        ``now``: its workers are killed instead of being given seconds to finish a task."""
+        for _blob, future in self._scattered.values():
+            future.release()
+        self._scattered.clear()
+        pids = self._worker_pids() if now and self._cluster is not None else []
+        if self._own_client:
+            try:
+                self._client.close(timeout=CLOSE_TIMEOUT)
+            except Exception:
+                traceback.print_exc()
+        if self._cluster is not None:
+            # A nanny asked to close waits 4 s for a busy worker before it kills it. Once the
+            # close has begun (nannies no longer restart dead workers), kill them ourselves.
+            killer = threading.Timer(KILL_AFTER, kill_children, (pids,))
+            killer.name = "manycore-dask-kill"
+            if pids:
+                killer.start()
+            try:
+                self._cluster.close(timeout=CLOSE_TIMEOUT)
+            except Exception:
+                traceback.print_exc()
+            finally:
+                if pids:
+                    killer.join()
+
+    def _worker_pids(self) -> list[int]:
+        """The worker processes of the cluster we started (its nannies know them)."""
+        try:
+            nannies = list(self._cluster.workers.values())
+        except Exception:
+            return []
+        pids = [getattr(nanny, "pid", None) for nanny in nannies]
+        return [pid for pid in pids if isinstance(pid, int)]
+
+    # ------------------------------------------------------------ any thread
+
+    @property
+    def broken(self) -> BaseException | None:
+        return self._broken
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def check_open(self, broken_raises: bool = True) -> None:
+        """Raise PoolClosedError if no new work is accepted (see ``Scheduler.check_open``)."""
+        if self._broken is not None:
+            if broken_raises:
+                raise _fresh(self._broken)
+            return
+        if self._closing or self._terminating:
+            raise PoolClosedError(
+                "the pool is closed: it accepts no new work after close(), shutdown() or "
+                "terminate(); create a new pool"
+            )
+
+    def submit(self, item: Union[Task, Source]) -> None:
+        """Hand a task or a map job to the dispatcher thread."""
+        sizer = getattr(item, "sizer", None)
+        if isinstance(sizer, ChunkSizer) and self._balance_divisor > 1:
+            sizer.workers = max(1, -(-sizer.workers // self._balance_divisor))
+        self._events.put(item)
+        if self._finished.is_set():
+            self._reject_leftovers()
+
+    def wake(self) -> None:
+        self._events.put(_WAKE)
+
+    def close(self) -> None:
+        """Finish all submitted work, then disconnect (and close a cluster we started)."""
+        self._closing = True
+        self.wake()
+
+    def terminate(self) -> None:
+        """Stop now: fail everything pending, cancel our Dask tasks, close what we own."""
+        self._closing = True
+        self._terminating = True
+        self.wake()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the dispatcher to finish; True when it has."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("cannot join a pool from one of its own callbacks")
+        return self._finished.wait(timeout)
+
+    def cancel_queued(self) -> None:
+        """Cancel what has not been handed to Dask yet (``shutdown(cancel_futures=True)``)."""
+        self._events.put(_CANCEL_QUEUED)
+
+    def __repr__(self) -> str:
+        owner = "own LocalCluster" if self._cluster is not None else "connected"
+        return f"<DaskScheduler {owner} workers={self.workers}>"
+
+    def _reject_leftovers(self) -> None:
+        exc = self._broken or PoolClosedError(
+            "the pool was closed before this work could start; create a new pool"
+        )
+        while True:
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, (str, tuple)):
+                continue
+            _reject_item(item, exc)
+
+    # ------------------------------------------------------------ dispatcher thread
+
+    def _run(self) -> None:
+        graceful = False
+        try:
+            while True:
+                self._next_events()
+                if self._terminating:
+                    break
+                self._dispatch()
+                busy = self._fifo or self._in_flight or self._fetching or self._suspects
+                if self._closing and not busy:
+                    graceful = True
+                    break
+        except BaseException as exc:  # a bug in manycore: fail loudly, never hang
+            report = PoolBrokenError(
+                f"manycore's Dask dispatcher failed: {exc!r}; every pending task was failed. "
+                "This is a bug; please report it with the traceback."
+            )
+            report.__cause__ = exc
+            traceback.print_exc()
+            self._broken = report
+        finally:
+            try:
+                if not graceful:
+                    self._reject_all(
+                        self._broken
+                        or PoolClosedError("the pool was terminated before this task could finish")
+                    )
+                self._disconnect(now=not graceful)
+            finally:
+                _live.discard(self)
+                self._finished.set()
+                self._reject_leftovers()
+
+    def _next_events(self) -> None:
+        """Wait for at least one event, then take every one queued."""
+        try:
+            events = [self._events.get(timeout=REFRESH_SECONDS)]
+        except queue.Empty:
+            events = []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        done: list[str] = []
+        for event in events:
+            if isinstance(event, tuple):
+                if event[0] == _DONE:
+                    done.append(event[1])
+                else:
+                    self._fetched(*event[1:])
+            elif event == _CANCEL_QUEUED:
+                for item in self._fifo:
+                    cancel = getattr(item.sink if isinstance(item, Task) else item, "_cancel", None)
+                    if cancel is not None:
+                        cancel()
+            elif isinstance(event, str):
+                pass  # a wake-up
+            elif self._broken is not None:
+                _reject_item(event, self._broken)
+            else:
+                self._fifo.append(event)
+        if done:
+            self._settle(done)
+        if self._cluster is None and time.monotonic() - self._refreshed > REFRESH_SECONDS:
+            self._refreshed = time.monotonic()
+            try:
+                self.workers = self._count_workers()
+            except Exception:
+                pass  # the scheduler is briefly unreachable: keep the last count
+
+    # dispatch ---------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        if self._probe is not None:
+            return  # a suspect runs alone
+        if self._suspects:
+            if not self._in_flight and self._broken is None:
+                self._probe = self._suspects.popleft()
+                self._probe.alone = True
+                self._submit_batch(self._probe)
+            return  # first let what is in flight finish
+        limit = WINDOW_PER_THREAD * self.workers
+        while self._fifo and self._broken is None and len(self._in_flight) < limit:
+            tasks = self._pick()
+            if not tasks:
+                return
+            self._submit_batch(_Batch(tasks))
+
+    def _pick(self) -> list[Task]:
+        """The next batch to hand to Dask, or [] if nothing can go now."""
+        fifo = self._fifo
+        for _ in range(2 * len(fifo)):  # each job is looked at once or twice per call
+            if not fifo:
+                break
+            head = fifo[0]
+            if isinstance(head, Task):
+                singles = self._pick_singles()
+                if singles:
+                    return singles
+                continue  # all of them were cancelled
+            task = head._take(self)
+            if task is not None:
+                if task.claimed or task.sink._claim():
+                    task.claimed = True
+                    return [task]
+                continue
+            if head._drained():
+                fifo.popleft()
+            else:
+                fifo.rotate(-1)  # a lazy job waiting for its consumer: let others go first
+        return []
+
+    def _pick_singles(self) -> list[Task]:
+        fifo = self._fifo
+        size = self.single_sizer.next_size(remaining=len(fifo))
+        batch: list[Task] = []
+        while fifo and len(batch) < size:
+            task = fifo[0]
+            if not isinstance(task, Task):
+                break
+            fifo.popleft()
+            if task.claimed or task.sink._claim():
+                task.claimed = True
+                batch.append(task)
+        return batch
+
+    def _submit_batch(self, batch: _Batch) -> None:
+        parts: list[_Blob] = []
+        index: dict[int, int] = {}
+
+        def part(blob: bytes, cache: bool) -> int:
+            found = index.get(id(blob))
+            if found is None:
+                found = index[id(blob)] = len(parts)
+                parts.append(self._scatter(blob, cache) if len(blob) >= SCATTER_BYTES else blob)
+            return found
+
+        init = -1
+        if self._init_blob is not None:
+            if self._init_part is None:
+                blob = self._init_blob
+                self._init_part = self._scatter(blob, False) if len(blob) >= SCATTER_BYTES else blob
+            init = len(parts)
+            parts.append(self._init_part)
+        calls = [
+            (t.kind, part(t.fn_blob, True), part(_portable(t.payload), False)) for t in batch.tasks
+        ]
+        first = batch.tasks[0]
+        name = getattr(first.fn, "__name__", "call")
+        batch.runs += 1
+        key = f"manycore-{name}-{uuid.uuid4().hex}"
+        batch.future = self._client.submit(
+            run_batch,
+            self._token,
+            init,
+            calls,
+            *parts,
+            key=key,
+            pure=False,
+            retries=0,
+        )
+        self._in_flight[key] = batch
+        events = self._events
+        # The callback names the batch by key only: a reference to the batch would make a
+        # cycle (batch -> future -> callback -> batch) that keeps the arguments alive.
+        batch.future.add_done_callback(lambda future: events.put((_DONE, future.key)))
+
+    def _scatter(self, blob: bytes, cache: bool) -> Any:
+        if cache:
+            found = self._scattered.get(id(blob))
+            if found is not None and found[0] is blob:
+                self._scattered.move_to_end(id(blob))
+                return found[1]
+        future = self._client.scatter(blob, hash=False)
+        if cache:
+            self._scattered[id(blob)] = (blob, future)
+            if len(self._scattered) > SCATTER_CACHE:
+                self._scattered.popitem(last=False)[1][1].release()
+        return future
+
+    # results ----------------------------------------------------------------
+
+    def _settle(self, done: list[str]) -> None:
+        finished = []
+        for key in done:
+            batch = self._in_flight.pop(key, None)
+            if batch is None:
+                continue  # already settled (terminated meanwhile)
+            if batch is self._probe:
+                self._probe = None
+            if batch.future.status == "finished":
+                finished.append(batch)
+            else:
+                self._settle_error(batch)
+        if finished:
+            self._fetch(finished)
+
+    def _fetch(self, batches: list[_Batch]) -> None:
+        """Fetch finished batches' outcomes without blocking this thread.
+
+        A fetch is a round trip to the workers (milliseconds); waiting for it here would
+        leave the workers without their next batch meanwhile. So it runs on the client's
+        event loop, and its outcome comes back as a ``_FETCHED`` event.
+        """
+        keys = []
+        for batch in batches:
+            keys.append(batch.future.key)
+            self._fetching[batch.future.key] = batch
+        futures = [batch.future for batch in batches]
+        client, events = self._client, self._events
+
+        async def fetch() -> None:
+            try:
+                outcomes = await client.gather(futures, asynchronous=True)
+            except BaseException as exc:  # reported to the dispatcher; cancellation re-raised
+                events.put((_FETCHED, keys, None, exc))
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                events.put((_FETCHED, keys, outcomes, None))
+
+        client.loop.add_callback(fetch)
+
+    def _fetched(
+        self, keys: list[str], outcomes: Optional[list[Any]], error: Optional[BaseException]
+    ) -> None:
+        batches = [self._fetching.pop(key, None) for key in keys]
+        for i, batch in enumerate(batches):
+            if batch is None:
+                continue  # rejected meanwhile (terminated)
+            if outcomes is not None:
+                self._settle_outcomes(batch, outcomes[i])
+                continue
+            try:  # the fetch failed as a whole: give each batch its own outcome or error
+                value = batch.future.result(timeout=CLOSE_TIMEOUT)
+            except Exception:
+                self._settle_error(batch)
+            else:
+                self._settle_outcomes(batch, value)
+
+    def _settle_outcomes(self, batch: _Batch, outcomes: list[tuple[int, bytes, float]]) -> None:
+        batch.future.release()
+        if outcomes and outcomes[0][0] == INIT_FAILED:
+            failure = _initializer_error(outcomes[0][1])
+            self._break(failure)
+            for task in batch.tasks:
+                _reject_item(task, failure)
+            return
+        single_items, single_time = 0, 0.0
+        for task, (status, payload, elapsed) in zip(batch.tasks, outcomes):
+            sizer = task.sink.sizer
+            if sizer is None:
+                single_items += task.items
+                single_time += elapsed
+            else:
+                sizer.record(task.items, elapsed / CHUNK_SCALE)
+                if sizer.per_item is not None:
+                    if len(self.per_item) >= 256 and task.fn_blob not in self.per_item:
+                        self.per_item.clear()
+                    self.per_item[task.fn_blob] = sizer.per_item
+            if status == m.OK:
+                try:
+                    value = loads(payload)
+                except Exception as exc:
+                    error: BaseException = ResultUnpicklingError(
+                        f"the result of {task.describe()} could not be unpickled in the caller: "
+                        f"{exc!r}. Its class must be importable here with the same definition."
+                    )
+                    error.__cause__ = exc
+                    _call_sink(task.sink._reject, task, error, None)
+                    continue
+                _call_sink(task.sink._resolve, task, value)
+            else:
+                error, partial = _outcome_error(task, status, payload)
+                _call_sink(task.sink._reject, task, error, partial)
+        if single_items:
+            self.single_sizer.record(single_items, single_time / CHUNK_SCALE)
+
+    def _settle_error(self, batch: _Batch) -> None:
+        future = batch.future
+        status = future.status
+        try:
+            exc = future.exception(timeout=CLOSE_TIMEOUT) if status == "error" else None
+        except Exception as inner:
+            exc = inner
+        future.release()
+        killed = type(exc).__name__ == "KilledWorker"
+        if killed and not batch.alone:
+            # Dask blames every task a dead worker held, and cannot say which one killed it:
+            # each runs again alone; only one whose worker dies then is to blame.
+            for task in batch.tasks:
+                again = _Batch([task])
+                again.runs = batch.runs
+                self._suspects.append(again)
+            return
+        for task in batch.tasks:
+            if killed:
+                error: BaseException = WorkerLostError(
+                    f"a Dask worker died while running {task.describe()} (it ran "
+                    f"{batch.runs * self._dask_runs} time(s), the last alone, each on a "
+                    f"worker that died; Dask: {exc}). If it was killed by the OOM killer, give "
+                    "workers more memory or make tasks smaller. The pool is still usable; other "
+                    "tasks are unaffected.",
+                    pid=None,
+                    exitcode=None,
+                    signal=None,
+                    task=task.describe(),
+                )
+            elif status == "cancelled" or exc is None:
+                error = PoolBrokenError(
+                    f"Dask cancelled {task.describe()} (status {status!r}): the connection to "
+                    "the Dask scheduler was lost or someone cancelled the task on the cluster."
+                )
+            else:
+                error = PoolBrokenError(
+                    f"Dask could not run {task.describe()}: {exc!r}. manycore must be "
+                    "installed, at the same version, on every Dask worker."
+                )
+                error.__cause__ = exc
+            _call_sink(task.sink._reject, task, error, None)
+
+    def _break(self, exc: BaseException) -> None:
+        if self._broken is None:
+            self._broken = exc
+        self._reject_all(exc)
+
+    def _reject_all(self, exc: BaseException) -> None:
+        pending: list[Union[Task, Source]] = list(self._fifo)
+        self._fifo.clear()
+        batches = list(self._in_flight.values())
+        self._in_flight.clear()
+        pending.extend(task for batch in self._fetching.values() for task in batch.tasks)
+        self._fetching.clear()
+        pending.extend(task for suspect in self._suspects for task in suspect.tasks)
+        self._suspects.clear()
+        self._probe = None
+        futures = [b.future for b in batches if b.future is not None]
+        if futures:
+            try:
+                self._client.cancel(futures)
+            except Exception:
+                pass
+        for batch in batches:
+            pending.extend(batch.tasks)
+        for item in pending:
+            _reject_item(item, exc)
+
+
+# ---------------------------------------------------------------- helpers, caller side
+
+
+def _portable(blob: bytes) -> bytes:
+    """A payload any machine can read. The local backend may lay big arguments out in this
+    machine's shared memory (``_serialize.dumps_payload``: a ``bytes`` subclass whose bytes
+    are a header naming the segment); a Dask worker may be elsewhere, so those are pickled
+    again in-band (one more copy; large ones are then scattered)."""
+    if type(blob) is bytes:
+        return blob
+    return dumps(loads(blob))
+
+
+def _outcome_error(task: Task, status: int, payload: bytes) -> tuple[BaseException, Any]:
+    partial = None
+    try:
+        if status == m.RAISED:
+            exc_blob, summary, tb, partial = loads(payload)
+            try:
+                error: BaseException = loads(exc_blob)
+            except Exception as inner:
+                error = ResultUnpicklingError(
+                    f"{task.describe()} raised {summary}, and that exception could not be "
+                    f"unpickled in the caller: {inner!r}. Give the exception class an "
+                    "__init__ that accepts its args, or a __reduce__."
+                )
+            with_remote_cause(error, tb)
+        else:
+            error = loads(payload)
+    except Exception as inner:
+        error = ResultUnpicklingError(
+            f"the outcome of {task.describe()} could not be unpickled in the caller: {inner!r}."
+        )
+    return error, partial
+
+
+def _initializer_error(blob: bytes) -> InitializerError:
+    try:
+        exc, tb = loads(blob)
+    except Exception as inner:
+        return InitializerError(f"the pool's initializer failed (details lost: {inner!r})")
+    if isinstance(exc, InitializerError):
+        return exc
+    error = InitializerError(
+        f"the pool's initializer raised {type(exc).__name__}: {exc}; every task fails. Fix "
+        "the initializer (its traceback is the cause below)."
+    )
+    error.__cause__ = with_remote_cause(exc, tb)
+    return error
+
+
+def _fresh(exc: BaseException) -> BaseException:
+    """A new instance of a shared manycore error, so each caller gets its own traceback."""
+    if isinstance(exc, ManycoreError):
+        copy = type(exc)(str(exc), **exc.__dict__)
+        copy.__cause__ = exc.__cause__
+        return copy
+    return exc
+
+
+def _reject_item(item: Union[Task, Source], exc: BaseException) -> None:
+    if isinstance(item, Task):
+        _call_sink(item.sink._reject, item, _fresh(exc), None)
+    else:
+        item._abort(_fresh(exc))
+
+
+def _call_sink(method: Callable[..., None], *args: Any) -> None:
+    try:
+        method(*args)
+    except Exception:  # a user callback raised: report it, keep the pool running
+        traceback.print_exc()
+
+
+def _terminate_all() -> None:
+    """At interpreter exit, stop every Dask pool still running (before Dask's own exit
+    handlers close its clients under us)."""
+    schedulers = list(_live)
+    for scheduler in schedulers:
+        scheduler.terminate()
+    for scheduler in schedulers:
+        scheduler.join(CLOSE_TIMEOUT)
