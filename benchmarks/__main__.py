@@ -13,7 +13,17 @@ import manycore
 from manycore import _benchwork as work
 from manycore._machine import machine_facts
 
-from . import overhead, payload, scaling, startup, submit
+from . import (
+    dask_backend,
+    overhead,
+    payload,
+    queues,
+    scaling,
+    shared_counter,
+    startup,
+    submit,
+    zerocopy,
+)
 from ._harness import CALL_DEADLINE_S, Context, Figure, describe, render_figures
 from .peers import COMPARED
 
@@ -23,6 +33,10 @@ SUITES: dict[str, Callable[[Context], list[Figure]]] = {
     "startup": startup.run,
     "scaling": scaling.run,
     "payload": payload.run,
+    "queues": queues.run,
+    "dask": dask_backend.run,
+    "shared_counter": shared_counter.run,
+    "zerocopy": zerocopy.run,
 }
 
 ROOT = Path(__file__).resolve().parent.parent
