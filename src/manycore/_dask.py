@@ -62,16 +62,22 @@ from ._chunking import ChunkSizer
 from ._dask_cluster import allowed_failures, connect, import_distributed, kill_children
 from ._dask_worker import INIT_FAILED, run_batch
 from ._errors import (
-    InitializerError,
-    ManycoreError,
     PoolBrokenError,
     PoolClosedError,
-    ResultUnpicklingError,
     WorkerLostError,
-    with_remote_cause,
 )
 from ._launch import Launcher, WorkerProcess
-from ._scheduler import IN_FLIGHT_BATCHES, Scheduler, Source, Task
+from ._scheduler import (
+    IN_FLIGHT_BATCHES,
+    Scheduler,
+    Source,
+    Task,
+    call_sink,
+    fresh_error,
+    initializer_error,
+    outcome_error,
+    unpickling_error,
+)
 from ._serialize import dumps, loads
 
 __all__ = ["DaskScheduler", "make_backend"]
@@ -292,7 +298,7 @@ class DaskScheduler(Scheduler):
         """Raise PoolClosedError if no new work is accepted (see ``Scheduler.check_open``)."""
         if self._broken is not None:
             if broken_raises:
-                raise _fresh(self._broken)
+                raise fresh_error(self._broken)
             return
         if self._closing or self._terminating:
             raise PoolClosedError(
@@ -596,7 +602,7 @@ class DaskScheduler(Scheduler):
     def _settle_outcomes(self, batch: _Batch, outcomes: list[tuple[int, bytes, float]]) -> None:
         batch.future.release()
         if outcomes and outcomes[0][0] == INIT_FAILED:
-            failure = _initializer_error(outcomes[0][1])
+            failure = initializer_error(outcomes[0][1])
             self._break(failure)
             for task in batch.tasks:
                 _reject_item(task, failure)
@@ -617,17 +623,12 @@ class DaskScheduler(Scheduler):
                 try:
                     value = loads(payload)
                 except Exception as exc:
-                    error: BaseException = ResultUnpicklingError(
-                        f"the result of {task.describe()} could not be unpickled in the caller: "
-                        f"{exc!r}. Its class must be importable here with the same definition."
-                    )
-                    error.__cause__ = exc
-                    _call_sink(task.sink._reject, task, error, None)
+                    call_sink(task.sink._reject, task, unpickling_error(task, exc), None)
                     continue
-                _call_sink(task.sink._resolve, task, value)
+                call_sink(task.sink._resolve, task, value)
             else:
-                error, partial = _outcome_error(task, status, payload)
-                _call_sink(task.sink._reject, task, error, partial)
+                error, partial = outcome_error(task, status, payload)
+                call_sink(task.sink._reject, task, error, partial)
         if single_items:
             self.single_sizer.record(single_items, single_time / CHUNK_SCALE)
 
@@ -672,7 +673,7 @@ class DaskScheduler(Scheduler):
                     "installed, at the same version, on every Dask worker."
                 )
                 error.__cause__ = exc
-            _call_sink(task.sink._reject, task, error, None)
+            call_sink(task.sink._reject, task, error, None)
 
     def _break(self, exc: BaseException) -> None:
         if self._broken is None:
@@ -714,65 +715,11 @@ def _portable(blob: bytes) -> bytes:
     return dumps(loads(blob))
 
 
-def _outcome_error(task: Task, status: int, payload: bytes) -> tuple[BaseException, Any]:
-    partial = None
-    try:
-        if status == m.RAISED:
-            exc_blob, summary, tb, partial = loads(payload)
-            try:
-                error: BaseException = loads(exc_blob)
-            except Exception as inner:
-                error = ResultUnpicklingError(
-                    f"{task.describe()} raised {summary}, and that exception could not be "
-                    f"unpickled in the caller: {inner!r}. Give the exception class an "
-                    "__init__ that accepts its args, or a __reduce__."
-                )
-            with_remote_cause(error, tb)
-        else:
-            error = loads(payload)
-    except Exception as inner:
-        error = ResultUnpicklingError(
-            f"the outcome of {task.describe()} could not be unpickled in the caller: {inner!r}."
-        )
-    return error, partial
-
-
-def _initializer_error(blob: bytes) -> InitializerError:
-    try:
-        exc, tb = loads(blob)
-    except Exception as inner:
-        return InitializerError(f"the pool's initializer failed (details lost: {inner!r})")
-    if isinstance(exc, InitializerError):
-        return exc
-    error = InitializerError(
-        f"the pool's initializer raised {type(exc).__name__}: {exc}; every task fails. Fix "
-        "the initializer (its traceback is the cause below)."
-    )
-    error.__cause__ = with_remote_cause(exc, tb)
-    return error
-
-
-def _fresh(exc: BaseException) -> BaseException:
-    """A new instance of a shared manycore error, so each caller gets its own traceback."""
-    if isinstance(exc, ManycoreError):
-        copy = type(exc)(str(exc), **exc.__dict__)
-        copy.__cause__ = exc.__cause__
-        return copy
-    return exc
-
-
 def _reject_item(item: Union[Task, Source], exc: BaseException) -> None:
     if isinstance(item, Task):
-        _call_sink(item.sink._reject, item, _fresh(exc), None)
+        call_sink(item.sink._reject, item, fresh_error(exc), None)
     else:
-        item._abort(_fresh(exc))
-
-
-def _call_sink(method: Callable[..., None], *args: Any) -> None:
-    try:
-        method(*args)
-    except Exception:  # a user callback raised: report it, keep the pool running
-        traceback.print_exc()
+        item._abort(fresh_error(exc))
 
 
 def _terminate_all() -> None:

@@ -261,7 +261,7 @@ class Scheduler:
         """
         if self._broken is not None:
             if broken_raises:
-                raise _fresh(self._broken)
+                raise fresh_error(self._broken)
             return
         if self._closing or self._terminating:
             raise PoolClosedError(
@@ -429,7 +429,7 @@ class Scheduler:
         elif type(message) is m.Retiring:
             slot.retiring = True
         elif type(message) is m.InitFailed:
-            self._break(_initializer_error(message.error))
+            self._break(initializer_error(message.error))
 
     def _settle_batch(self, slot: _Slot, outcomes: list[m.Outcome]) -> None:
         # The hot path of every task: kept flat, with single tasks' timings summed.
@@ -474,33 +474,10 @@ class Scheduler:
         self, task: Task, status: int, payload: bytes, unpickling: Exception | None
     ) -> None:
         if unpickling is not None:
-            error: BaseException = ResultUnpicklingError(
-                f"the result of {task.describe()} could not be unpickled in the caller: "
-                f"{unpickling!r}. Its class must be importable here with the same definition.",
-            )
-            error.__cause__ = unpickling
-            _call_sink(task.sink._reject, task, error, None)
+            call_sink(task.sink._reject, task, unpickling_error(task, unpickling), None)
             return
-        partial = None
-        try:
-            if status == m.RAISED:
-                exc_blob, summary, tb, partial = loads(payload)
-                try:
-                    error = loads(exc_blob)
-                except Exception as inner:
-                    error = ResultUnpicklingError(
-                        f"{task.describe()} raised {summary}, and that exception could not "
-                        f"be unpickled in the caller: {inner!r}. Give the exception class an "
-                        "__init__ that accepts its args, or a __reduce__."
-                    )
-                with_remote_cause(error, tb)
-            else:
-                error = loads(payload)
-        except Exception as inner:
-            error = ResultUnpicklingError(
-                f"the outcome of {task.describe()} could not be unpickled in the caller: {inner!r}."
-            )
-        _call_sink(task.sink._reject, task, error, partial)
+        error, partial = outcome_error(task, status, payload)
+        call_sink(task.sink._reject, task, error, partial)
 
     # dispatch ---------------------------------------------------------------
 
@@ -617,7 +594,7 @@ class Scheduler:
         if slot.tasks:  # not started, or finished with their results lost: run them again
             self._fifo.extendleft(reversed(list(slot.tasks.values())))
         if blamed is not None:
-            _call_sink(blamed.sink._reject, blamed, _lost_error(slot, status, blamed), None)
+            call_sink(blamed.sink._reject, blamed, _lost_error(slot, status, blamed), None)
         if not planned and not slot.ready:
             self._startup_failures += 1
             if self._startup_failures >= STARTUP_FAILURES and self._broken is None:
@@ -666,9 +643,9 @@ class Scheduler:
 
     def _reject_item(self, item: SourceOrTask, exc: BaseException) -> None:
         if isinstance(item, Task):
-            _call_sink(item.sink._reject, item, _fresh(exc), None)
+            call_sink(item.sink._reject, item, fresh_error(exc), None)
         else:
-            item._abort(_fresh(exc))
+            item._abort(fresh_error(exc))
 
     def _shutdown(self, graceful: bool) -> None:
         if not graceful:
@@ -784,7 +761,41 @@ def _lost_error(slot: _Slot, status: int | None, task: Task) -> WorkerLostError:
     )
 
 
-def _initializer_error(blob: bytes) -> InitializerError:
+def unpickling_error(task: Task, exc: Exception) -> ResultUnpicklingError:
+    """The error for a task whose result could not be unpickled in the caller."""
+    error = ResultUnpicklingError(
+        f"the result of {task.describe()} could not be unpickled in the caller: "
+        f"{exc!r}. Its class must be importable here with the same definition.",
+    )
+    error.__cause__ = exc
+    return error
+
+
+def outcome_error(task: Task, status: int, payload: bytes) -> tuple[BaseException, Any]:
+    """(error, values computed before it) for a RAISED or FAILED outcome's payload."""
+    partial = None
+    try:
+        if status == m.RAISED:
+            exc_blob, summary, tb, partial = loads(payload)
+            try:
+                error: BaseException = loads(exc_blob)
+            except Exception as inner:
+                error = ResultUnpicklingError(
+                    f"{task.describe()} raised {summary}, and that exception could not "
+                    f"be unpickled in the caller: {inner!r}. Give the exception class an "
+                    "__init__ that accepts its args, or a __reduce__."
+                )
+            with_remote_cause(error, tb)
+        else:
+            error = loads(payload)
+    except Exception as inner:
+        error = ResultUnpicklingError(
+            f"the outcome of {task.describe()} could not be unpickled in the caller: {inner!r}."
+        )
+    return error, partial
+
+
+def initializer_error(blob: bytes) -> InitializerError:
     try:
         exc, tb = loads(blob)
     except Exception as inner:
@@ -792,14 +803,14 @@ def _initializer_error(blob: bytes) -> InitializerError:
     if isinstance(exc, InitializerError):
         return exc
     error = InitializerError(
-        f"the pool's initializer raised {type(exc).__name__}: {exc}; no worker can start, "
-        "so every task fails. Fix the initializer (its traceback is the cause below)."
+        f"the pool's initializer raised {type(exc).__name__}: {exc}; every task fails. "
+        "Fix the initializer (its traceback is the cause below)."
     )
     error.__cause__ = with_remote_cause(exc, tb)
     return error
 
 
-def _fresh(exc: BaseException) -> BaseException:
+def fresh_error(exc: BaseException) -> BaseException:
     """A new instance of a shared error, so each caller gets its own traceback."""
     if isinstance(exc, ManycoreError):
         copy = type(exc)(str(exc), **exc.__dict__)
@@ -808,7 +819,7 @@ def _fresh(exc: BaseException) -> BaseException:
     return exc
 
 
-def _call_sink(method: Callable[..., None], *args: Any) -> None:
+def call_sink(method: Callable[..., None], *args: Any) -> None:
     try:
         method(*args)
     except Exception:  # a user callback raised: report it, keep the pool running
