@@ -515,3 +515,49 @@ def test_event_set_returns_when_a_waiter_was_killed() -> None:
     assert wait_until(lambda: event._cond._sleeping_count.get_value() >= 1, TIMEOUT)
     call_with_timeout(event.set, timeout=TIMEOUT)
     assert finish(waiter) == 0
+
+
+_KILLED_OWNER = r"""
+import os, time
+import manycore
+lock, queue, value = manycore.Lock(), manycore.Queue(), manycore.Value("i", 1)
+queue.put("kept")
+print(" ".join(sorted(n for n in os.listdir("/dev/shm") if "manycore" in n)), flush=True)
+time.sleep(120)
+"""
+
+
+def test_semaphores_are_freed_when_their_creator_is_sigkilled() -> None:
+    """Locks' and queues' named semaphores are tracked like segments: a creator killed by
+    SIGKILL (no finalizer runs) leaves nothing in /dev/shm."""
+    import subprocess
+    import sys
+
+    from tests import helpers
+
+    before = set(os.listdir("/dev/shm"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_OWNER],
+        stdout=subprocess.PIPE,
+        cwd=str(helpers.ROOT),
+        env=helpers.script_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        names = set(helpers.read_line(proc.stdout).split()) - before
+        assert any(n.startswith("sem.mp-manycore") for n in names), names
+        assert any(n.startswith("sem.manycore-q") for n in names), names
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=helpers.TIMEOUT)
+        left = names
+        deadline = time.monotonic() + 30
+        while left and time.monotonic() < deadline:
+            left = {n for n in names if os.path.lexists(os.path.join("/dev/shm", n))}
+            time.sleep(0.05)
+        assert not left, f"left behind after SIGKILL: {sorted(left)}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -251,6 +251,10 @@ def _cleanup(owner: int, prefix: str, sems: tuple[str, ...]) -> None:
             _mp.sem_unlink(_sem_name(prefix, what))
         except OSError:
             pass
+    try:
+        _shm.untrack_semaphores(prefix)
+    except Exception:  # at interpreter exit, nothing must raise here
+        pass
 
 
 # --- encoding: the one place that decides how an object becomes bytes ----------------------
@@ -331,8 +335,9 @@ class Queue:
         self._maxsize = maxsize if maxsize > 0 else 0
         prefix = f"manycore-q{secrets.token_hex(8)}"
         # If this process dies without cleaning up (SIGKILL), the shm tracker unlinks the
-        # ring and every overflow block, all named after the prefix.
+        # ring, every overflow block and the semaphores, all named after the prefix.
         _shm.track_prefix(prefix)
+        _shm.track_semaphores(prefix)
         ring = _File(f"{prefix}-ring", HEADER_BYTES + RING_BYTES, create=True, keep_fd=True)
         try:
             _reserve(ring.fd, 0, HEADER_BYTES + FIRST_RESERVE)
@@ -340,6 +345,7 @@ class Queue:
             ring.close()
             _File.unlink(ring.name)
             _shm.untrack_prefix(prefix)
+            _shm.untrack_semaphores(prefix)
             raise
         ring.buf[:HEADER_BYTES].cast("Q")[H_RESERVED] = FIRST_RESERVE
         sems = (

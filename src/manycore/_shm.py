@@ -58,12 +58,17 @@ __all__ = [
     "PREFIX",
     "Segment",
     "ShmUnavailableError",
+    "semaphore_path",
     "shm_dir",
     "shm_limit",
     "track_prefix",
+    "track_semaphore",
+    "track_semaphores",
     "tracker_pid",
     "unlink_prefix",
     "untrack_prefix",
+    "untrack_semaphore",
+    "untrack_semaphores",
 ]
 
 PREFIX = "manycore"
@@ -125,7 +130,7 @@ names = set()
 prefixes = set()
 
 def ours(path):
-    return os.path.basename(path).startswith("manycore")
+    return os.path.basename(path).startswith(("manycore", "sem.manycore", "sem.mp-manycore"))
 
 def cleanup():
     for path in names:
@@ -295,6 +300,34 @@ def track_prefix(prefix: str) -> None:
     """Have this process's tracker remove every segment named ``prefix...`` when this process
     dies (for segments another process creates on our behalf, e.g. a worker's results)."""
     _tracker.register_prefix(os.path.join(shm_dir(), prefix))
+
+
+# glibc keeps the named POSIX semaphore "/name" as the file /dev/shm/sem.name.
+SEM_DIR = "/dev/shm"
+
+
+def semaphore_path(name: str) -> str:
+    """Where the named semaphore ``name`` (``/manycore-...``) lives as a file."""
+    return os.path.join(SEM_DIR, "sem." + name.lstrip("/"))
+
+
+def track_semaphore(name: str) -> None:
+    """Have this process's tracker unlink the named semaphore ``name`` if this process dies
+    without doing it. Call before creating it, and ``untrack_semaphore`` after unlinking."""
+    _tracker.register(semaphore_path(name))
+
+
+def untrack_semaphore(name: str) -> None:
+    _tracker.unregister(semaphore_path(name))
+
+
+def track_semaphores(prefix: str) -> None:
+    """Like ``track_semaphore`` for every semaphore named ``/prefix...``."""
+    _tracker.register_prefix(semaphore_path(prefix))
+
+
+def untrack_semaphores(prefix: str) -> None:
+    _tracker.unregister_prefix(semaphore_path(prefix))
 
 
 def untrack_prefix(prefix: str) -> None:

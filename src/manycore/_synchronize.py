@@ -64,6 +64,8 @@ from multiprocessing import synchronize as _mps
 from multiprocessing import util as _util
 from typing import Any, Callable, Optional
 
+from . import _shm
+
 __all__ = [
     "SEM_VALUE_MAX",
     "Barrier",
@@ -109,12 +111,18 @@ def _unlink(name: str) -> None:
         _multiprocessing.sem_unlink(name)
     except OSError:  # already gone (unlinked by hand, or a second call)
         pass
+    try:
+        _shm.untrack_semaphore(name)
+    except Exception:  # at interpreter exit, nothing must raise here
+        pass
 
 
 def _create(cls: type, kind: int, value: int, maxvalue: int) -> Any:
     """A new lock object of class ``cls`` on a new named semaphore owned by this process."""
     for _ in range(100):
         name = NAME_PREFIX + secrets.token_hex(10)
+        # Registered first, so the tracker unlinks it even if we are killed right after.
+        _shm.track_semaphore(name)
         try:
             if SUBCLASS_SEMLOCK:
                 obj = _multiprocessing.SemLock.__new__(cls, kind, value, maxvalue, name, False)
@@ -122,7 +130,11 @@ def _create(cls: type, kind: int, value: int, maxvalue: int) -> Any:
                 obj = object.__new__(cls)
                 obj._semlock = _multiprocessing.SemLock(kind, value, maxvalue, name, False)
         except FileExistsError:  # pragma: no cover - 80 random bits
+            _shm.untrack_semaphore(name)
             continue
+        except BaseException:
+            _shm.untrack_semaphore(name)
+            raise
         break
     else:  # pragma: no cover
         raise FileExistsError("could not find a free name for a semaphore in /dev/shm")
