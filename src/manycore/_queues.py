@@ -39,13 +39,13 @@ Guarantees, and how:
   together with any later records other consumers took meanwhile (marked FREE).
 * **qsize() works**: it is counters in the header, not a semaphore's value.
 * **Cleanup**: the creating process unlinks the ring, every overflow block and the named
-  semaphores when its queue object is collected or at interpreter exit.
+  semaphores when its queue object is collected or at interpreter exit; all of them are
+  registered (by name prefix) with the ``_shm`` tracker, which unlinks them if the creator
+  dies without doing it (SIGKILL).
 
 What a crash does: a process killed by SIGKILL while it holds the mutex (a small memcpy's
 length) leaves the queue locked; one killed while copying a big record out leaves that
-record's ring space unfreed (later puts spill to the overflow chain, nothing blocks); a
-creator killed by SIGKILL leaves its /dev/shm files behind (``manycore-q<id>-*`` and the
-semaphores ``sem.manycore-q<id>-*``).
+record's ring space unfreed (later puts spill to the overflow chain, nothing blocks).
 
 Wire format (all integers native-endian u64, every record 8-byte aligned)::
 

@@ -21,9 +21,9 @@ they are made and how they travel:
   garbage-collected, or when the process exits (``multiprocessing.util.Finalize``, which
   runs at interpreter exit and at the end of a ``Process``). Processes that opened the
   semaphore keep using it after the name is gone. A lock must stay referenced in its
-  creator until every other process has unpickled it, as with the stdlib. No resource
-  tracker process is started; the cost is that a creator killed by SIGKILL leaves its
-  semaphore names (32 bytes each) in ``/dev/shm`` until reboot or ``rm``.
+  creator until every other process has unpickled it, as with the stdlib. Each name is
+  registered with the ``_shm`` tracker before the semaphore exists, so a creator killed by
+  SIGKILL does not leave it in ``/dev/shm`` (one tracker round trip per lock created).
 * **Speed.** On Python 3.10+ ``Lock``, ``RLock``, ``Semaphore`` and ``BoundedSemaphore``
   *are* ``_multiprocessing.SemLock`` objects (subclasses of it and of the stdlib class), so
   ``with lock:``, ``acquire`` and ``release`` run in C with no Python frame; the stdlib's
