@@ -318,22 +318,8 @@ class DaskScheduler(Scheduler):
     def wake(self) -> None:
         self._events.put(_WAKE)
 
-    def close(self) -> None:
-        """Finish all submitted work, then disconnect (and close a cluster we started)."""
-        self._closing = True
-        self.wake()
-
-    def terminate(self) -> None:
-        """Stop now: fail everything pending, cancel our Dask tasks, close what we own."""
-        self._closing = True
-        self._terminating = True
-        self.wake()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the dispatcher to finish; True when it has."""
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("cannot join a pool from one of its own callbacks")
-        return self._finished.wait(timeout)
+    # close(), terminate() and join() are the local scheduler's: they set the flags and wake
+    # the dispatcher, which closes what the pool owns (a cluster it started) as it finishes.
 
     def cancel_queued(self) -> None:
         """Cancel what has not been handed to Dask yet (``shutdown(cancel_futures=True)``)."""

@@ -21,12 +21,12 @@ from typing import Any, Optional
 from . import _messages as m
 from ._errors import (
     ArgumentUnpicklingError,
-    InitializerError,
     ResultPicklingError,
     describe_call,
     format_remote,
 )
 from ._serialize import WorkerFunctionCache, dumps, loads
+from ._worker import run_initializer
 
 __all__ = ["INIT_FAILED", "run_batch"]
 
@@ -63,18 +63,7 @@ def _initialize(token: str, blob: bytes) -> Optional[bytes]:
     with _worker_lock:
         if token in _initialized:
             return _initialized[token]
-        failure = None
-        try:
-            fn, args = loads(blob)
-            fn(*args)
-        except BaseException as exc:
-            tb = format_remote(exc)
-            try:
-                failure = dumps((exc, tb))
-            except Exception:
-                failure = dumps(
-                    (InitializerError(f"the pool's initializer raised {exc!r}", remote=tb), tb)
-                )
+        failure = run_initializer(blob)
         _initialized[token] = failure
         return failure
 

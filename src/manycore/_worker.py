@@ -130,6 +130,24 @@ class _Channel:
         return loads(self._chan.recv())
 
 
+def run_initializer(blob: bytes) -> bytes | None:
+    """Run a pool's pickled ``(initializer, initargs)``: None if it returned, else the pickled
+    ``(exception, traceback text)`` to report (an ``InitializerError`` carrying the text when
+    the exception itself cannot be pickled)."""
+    try:
+        fn, args = loads(blob)
+        fn(*args)
+    except BaseException as exc:
+        tb = format_remote(exc)
+        try:
+            return dumps((exc, tb))
+        except Exception:
+            return dumps(
+                (InitializerError(f"the pool's initializer raised {exc!r}", remote=tb), tb)
+            )
+    return None
+
+
 class _Worker:
     def __init__(self, chan: _Channel, board: mmap.mmap) -> None:
         self.chan = chan
@@ -166,17 +184,8 @@ class _Worker:
                 return 0
 
     def _initialize(self, blob: bytes) -> bool:
-        try:
-            fn, args = loads(blob)
-            fn(*args)
-        except BaseException as exc:
-            tb = format_remote(exc)
-            try:
-                error = dumps((exc, tb))
-            except Exception:
-                error = dumps(
-                    (InitializerError(f"the pool's initializer raised {exc!r}", remote=tb), tb)
-                )
+        error = run_initializer(blob)
+        if error is not None:
             self.chan.send(m.InitFailed(error))
             return False
         return True
