@@ -11,8 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,6 +206,33 @@ def run_python(
         check=False,
         **kwargs,
     )
+
+
+@contextmanager
+def python_running(code: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -c code`` with its stdout piped, killed and reaped when the block ends."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=str(ROOT), env=script_env()
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def shm_left(names: Iterable[str], timeout: float, directory: str = "/dev/shm") -> list[str]:
+    """The ``names`` still in ``directory`` after waiting up to ``timeout`` for all to go."""
+    names = list(names)
+
+    def left() -> list[str]:
+        return [n for n in names if os.path.lexists(os.path.join(directory, n))]
+
+    wait_until(lambda: not left(), timeout)
+    return left()
 
 
 def read_line(stream: Any, timeout: float = TIMEOUT) -> str:

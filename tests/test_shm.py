@@ -7,9 +7,6 @@ import os
 import pickle
 import signal
 import stat
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -22,15 +19,6 @@ SHM = "/dev/shm"
 
 def _exists(name: str) -> bool:
     return os.path.exists(os.path.join(_shm.shm_dir(), name))
-
-
-def _wait_until(cond, timeout: float = helpers.TIMEOUT) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return bool(cond())
 
 
 def test_create_write_attach_read() -> None:
@@ -188,25 +176,13 @@ time.sleep(120)
 
 
 def test_segments_are_freed_when_the_creator_is_sigkilled() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_CREATOR],
-        stdout=subprocess.PIPE,
-        cwd=str(helpers.ROOT),
-        env=helpers.script_env(),
-    )
-    try:
+    with helpers.python_running(_KILLED_CREATOR) as proc:
         assert proc.stdout is not None
         names = helpers.read_line(proc.stdout).split()
         assert len(names) == 3 and all(_exists(n) for n in names)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=helpers.TIMEOUT)
-        assert _wait_until(lambda: not any(_exists(n) for n in names), 30.0), names
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        assert helpers.wait_until(lambda: not any(_exists(n) for n in names), 30.0), names
 
 
 _EXITING_CREATOR = r"""
@@ -239,7 +215,7 @@ def test_prefix_cleanup_and_tracked_prefix() -> None:
 
 def test_tracker_exits_when_idle() -> None:
     Segment.create(8).unlink()
-    assert _wait_until(lambda: _shm.tracker_pid() is None, 10.0)
+    assert helpers.wait_until(lambda: _shm.tracker_pid() is None, 10.0)
     # and a new one starts on demand
     seg = Segment.create(8)
     assert _shm.tracker_pid() is not None

@@ -530,34 +530,15 @@ time.sleep(120)
 def test_semaphores_are_freed_when_their_creator_is_sigkilled() -> None:
     """Locks' and queues' named semaphores are tracked like segments: a creator killed by
     SIGKILL (no finalizer runs) leaves nothing in /dev/shm."""
-    import subprocess
-    import sys
-
     from tests import helpers
 
     before = set(os.listdir("/dev/shm"))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_OWNER],
-        stdout=subprocess.PIPE,
-        cwd=str(helpers.ROOT),
-        env=helpers.script_env(),
-    )
-    try:
+    with helpers.python_running(_KILLED_OWNER) as proc:
         assert proc.stdout is not None
         names = set(helpers.read_line(proc.stdout).split()) - before
         assert any(n.startswith("sem.mp-manycore") for n in names), names
         assert any(n.startswith("sem.manycore-q") for n in names), names
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=helpers.TIMEOUT)
-        left = names
-        deadline = time.monotonic() + 30
-        while left and time.monotonic() < deadline:
-            left = {n for n in names if os.path.lexists(os.path.join("/dev/shm", n))}
-            time.sleep(0.05)
+        left = helpers.shm_left(names, 30.0)
         assert not left, f"left behind after SIGKILL: {sorted(left)}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()

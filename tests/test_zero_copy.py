@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import subprocess
-import sys
 import time
 import warnings
 from typing import Any, Iterator, Optional
@@ -333,28 +331,14 @@ time.sleep(120)
 
 
 def test_caller_sigkilled_the_tracker_frees_its_segments() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_CALLER],
-        stdout=subprocess.PIPE,
-        env=helpers.script_env(),
-        cwd=str(helpers.ROOT),
-    )
-    try:
+    with helpers.python_running(_KILLED_CALLER) as proc:
         assert proc.stdout is not None
         names = helpers.read_line(proc.stdout).split()
         assert len(names) >= 3, names
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=helpers.TIMEOUT)
-        gone = helpers.wait_until(
-            lambda: not any(os.path.exists(os.path.join("/dev/shm", n)) for n in names), 30.0
-        )
-        assert gone, [n for n in names if os.path.exists(os.path.join("/dev/shm", n))]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        left = helpers.shm_left(names, 30.0)
+        assert not left, left
 
 
 _KILLED_TOGETHER = r"""
@@ -377,13 +361,7 @@ time.sleep(120)
 
 
 def test_caller_and_worker_sigkilled_together_leave_nothing() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_TOGETHER],
-        stdout=subprocess.PIPE,
-        env=helpers.script_env(),
-        cwd=str(helpers.ROOT),
-    )
-    try:
+    with helpers.python_running(_KILLED_TOGETHER) as proc:
         assert proc.stdout is not None
         names = helpers.read_line(proc.stdout).split()
         assert names
@@ -399,16 +377,7 @@ def test_caller_and_worker_sigkilled_together_leave_nothing() -> None:
             except ProcessLookupError:
                 pass
         proc.wait(timeout=helpers.TIMEOUT)
-        gone = helpers.wait_until(
-            lambda: not any(os.path.exists(os.path.join("/dev/shm", n)) for n in names), 30.0
-        )
-        assert gone, names
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        assert not helpers.shm_left(names, 30.0), names
 
 
 # --- SharedArray --------------------------------------------------------------------------
