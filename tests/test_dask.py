@@ -143,6 +143,36 @@ def test_options_that_mean_nothing_on_dask_are_refused() -> None:
         manycore.Pool(2, maxtasksperchild=3, backend="dask")
     with pytest.raises(ValueError, match="max_tasks_per_child"):
         manycore.ProcessPoolExecutor(2, max_tasks_per_child=3, backend="dask")
+    with pytest.raises(ValueError, match="max_memory_per_child"):
+        manycore.Pool(2, max_memory_per_child="1GiB", backend="dask")
+
+
+def test_task_timeouts_are_refused_on_dask(pool: manycore.Pool) -> None:
+    with pytest.raises(ValueError, match="task_timeout is not supported with backend='dask'"):
+        pool.apply_async(workloads.square, (2,), task_timeout=1)
+    with pytest.raises(ValueError, match="task_timeout"):
+        pool.map(workloads.square, range(3), task_timeout=1)
+    assert pool.apply_async(workloads.square, (3,)).get(TIMEOUT) == 9  # nothing was lost
+
+
+def test_retries_rerun_a_task_lost_with_its_worker(tmp_path: Path) -> None:
+    with manycore.Pool(2, backend="dask", retries=1) as p:
+        marker = str(tmp_path / "lost")
+        result = p.apply_async(workloads_dask.exit_the_first_time, (marker,))
+        # Without retries the same task fails with WorkerLostError (the test above).
+        assert result.get(TIMEOUT) == "second run"
+        assert p.statistics().tasks_done == 1
+
+
+def test_retry_on_names_the_errors_retried(pool: manycore.Pool, tmp_path: Path) -> None:
+    marker = str(tmp_path / "flaky")
+    with pytest.raises(ConnectionError):
+        pool.apply(workloads_dask.raise_the_first_time, (marker,))  # retries=0: no retry
+    marker = str(tmp_path / "flaky2")
+    value = pool.apply(
+        workloads_dask.raise_the_first_time, (marker,), retries=2, retry_on=ConnectionError
+    )
+    assert value == "second run"
 
 
 def test_an_unreachable_scheduler_is_a_clear_error() -> None:

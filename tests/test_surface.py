@@ -36,6 +36,7 @@ TOP = [
     "Pool",
     "PoolBrokenError",
     "PoolClosedError",
+    "PoolStatistics",
     "Process",
     "ProcessError",
     "ProcessPoolExecutor",
@@ -51,9 +52,12 @@ TOP = [
     "SharedArray",
     "SharedMemoryWarning",
     "SimpleQueue",
+    "TaskTimeoutError",
     "TimeoutError",
     "Value",
     "WorkerLostError",
+    "WorkerStack",
+    "WorkerStatistics",
     "active_children",
     "allow_connection_pickling",
     "cpu_count",
@@ -137,6 +141,7 @@ CONTEXT_NAMES = sorted(
     set(TOP)
     - {"AsyncResult", "ProcessPoolExecutor", "RemoteTraceback", "cpu_count"}
     - {"SharedArray", "SharedMemoryWarning", "shared_array"}
+    - {"PoolStatistics", "WorkerStatistics", "WorkerStack"}
     - {
         n
         for n in TOP

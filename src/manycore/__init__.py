@@ -39,6 +39,7 @@ from ._errors import RemoteTraceback as RemoteTraceback
 from ._errors import ResultPicklingError as ResultPicklingError
 from ._errors import ResultUnpicklingError as ResultUnpicklingError
 from ._errors import SerializationError as SerializationError
+from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import TimeoutError as TimeoutError
 from ._errors import WorkerLostError as WorkerLostError
 from ._executor import ProcessPoolExecutor as ProcessPoolExecutor
@@ -46,6 +47,9 @@ from ._pool import AsyncResult as AsyncResult
 from ._pool import Pool as Pool
 from ._process import Process as Process
 from ._serialize import SharedMemoryWarning as SharedMemoryWarning
+from ._stats import PoolStatistics as PoolStatistics
+from ._stats import WorkerStack as WorkerStack
+from ._stats import WorkerStatistics as WorkerStatistics
 
 if TYPE_CHECKING:
     from ._connection import Pipe as Pipe
@@ -134,6 +138,7 @@ __all__ = [
     "Pool",
     "PoolBrokenError",
     "PoolClosedError",
+    "PoolStatistics",
     "Process",
     "ProcessError",
     "ProcessPoolExecutor",
@@ -149,9 +154,12 @@ __all__ = [
     "SharedArray",
     "SharedMemoryWarning",
     "SimpleQueue",
+    "TaskTimeoutError",
     "TimeoutError",
     "Value",
     "WorkerLostError",
+    "WorkerStack",
+    "WorkerStatistics",
     "active_children",
     "allow_connection_pickling",
     "cpu_count",

@@ -67,6 +67,7 @@ from ._errors import (
     WorkerLostError,
 )
 from ._launch import Launcher, WorkerProcess
+from ._options import TaskOptions
 from ._scheduler import (
     IN_FLIGHT_BATCHES,
     Scheduler,
@@ -79,6 +80,7 @@ from ._scheduler import (
     unpickling_error,
 )
 from ._serialize import dumps, loads
+from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["DaskScheduler", "make_backend"]
 
@@ -114,6 +116,8 @@ def make_backend(
     initargs: tuple[Any, ...],
     max_tasks: int | None,
     context: Any,
+    options: TaskOptions | None = None,
+    max_memory: int | None = None,
 ) -> DaskScheduler:
     """The scheduler for ``backend=``/``address=`` other than the local default.
 
@@ -140,7 +144,19 @@ def make_backend(
             "maxtasksperchild/max_tasks_per_child is not supported with backend='dask': "
             "Dask workers are not replaced per task; leave it out (or use the local backend)"
         )
-    return DaskScheduler(address, processes, initializer, initargs)
+    if max_memory is not None:
+        raise ValueError(
+            "max_memory_per_child is not supported with backend='dask': set the Dask "
+            "workers' memory limits (`dask worker --memory-limit`) instead"
+        )
+    scheduler = DaskScheduler(address, processes, initializer, initargs)
+    try:
+        scheduler.check_options(options)
+    except BaseException:
+        scheduler.terminate()
+        scheduler.join()
+        raise
+    return scheduler
 
 
 def _import_distributed() -> Any:
@@ -236,11 +252,46 @@ class DaskScheduler(Scheduler):
         self._broken: BaseException | None = None
         self._finished = threading.Event()
         self._refreshed = time.monotonic()
+        self._started = time.monotonic()
+        self._done = self._failed = self._retried = 0
         self._thread = threading.Thread(target=self._run, name="manycore-dask", daemon=True)
         self._thread.start()
         _live.add(self)
 
     # ------------------------------------------------------------ connecting
+
+    def check_options(self, options: TaskOptions | None) -> TaskOptions | None:
+        if options is not None and options.timeout is not None:
+            raise ValueError(
+                "task_timeout is not supported with backend='dask': Dask cannot stop a "
+                "running task. Use the local backend, or time out inside the task"
+            )
+        return options
+
+    def statistics(self) -> PoolStatistics:
+        """The pool-wide counters; Dask keeps its own per-worker figures (its dashboard)."""
+        return PoolStatistics(
+            workers=(),
+            tasks_queued=sum(1 for item in self._fifo if isinstance(item, Task)),
+            tasks_running=sum(len(batch.tasks) for batch in self._in_flight.values()),
+            tasks_done=self._done,
+            tasks_failed=self._failed,
+            tasks_retried=self._retried,
+            tasks_timed_out=0,
+            tasks_cancelled=0,
+            jobs_pending=sum(1 for item in self._fifo if not isinstance(item, Task)),
+            ipc_time=0.0,
+            uptime=time.monotonic() - self._started,
+        )
+
+    def stacks(self, timeout: float = 2.0) -> tuple[WorkerStack, ...]:
+        raise NotImplementedError(
+            "stacks() is not available with backend='dask': use the Dask dashboard's "
+            "worker profile, or `client.call_stack()`"
+        )
+
+    def stop_running(self, sink: Any) -> None:
+        pass  # Dask cannot stop a running task; its outcome is dropped by the cancelled sink
 
     def _count_workers(self) -> int:
         threads: int = sum(self._client.nthreads().values())
@@ -609,12 +660,13 @@ class DaskScheduler(Scheduler):
                 try:
                     value = loads(payload)
                 except Exception as exc:
-                    call_sink(task.sink._reject, task, unpickling_error(task, exc), None)
+                    self._fail(task, unpickling_error(task, exc), None)
                     continue
+                self._done += 1
                 call_sink(task.sink._resolve, task, value)
             else:
                 error, partial = outcome_error(task, status, payload)
-                call_sink(task.sink._reject, task, error, partial)
+                self._fail(task, error, partial)
         if single_items:
             self.single_sizer.record(single_items, single_time / CHUNK_SCALE)
 
@@ -659,7 +711,7 @@ class DaskScheduler(Scheduler):
                     "installed, at the same version, on every Dask worker."
                 )
                 error.__cause__ = exc
-            call_sink(task.sink._reject, task, error, None)
+            self._fail(task, error, None)
 
     def _break(self, exc: BaseException) -> None:
         if self._broken is None:

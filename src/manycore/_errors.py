@@ -10,7 +10,9 @@ The tree, with the stdlib class each one also is (so existing ``except`` clauses
     ├── PoolClosedError            + ValueError, RuntimeError
     │       work was submitted after close()/shutdown(), or the pool was terminated under it
     ├── TimeoutError               + multiprocessing.TimeoutError, builtins.TimeoutError
-    │       AsyncResult.get(timeout) ran out
+    │   │   AsyncResult.get(timeout) ran out
+    │   └── TaskTimeoutError           a task ran past its task_timeout; its worker was
+    │                                  stopped and replaced
     └── SerializationError
         ├── ArgumentPicklingError      + pickle.PicklingError    caller could not pickle an argument
         ├── ArgumentUnpicklingError    + pickle.UnpicklingError  worker could not unpickle it
@@ -46,6 +48,7 @@ __all__ = [
     "ResultPicklingError",
     "ResultUnpicklingError",
     "SerializationError",
+    "TaskTimeoutError",
     "TimeoutError",
     "WorkerLostError",
 ]
@@ -105,6 +108,20 @@ class PoolClosedError(ManycoreError, ValueError, RuntimeError):
 
 class TimeoutError(ManycoreError, multiprocessing.TimeoutError, builtins.TimeoutError):
     """A wait ran out of time: both ``multiprocessing.TimeoutError`` and ``TimeoutError``."""
+
+
+class TaskTimeoutError(TimeoutError):
+    """A task ran longer than its ``task_timeout``; its worker was stopped and replaced.
+
+    Attributes:
+        task: a short description of the task (function and argument preview).
+        timeout: the limit it ran past, in seconds.
+        pid: the process id of the worker that was stopped.
+    """
+
+    task: str
+    timeout: float
+    pid: int
 
 
 class SerializationError(ManycoreError):

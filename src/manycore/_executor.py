@@ -27,9 +27,11 @@ from ._cpu import cpu_count
 from ._errors import PoolClosedError
 from ._jobs import MapJob, ResultIterator
 from ._launch import resolve_start_method
+from ._options import DEFAULT, TaskOptions, merge_options, parse_memory
 from ._pool import _check_chunksize, function_cache
 from ._scheduler import Scheduler, Task
 from ._serialize import dumps_args
+from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["ProcessPoolExecutor"]
 
@@ -53,7 +55,9 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
 
     sizer: Optional[ChunkSizer] = None  # single tasks are sized by the pool's own sizer
 
-    def __init__(self) -> None:  # the stdlib's, minus the eager condition
+    def __init__(self, scheduler: Scheduler | None = None) -> None:
+        # The stdlib's __init__, minus the eager condition.
+        self._scheduler = scheduler  # to stop the task if it is cancelled while running
         self._lazy_condition: threading.Condition | None = None
         self._state = _base.PENDING
         self._result = None
@@ -104,14 +108,32 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
 
     def _resolve(self, task: Task, value: Any) -> None:
         if not self._quietly(_base.FINISHED, "_result", value):
-            self.set_result(value)
+            with self._condition:
+                if self._state in _DONE:  # cancelled while it ran
+                    return
+                self.set_result(value)
 
     def _reject(self, task: Task, exc: BaseException, partial: Any) -> None:
         if not self._quietly(_base.FINISHED, "_exception", exc):
-            self.set_exception(exc)
+            with self._condition:
+                if self._state in _DONE:
+                    return
+                self.set_exception(exc)
 
     def _cancel(self) -> None:
-        self.cancel()
+        concurrent.futures.Future.cancel(self)  # pending ones only, as the stdlib does
+
+    def cancel(self) -> bool:
+        """Cancel the call. Unlike the stdlib's, this also works once the call is running:
+        its worker is stopped and replaced. False only if the call has finished."""
+        with self._condition:
+            running = self._state == _base.RUNNING and self._scheduler is not None
+            if running:
+                self._state = _base.PENDING  # so that the stdlib's cancel() takes it
+        cancelled = super().cancel()
+        if running and cancelled and self._scheduler is not None:
+            self._scheduler.stop_running(self)
+        return cancelled
 
 
 _DONE = frozenset({_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED, _base.FINISHED})
@@ -130,6 +152,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         max_tasks_per_child: replace a worker after this many tasks.
         backend: ``"local"`` or ``"dask"``, as for ``Pool``.
         address: with ``backend="dask"``, where the cluster is, as for ``Pool``.
+        task_timeout, retries, retry_on, max_memory_per_child: as for ``Pool``. ``map``
+            takes the first three per call; for ``submit``, whose keyword arguments belong
+            to the function, use ``executor.options(task_timeout=...).submit(...)``.
 
     Raises:
         ValueError: ``max_workers`` < 1, a bad ``max_tasks_per_child``, an unknown start
@@ -148,6 +173,10 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         max_tasks_per_child: int | None = None,
         backend: str = "local",
         address: Any = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        retry_on: Any = None,
+        max_memory_per_child: int | str | None = None,
     ) -> None:
         requested = max_workers
         if max_workers is None:
@@ -163,6 +192,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be a callable, not {initializer!r}")
         self._max_workers = max_workers
+        self._options = merge_options(None, task_timeout, retries, retry_on)
+        max_memory = parse_memory(max_memory_per_child)
         if backend == "local" and address is None:
             self._scheduler = Scheduler(
                 resolve_start_method(mp_context),
@@ -170,6 +201,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
                 initializer,
                 tuple(initargs),
                 max_tasks_per_child,
+                max_memory,
             )
         else:  # imported only here: importing manycore never imports Dask
             from ._dask import make_backend
@@ -182,6 +214,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
                 tuple(initargs),
                 max_tasks_per_child,
                 mp_context,
+                self._options,
+                max_memory,
             )
             self._max_workers = self._scheduler.workers
         self._shutdown = False
@@ -197,13 +231,39 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             PoolClosedError: the executor was shut down (also a ``RuntimeError``).
             PoolBrokenError: the executor cannot start workers (initializer failure).
         """
+        return self._submit(self._options, fn, args, kwargs)
+
+    def _submit(
+        self, options: TaskOptions | None, fn: Callable[..., Any], args: Any, kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
         self._check_open()
         fn_blob = function_cache.dumps(fn)
         kw = kwargs or None
         payload = dumps_args(fn, args, kw)
-        future = _Future()
-        self._scheduler.submit(Task(m.CALL_KW if kw else m.CALL, fn, fn_blob, payload, future))
+        future = _Future(self._scheduler)
+        task = Task(m.CALL_KW if kw else m.CALL, fn, fn_blob, payload, future, 0, 1, options)
+        self._scheduler.submit(task)
         return future
+
+    def options(
+        self,
+        *,
+        task_timeout: Any = DEFAULT,
+        retries: Any = DEFAULT,
+        retry_on: Any = DEFAULT,
+    ) -> ExecutorOptions:
+        """This executor with other ``task_timeout``/``retries``/``retry_on`` for the calls
+        made through the object returned: ``ex.options(task_timeout=5).submit(fn, x)``."""
+        options = merge_options(self._options, task_timeout, retries, retry_on)
+        return ExecutorOptions(self, self._scheduler.check_options(options))
+
+    def statistics(self) -> PoolStatistics:
+        """A frozen snapshot of the executor's counters; see ``Pool.statistics``."""
+        return self._scheduler.statistics()
+
+    def stacks(self, timeout: float = 2.0) -> tuple[WorkerStack, ...]:
+        """What each busy worker runs, with its stacks; see ``Pool.stacks``."""
+        return self._scheduler.stacks(timeout)
 
     def map(
         self,
@@ -211,24 +271,55 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        task_timeout: Any = DEFAULT,
+        retries: Any = DEFAULT,
+        retry_on: Any = DEFAULT,
+        progress: Any = None,
     ) -> Iterator[Any]:
         """Results of ``fn`` over the zipped ``iterables``, in order.
 
         Input is read lazily with bounded look-ahead; ``chunksize=None`` sizes chunks
-        from measured run times. ``timeout`` bounds the whole iteration, from this call.
+        from measured run times. ``timeout`` bounds the whole iteration, from this call
+        (the stdlib's meaning); ``task_timeout`` bounds each item's run in a worker.
+        ``progress``: True for a bar, a tqdm bar, or a callable ``(done, total)``.
 
         Raises:
             TimeoutError: (when iterating) a result is not ready by the deadline.
             Exception: (when iterating) what ``fn`` raised for that item.
         """
+        return self._map(
+            self._scheduler.check_options(
+                merge_options(self._options, task_timeout, retries, retry_on)
+            ),
+            fn,
+            iterables,
+            timeout,
+            chunksize,
+            progress,
+        )
+
+    def _map(
+        self,
+        options: TaskOptions | None,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        timeout: float | None,
+        chunksize: int | None,
+        progress: Any,
+    ) -> Iterator[Any]:
         self._check_open()
         _check_chunksize(chunksize)
         deadline = None if timeout is None else time.monotonic() + timeout
         fn_blob = function_cache.dumps(fn)
         if len(iterables) == 1:
-            job = MapJob(self._scheduler, fn, fn_blob, iterables[0], m.MAP, chunksize, True)
+            source: Iterable[Any] = iterables[0]
+            kind = m.MAP
         else:
-            job = MapJob(self._scheduler, fn, fn_blob, zip(*iterables), m.STARMAP, chunksize, True)
+            source = zip(*iterables)
+            kind = m.STARMAP
+        job = MapJob(
+            self._scheduler, fn, fn_blob, source, kind, chunksize, True, None, options, progress
+        )
         iterator = ResultIterator(job, ordered=True, deadline=deadline)
         job._feed()
         self._scheduler.submit(job)
@@ -253,6 +344,31 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             f"<manycore.ProcessPoolExecutor max_workers={self._max_workers} "
             f"start_method={self._scheduler.launcher.name}>"
         )
+
+
+class ExecutorOptions:
+    """An executor seen with other per-task options; made by ``executor.options(...)``."""
+
+    def __init__(self, executor: ProcessPoolExecutor, options: TaskOptions | None) -> None:
+        self._executor = executor
+        self._options = options
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        """``executor.submit`` with these options."""
+        return self._executor._submit(self._options, fn, args, kwargs)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        progress: Any = None,
+    ) -> Iterator[Any]:
+        """``executor.map`` with these options."""
+        return self._executor._map(self._options, fn, iterables, timeout, chunksize, progress)
 
 
 def _owned(iterator: ResultIterator, owner: object) -> Iterator[Any]:

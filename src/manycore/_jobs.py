@@ -21,6 +21,10 @@ closing nobody may be left to consume, so the scheduler then reads lazy input it
 Guarantees: every chunk cut is settled exactly once (value, error, or abort); an error in
 the input iterator or an unpicklable item becomes the error of the chunk at its position,
 and no later chunk is cut.
+
+With a ``task_timeout``, every chunk is one item, so the timeout is per item and a task
+stopped at its deadline takes no other item with it; the scheduler still sends several of
+those one-item chunks per batch. A job's progress (``_progress``) advances as chunks settle.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ import operator
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import Any, Callable, Optional
 
 from ._chunking import ChunkSizer
 from ._errors import TimeoutError
+from ._options import TaskOptions
+from ._progress import Progress, make_progress
 from ._scheduler import IN_FLIGHT_BATCHES, Scheduler, Task
 from ._serialize import argument_error, dumps_payload
 
@@ -56,6 +62,8 @@ class MapJob:
         chunksize: int | None,
         lazy: bool,
         on_done: Callable[[MapJob], None] | None = None,
+        options: TaskOptions | None = None,
+        progress: Any = None,
     ) -> None:
         self.sizer = ChunkSizer(scheduler.workers, chunksize)
         # A repeated map of the same function starts from the last measurement instead of
@@ -72,14 +80,23 @@ class MapJob:
         # whatever thread the collection runs on, possibly one that holds this lock.
         self._cond = threading.Condition(threading.RLock())
         self._input_lock = threading.Lock()  # the input iterator is read by one thread at a time
+        self._options = options
+        # One item per chunk, so that a timeout stops one item (see the module docstring).
+        self.timed = options is not None and options.timeout is not None
+        total: int | None
         if lazy:
+            total = len(iterable) if isinstance(iterable, Sized) else None
             self._input: Iterator[Any] = iter(iterable)
             self._remaining: int | None = None
         else:
             items = iterable if isinstance(iterable, list) else list(iterable)
             self._input = iter(items)
-            self._remaining = len(items)
+            self._remaining = total = len(items)
         self._window = IN_FLIGHT_BATCHES * scheduler.workers + 2
+        if self.timed:
+            self._window *= TIMED_WINDOW
+        name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "")
+        self.progress: Progress | None = make_progress(progress, total, str(name))
         self._ready: deque[Task] = deque()  # lazy: cut, waiting for the scheduler
         self._cut = 0  # chunks cut so far
         self._items_cut = 0  # input items read so far
@@ -101,7 +118,7 @@ class MapJob:
         with self._input_lock:
             if self._exhausted or self._cancelled:
                 return None
-            size = self.sizer.next_size(self._remaining)
+            size = 1 if self.timed else self.sizer.next_size(self._remaining)
             index = self._cut
             try:
                 items = list(itertools.islice(self._input, size))
@@ -127,7 +144,9 @@ class MapJob:
             if self._remaining == 0:
                 # Known input, last chunk cut: completion needs no extra pass.
                 self._exhausted = True
-            return Task(self._kind, self._fn, self._fn_blob, payload, self, index, len(items))
+            return Task(
+                self._kind, self._fn, self._fn_blob, payload, self, index, len(items), self._options
+            )
 
     def _fail_input(self, index: int, exc: BaseException) -> None:
         with self._cond:
@@ -172,6 +191,7 @@ class MapJob:
             self._ready.clear()
             self._done = True
             self._cond.notify_all()
+        self._finish_progress()
         if self._on_done is not None:
             self._on_done(self)
 
@@ -184,10 +204,14 @@ class MapJob:
         return not self._cancelled
 
     def _resolve(self, task: Task, values: Any) -> None:
+        if self.progress is not None:  # before _store, which may finish the bar
+            self.progress.advance(task.items)
         with self._cond:
             self._store(task.index, values, None)
 
     def _reject(self, task: Task, exc: BaseException, partial: list[Any] | None) -> None:
+        if self.progress is not None:
+            self.progress.advance(task.items)
         with self._cond:
             self._store(task.index, partial or [], exc)
 
@@ -211,18 +235,27 @@ class MapJob:
             if failed_fast:
                 self._cancelled = True  # an eager map fails as a whole: stop cutting
             self._cond.notify_all()
+            self._finish_progress()
             if self._on_done is not None:
                 # Run outside the lock would be nicer; callbacks only read our state.
                 self._on_done(self)
 
+    def _finish_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.finish()
+
     # ------------------------------------------------------------ for the caller
 
-    def cancel(self) -> None:
-        """Stop cutting chunks; chunks already running finish and are discarded."""
+    def cancel(self, stop_running: bool = False) -> None:
+        """Stop cutting chunks. Chunks already in workers finish and are discarded, or with
+        ``stop_running`` are stopped (their workers are replaced)."""
         with self._cond:
             self._cancelled = True
             self._ready.clear()
             self._cond.notify_all()
+        self._finish_progress()
+        if stop_running:
+            self._scheduler.stop_running(self)
 
     def values(self) -> list[Any]:
         """Eager jobs, once done: all values in input order, or raise the first error."""
@@ -275,6 +308,8 @@ class MapJob:
         return None
 
 
+TIMED_WINDOW = 32  # one-item chunks: a window this many times longer, in chunks
+
 _REPORTED: BaseException = Exception("abort already reported")
 
 
@@ -317,7 +352,7 @@ class ResultIterator:
                 self.close()
             raise
         except BaseException:  # Ctrl-C while waiting: the caller gives up on this iteration
-            self.close()
+            self.cancel()
             raise
         if outcome is None:
             self._finished = True
@@ -335,6 +370,13 @@ class ResultIterator:
         self._finished = True
         self._buffer = iter(())
         self._job.cancel()
+
+    def cancel(self) -> None:
+        """Stop now: as ``close``, and chunks running in workers are stopped too (their
+        workers are replaced)."""
+        self._finished = True
+        self._buffer = iter(())
+        self._job.cancel(stop_running=True)
 
     def __del__(self) -> None:
         try:

@@ -15,7 +15,9 @@ Worker -> owner::
     WorkerReady    the initializer ran; the worker takes calls
     InitFailed     the initializer raised; the worker exits
     ResultBatch    outcomes of some calls of the current batch, in order
-    Retiring       the task quota is used up; the worker exits after this frame
+    Retiring       the task quota or the memory limit is reached; the worker exits after
+                   this frame, and the calls of its batch it did not run go back to the queue
+    (_output)      printed text and log records, delivered as they come
 
 Inside batches, calls and outcomes are plain tuples, because unpickling a ``NamedTuple``
 runs Python code for every item while a tuple is rebuilt in C::
@@ -31,7 +33,7 @@ settles; results' segments are handed to the owner, which claims them on reading
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 __all__ = [
     "CALL",
@@ -79,6 +81,10 @@ class WorkerConfig(NamedTuple):
     # The owner's multiprocessing authkey, so that Manager proxies passed as task arguments
     # can connect from workers that did not inherit it (spawn, a fresh fork server).
     authkey: Optional[bytes] = None
+    # How print() and logging in the worker reach the owner (_output.worker_settings).
+    output: Optional[Any] = None
+    # Resident memory, in bytes, above which the worker retires after its current task.
+    max_memory: Optional[int] = None
 
 
 Call = tuple[int, int, bytes, bytes]
@@ -95,6 +101,7 @@ class ResultBatch(NamedTuple):
 
 class WorkerReady(NamedTuple):
     pid: int
+    stack_fd: int = -1  # the worker's descriptor that faulthandler dumps its stacks into
 
 
 class InitFailed(NamedTuple):
@@ -103,6 +110,8 @@ class InitFailed(NamedTuple):
 
 class Retiring(NamedTuple):
     tasks_done: int
+    reason: str = "tasks"  # "tasks" (its quota) or "memory" (over max_memory)
+    rss: int = 0  # its resident memory in bytes when it decided
 
 
 class Shutdown:

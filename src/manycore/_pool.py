@@ -16,6 +16,7 @@ Differences from the stdlib that users can see (all of them fixes):
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
@@ -27,8 +28,10 @@ from ._cpu import cpu_count
 from ._errors import PoolClosedError, TimeoutError
 from ._jobs import MapJob, ResultIterator
 from ._launch import resolve_start_method
+from ._options import DEFAULT, TaskOptions, merge_options, parse_memory
 from ._scheduler import Scheduler, Task
 from ._serialize import FunctionCache, dumps_args
+from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["AsyncResult", "MapResult", "Pool"]
 
@@ -46,6 +49,7 @@ class AsyncResult:
         "_latch",
         "_pool",
         "_ready",
+        "_scheduler",
         "_value",
     )
     sizer: Optional[ChunkSizer] = None  # single tasks are sized by the pool's own sizer
@@ -57,6 +61,7 @@ class AsyncResult:
         error_callback: Callable[[BaseException], object] | None,
     ) -> None:
         self._pool = pool  # keeps the pool alive while its result is awaited
+        self._scheduler = pool._scheduler if pool is not None else None
         # A lock held until the result is set serves as a light event: waiters acquire
         # and release it in turn. (threading.Event costs ~10x more to create.)
         self._latch = threading.Lock()
@@ -110,11 +115,25 @@ class AsyncResult:
             raise self._error
         return self._value
 
-    # Sink, called by the scheduler thread.
-    def _claim(self) -> bool:
+    def cancel(self) -> bool:
+        """Cancel the call: if it has not started it never will, and if it is running its
+        worker is stopped and replaced. ``get()`` then raises
+        ``concurrent.futures.CancelledError``. False if the result was already set."""
+        scheduler = self._scheduler
+        if self._ready:
+            return False
+        self._reject(None, concurrent.futures.CancelledError(), None)
+        if scheduler is not None:
+            scheduler.stop_running(self)
         return True
 
+    # Sink, called by the scheduler thread.
+    def _claim(self) -> bool:
+        return not self._ready
+
     def _resolve(self, task: Task | None, value: Any) -> None:
+        if self._ready:  # cancelled before it finished
+            return
         self._value = value
         try:
             if self._callback is not None:
@@ -123,6 +142,8 @@ class AsyncResult:
             self._done()
 
     def _reject(self, task: Task | None, exc: BaseException, partial: Any) -> None:
+        if self._ready:
+            return
         self._error = exc
         try:
             if self._error_callback is not None:
@@ -135,6 +156,7 @@ class AsyncResult:
             self._ready = True
             self._latch.release()
         self._pool = None
+        self._scheduler = None
 
     def __repr__(self) -> str:
         state = "pending"
@@ -170,9 +192,18 @@ class MapResult(AsyncResult):
         try:
             return super().get(timeout)
         except KeyboardInterrupt:
-            if self.job is not None:
-                self.job.cancel()
+            self.cancel()
             raise
+
+    def cancel(self) -> bool:
+        """Cancel the map: no more chunks start, and chunks running are stopped (their
+        workers are replaced). ``get()`` then raises ``concurrent.futures.CancelledError``."""
+        if self._ready:
+            return False
+        self._reject(None, concurrent.futures.CancelledError(), None)
+        if self.job is not None:
+            self.job.cancel(stop_running=True)
+        return True
 
 
 class Pool:
@@ -194,10 +225,22 @@ class Pool:
         address: with ``backend="dask"``: a scheduler address (``"tcp://host:8786"``), a
             scheduler file, a ``distributed.Client`` or a ``Cluster``; ``None`` starts a
             ``LocalCluster`` of ``processes`` workers that the pool owns and closes.
+        task_timeout: seconds a task may run (from its start in a worker); past it, the
+            task fails with ``TaskTimeoutError`` and its worker is stopped and replaced. In
+            a map, it applies to each item. ``None``: no limit. Each call may override it.
+        retries: times a failed task is run again when its error is one of ``retry_on``
+            (its side effects may then happen more than once). Each call may override it.
+        retry_on: the errors that are retried: an exception class or a tuple; default
+            ``WorkerLostError`` (the worker died: a crash, an OOM kill). Add
+            ``TaskTimeoutError`` to retry timeouts, or your own exception types.
+        max_memory_per_child: resident memory (bytes, or a size such as ``"2GiB"``) above
+            which a worker is replaced after its current task. Nothing is lost: tasks it
+            had not started run elsewhere.
+        maxtasksperchild: also accepted as ``max_tasks_per_child``.
 
     Raises:
         ValueError: ``processes`` < 1, a bad ``maxtasksperchild``, an unknown start method,
-            or an unknown backend.
+            an unknown backend, or a bad option value.
         ImportError: ``backend="dask"`` without Dask installed.
         TypeError: ``initializer`` is not callable.
     """
@@ -212,8 +255,17 @@ class Pool:
         *,
         backend: str = "local",
         address: Any = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        retry_on: Any = None,
+        max_memory_per_child: int | str | None = None,
+        max_tasks_per_child: int | None = None,
     ) -> None:
         requested = processes
+        if max_tasks_per_child is not None:
+            if maxtasksperchild is not None and maxtasksperchild != max_tasks_per_child:
+                raise ValueError("give maxtasksperchild or max_tasks_per_child, not both")
+            maxtasksperchild = max_tasks_per_child
         if processes is None:
             processes = cpu_count()
         if not isinstance(processes, int) or processes < 1:
@@ -226,6 +278,8 @@ class Pool:
             )
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be a callable, not {initializer!r}")
+        self._options = merge_options(None, task_timeout, retries, retry_on)
+        max_memory = parse_memory(max_memory_per_child)
         self._processes = processes
         self._state = "RUN"
         if backend == "local" and address is None:
@@ -235,12 +289,21 @@ class Pool:
                 initializer,
                 tuple(initargs),
                 maxtasksperchild,
+                max_memory,
             )
         else:  # imported only here: importing manycore never imports Dask
             from ._dask import make_backend
 
             self._scheduler = make_backend(
-                backend, address, requested, initializer, tuple(initargs), maxtasksperchild, context
+                backend,
+                address,
+                requested,
+                initializer,
+                tuple(initargs),
+                maxtasksperchild,
+                context,
+                self._options,
+                max_memory,
             )
             self._processes = self._scheduler.workers
         # Dropped without close(): finish what was submitted, then let the workers go.
@@ -249,10 +312,22 @@ class Pool:
     # -------------------------------------------------------------- single calls
 
     def apply(
-        self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        *,
+        task_timeout: Any = DEFAULT,
+        retries: Any = DEFAULT,
+        retry_on: Any = DEFAULT,
     ) -> Any:
-        """Call ``func(*args, **kwds)`` in a worker and return its result."""
-        result = self.apply_async(func, args, kwds)
+        """Call ``func(*args, **kwds)`` in a worker and return its result.
+
+        ``task_timeout``, ``retries`` and ``retry_on`` override the pool's for this call.
+        """
+        result = self.apply_async(
+            func, args, kwds, task_timeout=task_timeout, retries=retries, retry_on=retry_on
+        )
         return result.get()
 
     def apply_async(
@@ -262,29 +337,56 @@ class Pool:
         kwds: Mapping[str, Any] = {},
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: Any = DEFAULT,
+        retries: Any = DEFAULT,
+        retry_on: Any = DEFAULT,
     ) -> AsyncResult:
         """Start ``func(*args, **kwds)`` in a worker; return its ``AsyncResult``.
+
+        ``task_timeout``, ``retries`` and ``retry_on`` override the pool's for this call.
 
         Raises:
             ArgumentPicklingError: an argument cannot be pickled (nothing was sent).
             PoolClosedError: the pool was closed or terminated.
         """
         self._check_running()
+        options = self._call_options(task_timeout, retries, retry_on)
         fn_blob = function_cache.dumps(func)
         args = tuple(args)
         kw = dict(kwds) if kwds else None
         payload = dumps_args(func, args, kw)
         result = AsyncResult(self, callback, error_callback)
-        self._scheduler.submit(Task(m.CALL_KW if kw else m.CALL, func, fn_blob, payload, result))
+        task = Task(m.CALL_KW if kw else m.CALL, func, fn_blob, payload, result, 0, 1, options)
+        self._scheduler.submit(task)
         return result
 
     # -------------------------------------------------------------- maps
+    #
+    # Every map method also takes, by keyword: ``task_timeout``, ``retries`` and
+    # ``retry_on`` (the pool's defaults for this call; a timeout applies to each item) and
+    # ``progress`` (True for a bar, a tqdm bar, or a callable ``(done, total)``).
 
     def map(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        task_timeout: Any = DEFAULT,
+        retries: Any = DEFAULT,
+        retry_on: Any = DEFAULT,
+        progress: Any = None,
     ) -> list[Any]:
         """``list(map(func, iterable))``, computed by the workers."""
-        values: list[Any] = self._map_async(func, iterable, m.MAP, chunksize).get()
+        values: list[Any] = self._map_async(
+            func,
+            iterable,
+            m.MAP,
+            chunksize,
+            self._call_options(task_timeout, retries, retry_on),
+            progress,
+        ).get()
         return values
 
     def map_async(
@@ -294,18 +396,44 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: Any = DEFAULT,
+        retries: Any = DEFAULT,
+        retry_on: Any = DEFAULT,
+        progress: Any = None,
     ) -> MapResult:
         """Start ``map``; return a ``MapResult`` whose ``get()`` is the list of results."""
-        return self._map_async(func, iterable, m.MAP, chunksize, callback, error_callback)
+        return self._map_async(
+            func,
+            iterable,
+            m.MAP,
+            chunksize,
+            self._call_options(task_timeout, retries, retry_on),
+            progress,
+            callback,
+            error_callback,
+        )
 
     def starmap(
         self,
         func: Callable[..., Any],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
+        *,
+        task_timeout: Any = DEFAULT,
+        retries: Any = DEFAULT,
+        retry_on: Any = DEFAULT,
+        progress: Any = None,
     ) -> list[Any]:
         """``[func(*args) for args in iterable]``, computed by the workers."""
-        values: list[Any] = self._map_async(func, iterable, m.STARMAP, chunksize).get()
+        values: list[Any] = self._map_async(
+            func,
+            iterable,
+            m.STARMAP,
+            chunksize,
+            self._call_options(task_timeout, retries, retry_on),
+            progress,
+        ).get()
         return values
 
     def starmap_async(
@@ -315,25 +443,64 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: Any = DEFAULT,
+        retries: Any = DEFAULT,
+        retry_on: Any = DEFAULT,
+        progress: Any = None,
     ) -> MapResult:
         """Start ``starmap``; return a ``MapResult``."""
-        return self._map_async(func, iterable, m.STARMAP, chunksize, callback, error_callback)
+        return self._map_async(
+            func,
+            iterable,
+            m.STARMAP,
+            chunksize,
+            self._call_options(task_timeout, retries, retry_on),
+            progress,
+            callback,
+            error_callback,
+        )
 
     def imap(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        task_timeout: Any = DEFAULT,
+        retries: Any = DEFAULT,
+        retry_on: Any = DEFAULT,
+        progress: Any = None,
     ) -> ResultIterator:
         """Results of ``func`` over ``iterable``, in order, as soon as each is ready.
 
         The input is read lazily, a bounded window ahead of the consumer, so endless
         iterables work. ``chunksize=None`` sizes chunks from measured run times.
         """
-        return self._imap(func, iterable, chunksize, ordered=True)
+        call = self._call_options(task_timeout, retries, retry_on)
+        return self._imap(func, iterable, chunksize, True, call, progress)
 
     def imap_unordered(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        task_timeout: Any = DEFAULT,
+        retries: Any = DEFAULT,
+        retry_on: Any = DEFAULT,
+        progress: Any = None,
     ) -> ResultIterator:
         """Like ``imap``, but results come in the order they finish."""
-        return self._imap(func, iterable, chunksize, ordered=False)
+        call = self._call_options(task_timeout, retries, retry_on)
+        return self._imap(func, iterable, chunksize, False, call, progress)
+
+    def _call_options(
+        self, task_timeout: Any = DEFAULT, retries: Any = DEFAULT, retry_on: Any = DEFAULT
+    ) -> TaskOptions | None:
+        return self._scheduler.check_options(
+            merge_options(self._options, task_timeout, retries, retry_on)
+        )
 
     def _map_async(
         self,
@@ -341,6 +508,8 @@ class Pool:
         iterable: Iterable[Any],
         kind: int,
         chunksize: int | None,
+        call: TaskOptions | None,
+        progress: Any,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> MapResult:
@@ -349,7 +518,16 @@ class Pool:
         fn_blob = function_cache.dumps(func)
         result = MapResult(self, callback, error_callback)
         job = MapJob(
-            self._scheduler, func, fn_blob, iterable, kind, chunksize, False, result._job_done
+            self._scheduler,
+            func,
+            fn_blob,
+            iterable,
+            kind,
+            chunksize,
+            False,
+            result._job_done,
+            call,
+            progress,
         )
         result.job = job
         self._scheduler.submit(job)
@@ -361,17 +539,35 @@ class Pool:
         iterable: Iterable[Any],
         chunksize: int | None,
         ordered: bool,
+        call: TaskOptions | None,
+        progress: Any,
         kind: int = m.MAP,
     ) -> ResultIterator:
         self._check_running()
         _check_chunksize(chunksize)
         fn_blob = function_cache.dumps(func)
-        job = MapJob(self._scheduler, func, fn_blob, iterable, kind, chunksize, True)
+        job = MapJob(
+            self._scheduler, func, fn_blob, iterable, kind, chunksize, True, None, call, progress
+        )
         iterator = job.iterate(ordered)
         iterator._pool = self  # type: ignore[attr-defined]  # keep the pool while iterating
         job._feed()
         self._scheduler.submit(job)
         return iterator
+
+    # -------------------------------------------------------------- insight
+
+    def statistics(self) -> PoolStatistics:
+        """A frozen snapshot: per worker, tasks done, busy and idle time, memory, restarts
+        and why; for the pool, tasks queued, running, done, failed, retried, timed out and
+        cancelled, and the time spent on IPC."""
+        return self._scheduler.statistics()
+
+    def stacks(self, timeout: float = 2.0) -> tuple[WorkerStack, ...]:
+        """For each busy worker: the task it runs, for how long, and every thread's stack
+        (from faulthandler, which answers even from C code). ``print(*pool.stacks(),
+        sep="\\n\\n")`` shows what a stuck pool is doing."""
+        return self._scheduler.stacks(timeout)
 
     # -------------------------------------------------------------- lifetime
 

@@ -58,7 +58,7 @@ from typing import Any, Callable, Optional
 
 import cloudpickle
 
-from . import _launch
+from . import _launch, _output
 from ._errors import (
     ArgumentPicklingError,
     ArgumentUnpicklingError,
@@ -202,7 +202,17 @@ class _Popen:
         self._exception: Optional[BaseException] = None
         self._fds: list[int] = []
         self._lock = threading.Lock()  # one reader of the exit status at a time
-        self._launch(process_obj)
+        # Where the parent's sys.stdout/stderr are not descriptors 1/2 (Jupyter, a
+        # redirect), the child's go through pipes to them (see _output).
+        self._output = _output.ProcessOutput.create()
+        try:
+            self._launch(process_obj)
+        except BaseException:
+            if self._output is not None:
+                self._output.abandon()
+            raise
+        if self._output is not None:
+            self._output.started()
         for fd in self._owned:
             _launch.internal_fd(fd)
         self._finalizer = multiprocessing.util.Finalize(self, _close_fds, (list(self._owned),))
@@ -221,7 +231,7 @@ class _Popen:
 
     def _payload(self, process_obj: Process) -> bytes:
         """The payload for a child that starts from a pickle; fills ``self._fds``."""
-        header = pickle.dumps(_preparation_data(), PROTOCOL)
+        prep = _preparation_data()
         multiprocessing.context.set_spawning_popen(self)  # type: ignore[arg-type]
         try:
             try:
@@ -230,12 +240,20 @@ class _Popen:
                 raise _pickling_error(process_obj, exc) from exc
         finally:
             multiprocessing.context.set_spawning_popen(None)
+        if self._output is not None:  # the pipes travel after the object's descriptors
+            prep["output"] = {}
+            for stream, fd in self._output.write_fds.items():
+                prep["output"][stream] = len(self._fds)
+                self._fds.append(fd)
+        header = pickle.dumps(prep, PROTOCOL)
         return LENGTHS.pack(len(header), len(body)) + header + body
 
     # -- status
 
     def _finish(self, returncode: int) -> None:
         self.returncode = returncode
+        if self._output is not None:
+            self._output.finish()  # what the child printed is written before join() returns
         fd, self._report_fd = self._report_fd, None
         if fd is not None:
             chunks = []
@@ -333,6 +351,7 @@ class _ForkPopen(_ChildPopen):
             try:
                 for fd in (sentinel_r, parent_w, report_r):
                     os.close(fd)
+                _output.redirect_child({} if self._output is None else self._output.write_fds)
                 # This child's own children must not hold these open.
                 _launch.internal_fd(sentinel_w)
                 _launch.internal_fd(report_w)
@@ -568,6 +587,7 @@ def _child_main(data_fd: int, report_fd: int, fds: list[int]) -> int:
         body = _read_exactly(data_fd, body_len)
     except (EOFError, OSError):
         return 1
+    _output.redirect_child({stream: fds[i] for stream, i in prep.get("output", {}).items()})
     _adopt(prep)
     _inherited_fds[:] = fds
     me: Any = current_process()

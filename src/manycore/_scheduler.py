@@ -22,11 +22,21 @@ Guarantees (see docs/design.md for the reasoning):
   ``InitializerError``. A broken pool rejects everything pending and everything submitted
   later.
 * Only this thread touches worker sockets, and it never blocks on one.
+* A task with a ``task_timeout`` is failed with ``TaskTimeoutError`` at its deadline (the
+  board says when it started); its worker gets SIGTERM, then SIGKILL after ``KILL_GRACE``,
+  and is replaced. Cancelling a running task stops its worker the same way.
+* A task whose failure matches its ``retry_on`` goes back to the front of the FIFO until its
+  ``retries`` are spent, then fails with the last cause. A task that kills every worker it
+  touches fails after its retries like any other; it never breaks the pool, because only
+  deaths before a worker is ready count towards ``STARTUP_FAILURES``.
+* With every option off, the only added work is a few additions per batch of outcomes
+  (statistics) and a memory sample of busy workers every ``SAMPLE_EVERY`` seconds.
 """
 
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import itertools
 import mmap
 import multiprocessing
@@ -45,7 +55,7 @@ from collections import deque
 from typing import Any, Callable, Optional, Protocol, Union
 
 from . import _messages as m
-from . import _serialize, _shm
+from . import _output, _serialize, _shm
 from ._chunking import ChunkSizer
 from ._errors import (
     InitializerError,
@@ -53,6 +63,7 @@ from ._errors import (
     PoolBrokenError,
     PoolClosedError,
     ResultUnpicklingError,
+    TaskTimeoutError,
     WorkerLostError,
     describe_call,
     with_remote_cause,
@@ -65,9 +76,11 @@ from ._launch import (
     internal_fd,
     start_helper_thread,
 )
+from ._options import TaskOptions
 from ._serialize import dumps, loads, shm_threshold
+from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 from ._transport import OwnerChannel
-from ._worker import BOARD_SLOT
+from ._worker import BOARD_SLOT, STACK_SIGNAL, resident_memory
 
 __all__ = ["Scheduler", "Sink", "Source", "Task"]
 
@@ -75,6 +88,10 @@ IN_FLIGHT_BATCHES = 2  # per worker: one running, one waiting, so a worker never
 STARTUP_FAILURES = 3  # consecutive deaths before "ready" that break the pool
 STATUS_WAIT = 2.0  # seconds to wait for a dead worker's exit status before killing it
 TERMINATE_GRACE = 0.5  # seconds between SIGTERM and SIGKILL when terminating
+KILL_GRACE = 0.5  # seconds a worker stopped for a timeout or a cancel gets after SIGTERM
+WATCH_TICK = 0.01  # seconds between board checks while a timed or cancelled task waits
+SAMPLE_EVERY = 0.5  # seconds between memory samples of busy workers
+MAX_TIMED_BATCH = 256  # one-item chunks of a timed map per batch, at most
 
 
 class Sink(Protocol):
@@ -111,7 +128,19 @@ _task_ids = itertools.count()
 class Task:
     """One unit sent to a worker: a call, or a chunk of a map."""
 
-    __slots__ = ("claimed", "fn", "fn_blob", "id", "index", "items", "kind", "payload", "sink")
+    __slots__ = (
+        "attempts",
+        "claimed",
+        "fn",
+        "fn_blob",
+        "id",
+        "index",
+        "items",
+        "kind",
+        "options",
+        "payload",
+        "sink",
+    )
 
     def __init__(
         self,
@@ -122,7 +151,10 @@ class Task:
         sink: Sink,
         index: int = 0,
         items: int = 1,
+        options: TaskOptions | None = None,
     ) -> None:
+        self.options = options  # timeout and retries; None when both are off
+        self.attempts = 0  # runs that failed and were retried
         self.id = next(_task_ids)
         self.kind = kind
         self.fn = fn
@@ -143,6 +175,8 @@ class Task:
                 shown = args[0]
             else:
                 first = describe_call(self.fn, args[0] if self.kind == m.STARMAP else (args[0],))
+                if self.items == 1:
+                    return f"task {self.id}: chunk {self.index} of a map (1 item), {first}"
                 return (
                     f"task {self.id}: chunk {self.index} of a map ({self.items} item"
                     f"{'s' if self.items != 1 else ''}, the first {first})"
@@ -173,6 +207,13 @@ class _Slot:
         self.ready = False
         self.retiring = False
         self.prefix_tracked = False  # our tracker removes its segments if we both die
+        self.timed = 0  # tasks in ``tasks`` with a timeout
+        self.cancels: set[int] = set()  # ids of cancelled tasks to stop once they start
+        self.stopping = ""  # why we are stopping it (a timeout, a cancel), once we are
+        self.kill_at: float | None = None  # when SIGTERM turns into SIGKILL
+        self.retire_reason = ""  # what the worker said when it retired
+        self.stack_fd = -1  # its faulthandler file, as numbered in the worker
+        self.rss = 0  # resident memory, last sampled
 
     def has_room(self) -> bool:
         return (
@@ -180,6 +221,43 @@ class _Slot:
             and not self.retiring
             and (self.quota is None or self.quota > 0)
         )
+
+    def watched(self) -> bool:
+        """Whether the board must be checked for this worker's timeouts or cancels."""
+        return bool(self.timed or self.cancels) and not self.stopping
+
+
+class _Seat:
+    """Statistics of one worker seat, across the processes that sit in it."""
+
+    def __init__(self) -> None:
+        self.tasks = 0
+        self.items = 0
+        self.busy = 0.0
+        self.lived = 0.0  # seconds alive of the seat's earlier processes
+        self.since: float | None = None  # when the current process started
+        self.restarts = 0
+        self.reasons: deque[str] = deque(maxlen=20)
+
+
+class _Request:
+    """A function a user thread asks the scheduler thread to run (statistics, cancels)."""
+
+    __slots__ = ("done", "error", "fn", "value")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
 
 
 SourceOrTask = Union[Task, Source]
@@ -201,10 +279,19 @@ class Scheduler:
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
         max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
     ) -> None:
         self.launcher = launcher
         self.workers = workers
         self.max_tasks = max_tasks_per_child
+        self.max_memory = max_memory_per_child
+        self._output = _output.worker_settings()
+        self._started = time.perf_counter()
+        self._seats = [_Seat() for _ in range(workers)]
+        self._done = self._failed = self._retried = self._timed_out = self._cancelled = 0
+        self._ipc_time = 0.0
+        self._watching = False  # some worker has a timed or cancelled task
+        self._next_sample = 0.0
         self._shm_threshold = shm_threshold()  # workers use the value of pool creation time
         self._shm_dir = _shm.shm_dir()
         self._init_blob = dumps((initializer, tuple(initargs))) if initializer else None
@@ -212,7 +299,7 @@ class Scheduler:
         # Seconds per item last measured for each mapped function (by its pickled bytes), so
         # a repeated map of the same function starts at a good chunk size, not at 1.
         self.per_item: dict[bytes, float] = {}
-        self._inbox: deque[SourceOrTask] = deque()
+        self._inbox: deque[Any] = deque()  # tasks, jobs, _Requests, _CANCEL_QUEUED
         self._fifo: deque[SourceOrTask] = deque()
         self._slots: dict[int, _Slot] = {}  # by socket fd
         self._free_indexes = list(range(workers))
@@ -292,7 +379,9 @@ class Scheduler:
                 item = inbox.popleft()
             except IndexError:
                 return
-            if item is not _CANCEL_QUEUED:
+            if type(item) is _Request:
+                item.run()
+            elif item is not _CANCEL_QUEUED:
                 self._reject_item(item, exc)
 
     def wake(self) -> None:
@@ -321,6 +410,44 @@ class Scheduler:
     def cancel_queued(self) -> None:
         """Cancel what has not been sent to a worker yet (``shutdown(cancel_futures=True)``)."""
         self.submit(_CANCEL_QUEUED)
+
+    def check_options(self, options: TaskOptions | None) -> TaskOptions | None:
+        """``options`` if this scheduler can honour them (the Dask one cannot time out)."""
+        return options
+
+    def stop_running(self, sink: Sink) -> None:
+        """Stop the tasks of ``sink`` that are in workers: a running one at once (its worker
+        is stopped and replaced), one waiting in a worker's batch as soon as it starts.
+        The sink has already settled itself as cancelled; what they produce is dropped."""
+        self._ask(_Request(lambda: self._stop_sink(sink)))
+
+    def statistics(self) -> PoolStatistics:
+        """A consistent snapshot of the counters (see ``_stats.PoolStatistics``)."""
+        return self._ask(_Request(self._statistics), wait=True)  # type: ignore[no-any-return]
+
+    def stacks(self, timeout: float = 2.0) -> tuple[WorkerStack, ...]:
+        """The running task and the stack dump of each busy worker."""
+        busy: list[tuple[int, int, int, Task, float]] = self._ask(
+            _Request(self._busy_workers), wait=True
+        )
+        return _dump_stacks(busy, timeout)
+
+    def _ask(self, request: _Request, wait: bool = False) -> Any:
+        if threading.current_thread() is getattr(self, "_thread", None) or self._finished.is_set():
+            request.run()
+        else:
+            self._inbox.append(request)
+            if self._finished.is_set():
+                self._reject_leftovers()  # it runs requests too
+            else:
+                self.wake()
+            if not wait:
+                return None
+            if not request.done.wait(30.0):
+                raise RuntimeError("the pool's scheduler did not answer within 30 seconds")
+        if request.error is not None:
+            raise request.error
+        return request.value
 
     # ------------------------------------------------------------ scheduler thread
 
@@ -356,7 +483,9 @@ class Scheduler:
         inbox, fifo = self._inbox, self._fifo
         while inbox:
             item = inbox.popleft()
-            if item is _CANCEL_QUEUED:
+            if type(item) is _Request:
+                item.run()
+            elif item is _CANCEL_QUEUED:
                 for queued in fifo:
                     cancel = getattr(
                         queued.sink if isinstance(queued, Task) else queued, "_cancel", None
@@ -382,12 +511,13 @@ class Scheduler:
             if slot.chan.wants_write:
                 flags |= select.POLLOUT
             poller.register(fd, flags)
+        timeout = self._check_timers()
         self._asleep = True
         if self._inbox:
             self._asleep = False
             return
         try:
-            events = poller.poll()
+            events = poller.poll(None if timeout is None else max(1, int(timeout * 1000) + 1))
         finally:
             self._asleep = False
         for fd, event in events:
@@ -408,11 +538,178 @@ class Scheduler:
                 self._flush(slot, poller)
 
     def _read(self, slot: _Slot, poller: select.poll) -> None:
+        start = time.perf_counter()
         frames, closed = slot.chan.receive()
         for frame in frames:
             self._handle(slot, loads(frame))
+        self._ipc_time += time.perf_counter() - start  # with the settling of outcomes
         if closed:
             self._worker_died(slot, poller)
+
+    # timeouts, cancels, memory samples ---------------------------------------
+
+    def _check_timers(self) -> float | None:
+        """Act on the deadlines that are due; return seconds until the next one (or None)."""
+        busy = self._busy()
+        if not self._watching and not busy:
+            return None
+        now = time.perf_counter()
+        wait: float | None = None
+        if busy:
+            if now >= self._next_sample:
+                self._next_sample = now + SAMPLE_EVERY
+                for slot in self._slots.values():
+                    if slot.tasks:
+                        slot.rss = resident_memory(slot.proc.pid) or slot.rss
+            wait = self._next_sample - now
+        watching = False
+        for slot in list(self._slots.values()):
+            if slot.kill_at is not None:
+                if now >= slot.kill_at:
+                    slot.proc.kill(signal.SIGKILL)
+                    slot.kill_at = None
+                else:
+                    wait = _sooner(wait, slot.kill_at - now)
+            if not slot.watched():
+                continue
+            watching = True
+            running, started = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_SLOT.size)
+            task = slot.tasks.get(running)
+            if task is None:  # between tasks: look again soon
+                wait = _sooner(wait, WATCH_TICK)
+            elif running in slot.cancels:
+                self._stop_task(slot, task, None)
+            elif task.options is not None and task.options.timeout is not None:
+                deadline = started + task.options.timeout
+                if now >= deadline:
+                    self._stop_task(slot, task, now - started)
+                else:
+                    wait = _sooner(wait, deadline - now)
+                if slot.timed > 1 or slot.cancels:
+                    wait = _sooner(wait, WATCH_TICK)  # others wait behind it
+            else:
+                wait = _sooner(wait, WATCH_TICK)
+        self._watching = watching
+        return wait
+
+    def _busy(self) -> bool:
+        return any(slot.tasks for slot in self._slots.values())
+
+    def _stop_task(self, slot: _Slot, task: Task, ran: float | None) -> None:
+        """Stop ``slot``'s worker, which runs ``task``: past its timeout (``ran`` seconds)
+        or cancelled (``ran`` None). The task settles now; the rest of the worker's tasks go
+        back to the queue when its socket closes, and a new worker takes its seat."""
+        del slot.tasks[task.id]
+        slot.cancels.discard(task.id)
+        if task.options is not None and task.options.timeout is not None:
+            slot.timed -= 1
+        slot.retiring = True  # nothing more is sent to it
+        slot.stopping = "cancelled" if ran is None else "timeout"
+        slot.proc.kill(signal.SIGTERM)
+        slot.kill_at = time.perf_counter() + KILL_GRACE
+        if ran is None:
+            self._cancelled += 1
+            slot.stopping = f"stopped: it ran {task.describe()}, which was cancelled"
+            call_sink(task.sink._reject, task, concurrent.futures.CancelledError(), None)
+            return
+        self._timed_out += 1
+        assert task.options is not None and task.options.timeout is not None
+        described = task.describe()
+        slot.stopping = f"stopped: {described} ran past its task_timeout"
+        error = TaskTimeoutError(
+            f"{described} ran longer than its task_timeout of {task.options.timeout:g} s "
+            f"(stopped after {ran:.3f} s); its worker (pid {slot.proc.pid}) was stopped and "
+            "is being replaced. Other tasks are unaffected.",
+            task=described,
+            timeout=task.options.timeout,
+            pid=slot.proc.pid,
+        )
+        self._fail(task, error, None)
+
+    def _stop_sink(self, sink: Sink) -> None:
+        for slot in list(self._slots.values()):
+            if slot.stopping:
+                continue
+            running = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_SLOT.size)[0]
+            for task in list(slot.tasks.values()):
+                if task.sink is sink:
+                    if task.id == running:
+                        self._stop_task(slot, task, None)
+                        break
+                    slot.cancels.add(task.id)
+                    self._watching = True
+
+    def _fail(self, task: Task, error: BaseException, partial: Any) -> None:
+        """Settle ``task`` with ``error``, or run it again if its retries allow."""
+        options = task.options
+        if (
+            options is not None
+            and task.attempts < options.retries
+            and isinstance(error, options.retry_on)
+            and self._broken is None
+            and not self._terminating
+        ):
+            task.attempts += 1
+            self._retried += 1
+            self._fifo.appendleft(task)
+            return
+        if task.attempts:
+            try:
+                error.attempts = task.attempts + 1  # type: ignore[attr-defined]
+                if hasattr(error, "add_note"):
+                    error.add_note(f"(the last of {task.attempts + 1} attempts)")
+            except Exception:
+                pass
+        self._failed += 1
+        call_sink(task.sink._reject, task, error, partial)
+
+    # statistics and stacks ---------------------------------------------------
+
+    def _statistics(self) -> PoolStatistics:
+        now = time.perf_counter()
+        by_index = {slot.index: slot for slot in self._slots.values()}
+        workers = []
+        for index, seat in enumerate(self._seats):
+            slot = by_index.get(index)
+            alive = seat.lived + (now - seat.since if seat.since is not None else 0.0)
+            workers.append(
+                WorkerStatistics(
+                    index=index,
+                    pid=slot.proc.pid if slot is not None else None,
+                    tasks_done=seat.tasks,
+                    items_done=seat.items,
+                    busy_time=seat.busy,
+                    idle_time=max(0.0, alive - seat.busy),
+                    memory=slot.rss if slot is not None else 0,
+                    restarts=seat.restarts,
+                    restart_reasons=tuple(seat.reasons),
+                )
+            )
+        queued = sum(1 for item in self._fifo if isinstance(item, Task))
+        queued += sum(1 for item in self._inbox if isinstance(item, Task))
+        return PoolStatistics(
+            workers=tuple(workers),
+            tasks_queued=queued,
+            tasks_running=sum(len(slot.tasks) for slot in self._slots.values()),
+            tasks_done=self._done,
+            tasks_failed=self._failed,
+            tasks_retried=self._retried,
+            tasks_timed_out=self._timed_out,
+            tasks_cancelled=self._cancelled,
+            jobs_pending=sum(1 for item in self._fifo if not isinstance(item, Task)),
+            ipc_time=self._ipc_time,
+            uptime=now - self._started,
+        )
+
+    def _busy_workers(self) -> list[tuple[int, int, int, Task, float]]:
+        now = time.perf_counter()
+        busy = []
+        for slot in self._slots.values():
+            running, started = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_SLOT.size)
+            task = slot.tasks.get(running)
+            if task is not None:
+                busy.append((slot.index, slot.proc.pid, slot.stack_fd, task, now - started))
+        return sorted(busy, key=lambda entry: entry[0])
 
     def _flush(self, slot: _Slot, poller: select.poll) -> None:
         try:
@@ -423,11 +720,21 @@ class Scheduler:
     def _handle(self, slot: _Slot, message: Any) -> None:
         if type(message) is m.ResultBatch:
             self._settle_batch(slot, message.outcomes)
+        elif type(message) in _output.MESSAGES:
+            _output.deliver(message, slot.index, slot.proc.pid)
         elif type(message) is m.WorkerReady:
             slot.ready = True
+            slot.stack_fd = message.stack_fd
             self._startup_failures = 0
         elif type(message) is m.Retiring:
             slot.retiring = True
+            if message.reason == "memory":
+                slot.retire_reason = (
+                    f"retired: its resident memory, {_size(message.rss)}, went over "
+                    f"max_memory_per_child ({_size(self.max_memory or 0)})"
+                )
+            else:
+                slot.retire_reason = f"retired after {message.tasks_done} tasks (its quota)"
         elif type(message) is m.InitFailed:
             self._break(initializer_error(message.error))
 
@@ -435,11 +742,22 @@ class Scheduler:
         # The hot path of every task: kept flat, with single tasks' timings summed.
         tasks, batches = slot.tasks, slot.batches
         single_items, single_time = 0, 0.0
+        settled, items, busy = 0, 0, 0.0
         for task_id, status, payload, elapsed in outcomes:
-            task = tasks.pop(task_id)
-            batches[0] -= 1
-            if not batches[0]:
-                batches.popleft()
+            task = tasks.pop(task_id, None)
+            if batches:
+                batches[0] -= 1
+                if not batches[0]:
+                    batches.popleft()
+            if task is None:  # stopped (a timeout, a cancel) and settled already
+                continue
+            settled += 1
+            items += task.items
+            busy += elapsed
+            if task.options is not None:
+                if task.options.timeout is not None:
+                    slot.timed -= 1
+                slot.cancels.discard(task_id)
             sizer = task.sink.sizer
             if sizer is None:
                 single_items += task.items
@@ -463,6 +781,11 @@ class Scheduler:
                 self._settle_failure(task, status, payload, None)
         if single_items:
             self.single_sizer.record(single_items, single_time)
+        seat = self._seats[slot.index]
+        seat.tasks += settled
+        seat.items += items
+        seat.busy += busy
+        self._done += settled  # failures are taken back out in _settle_failure
 
     def _remember(self, fn_blob: bytes, sizer: ChunkSizer) -> None:
         if sizer.per_item is not None:
@@ -473,11 +796,12 @@ class Scheduler:
     def _settle_failure(
         self, task: Task, status: int, payload: bytes, unpickling: Exception | None
     ) -> None:
+        self._done -= 1  # counted as done by _settle_batch; it is a failure (or a retry)
         if unpickling is not None:
-            call_sink(task.sink._reject, task, unpickling_error(task, unpickling), None)
+            self._fail(task, unpickling_error(task, unpickling), None)
             return
         error, partial = outcome_error(task, status, payload)
-        call_sink(task.sink._reject, task, error, partial)
+        self._fail(task, error, partial)
 
     # dispatch ---------------------------------------------------------------
 
@@ -504,6 +828,8 @@ class Scheduler:
             if task is not None:
                 if task.claimed or task.sink._claim():
                     task.claimed = True
+                    if getattr(head, "timed", False):
+                        return self._take_timed(head, task)
                     return [task]
                 continue
             if head._drained():
@@ -511,6 +837,19 @@ class Scheduler:
             else:
                 fifo.rotate(-1)  # a lazy job waiting for its consumer: let others go first
         return []
+
+    def _take_timed(self, job: Source, first: Task) -> list[Task]:
+        """One-item chunks of a job with a timeout: as many per batch as a chunk would hold."""
+        sizer = first.sink.sizer
+        want = min(MAX_TIMED_BATCH, sizer.next_size(None) if sizer is not None else 1)
+        batch = [first]
+        while len(batch) < want:
+            task = job._take(self)
+            if task is None or not (task.claimed or task.sink._claim()):
+                break
+            task.claimed = True
+            batch.append(task)
+        return batch
 
     def _take_singles(self, slot: _Slot) -> list[Task]:
         fifo = self._fifo
@@ -529,9 +868,13 @@ class Scheduler:
         return batch
 
     def _send(self, slot: _Slot, calls: list[Task]) -> None:
+        start = time.perf_counter()
         frame = pickle.dumps(m.CallBatch([(t.id, t.kind, t.fn_blob, t.payload) for t in calls]), 5)
         for task in calls:
             slot.tasks[task.id] = task
+            if task.options is not None and task.options.timeout is not None:
+                slot.timed += 1
+                self._watching = True
         slot.batches.append(len(calls))
         if slot.quota is not None:
             slot.quota -= len(calls)
@@ -540,13 +883,14 @@ class Scheduler:
             slot.chan.flush()
         except EOFError:
             pass  # the poll loop sees the EOF and settles the tasks
+        self._ipc_time += time.perf_counter() - start
 
     # workers ------------------------------------------------------------------
 
     def _start_worker(self) -> None:
         index = self._free_indexes.pop(0)
         ours, theirs = socket.socketpair()
-        BOARD_SLOT.pack_into(self._board, index * BOARD_SLOT.size, -1)
+        BOARD_SLOT.pack_into(self._board, index * BOARD_SLOT.size, -1, 0.0)
         try:
             proc = self.launcher.start(theirs.fileno(), self._lifeline_r, self._board_fd)
         except BaseException:
@@ -568,10 +912,13 @@ class Scheduler:
             shm_prefix=prefix,
             shm_dir=self._shm_dir,
             authkey=bytes(multiprocessing.current_process().authkey),
+            output=self._output,
+            max_memory=self.max_memory,
         )
         chan.queue(pickle.dumps(config, 5))
         chan.flush()
         self._slots[chan.fileno()] = _Slot(index, proc, chan, self.max_tasks, prefix or "")
+        self._seats[index].since = time.perf_counter()
 
     def _worker_died(self, slot: _Slot, poller: select.poll) -> None:
         fd = slot.chan.fileno()
@@ -586,15 +933,30 @@ class Scheduler:
             slot.proc.kill(signal.SIGKILL)
             status = slot.proc.wait(STATUS_WAIT)
         slot.proc.close()
+        seat = self._seats[slot.index]
+        if seat.since is not None:
+            seat.lived += time.perf_counter() - seat.since
+            seat.since = None
         # Its results were read (and their segments claimed) before its EOF: whatever is left
         # under its prefix was being written or never reached us.
         _free_worker_segments(slot)
         planned = slot.retiring or (self._closing and not slot.tasks)
-        blamed = slot.tasks.pop(running, None)
+        # A worker we stopped was running the task we stopped it for, which is settled; if
+        # it had moved on to another one by the time the signal landed, that one is not to
+        # blame and runs again elsewhere.
+        blamed = None if slot.stopping else slot.tasks.pop(running, None)
         if slot.tasks:  # not started, or finished with their results lost: run them again
             self._fifo.extendleft(reversed(list(slot.tasks.values())))
+        reason = slot.stopping or slot.retire_reason
         if blamed is not None:
-            call_sink(blamed.sink._reject, blamed, _lost_error(slot, status, blamed), None)
+            error = _lost_error(slot, status, blamed)
+            reason = f"lost: {error.args[0].split(' while running ')[0]}"
+            self._fail(blamed, error, None)
+        elif not reason:
+            reason = f"lost: it {describe_status(status)[2]} between tasks"
+        if not self._closing_idle() and not self._terminating:
+            seat.restarts += 1
+            seat.reasons.append(reason)
         if not planned and not slot.ready:
             self._startup_failures += 1
             if self._startup_failures >= STARTUP_FAILURES and self._broken is None:
@@ -653,6 +1015,9 @@ class Scheduler:
                 PoolClosedError("the pool was terminated before this task could finish")
             )
         for slot in self._slots.values():
+            if slot.stopping:  # stopped for a timeout or a cancel: no grace left to give
+                slot.proc.kill(signal.SIGKILL)
+                continue
             try:
                 if graceful:
                     slot.chan.queue(pickle.dumps(m.SHUTDOWN, 5))
@@ -744,13 +1109,29 @@ def _lost_error(slot: _Slot, status: int | None, task: Task) -> WorkerLostError:
     exitcode, sig, words = describe_status(status)
     described = task.describe()  # unpickles the task's arguments: once
     cause = ""
+    memory = ""
+    if slot.rss:
+        share = slot.rss / _TOTAL_MEMORY if _TOTAL_MEMORY else 0.0
+        memory = f" Its last known resident memory was {_size(slot.rss)}"
+        if share:
+            shown = f"{share:.0%}" if share >= 0.01 else "under 1%"
+            memory += f" ({shown} of this machine's {_size(_TOTAL_MEMORY)})"
+        memory += "."
     if sig == signal.SIGKILL:
+        likely = "most likely" if share_of(slot.rss) >= 0.1 else "possibly"
         cause = (
-            " This is what the kernel's OOM killer does when memory runs out: lower the "
-            "number of workers or the memory each task uses."
+            f"{memory} manycore did not send that SIGKILL: it was {likely} the kernel's OOM "
+            "killer, which does this when memory runs out (check `dmesg` or the container's "
+            "memory limit). Lower the number of workers or the memory each task uses, or set "
+            "max_memory_per_child."
         )
     elif sig == signal.SIGSEGV:
-        cause = " A segmentation fault is a crash in C code (an extension module, ctypes)."
+        cause = (
+            " A segmentation fault is a crash in C code (an extension module, ctypes): the "
+            f"Python code did not cause it directly.{memory}"
+        )
+    elif memory:
+        cause = memory
     return WorkerLostError(
         f"worker {slot.index} (pid {slot.proc.pid}) {words} while running {described}."
         f"{cause} The pool replaced the worker; other tasks are unaffected.",
@@ -759,6 +1140,84 @@ def _lost_error(slot: _Slot, status: int | None, task: Task) -> WorkerLostError:
         signal=sig,
         task=described,
     )
+
+
+def _machine_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+_TOTAL_MEMORY = _machine_memory()
+
+
+def share_of(rss: int) -> float:
+    """``rss`` as a share of this machine's memory (0.0 when unknown)."""
+    return rss / _TOTAL_MEMORY if _TOTAL_MEMORY else 0.0
+
+
+def _size(count: int) -> str:
+    """``1.5 GiB``: a byte count for people."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _sooner(wait: float | None, other: float) -> float:
+    return other if wait is None or other < wait else wait
+
+
+def _dump_stacks(
+    busy: list[tuple[int, int, int, Task, float]], timeout: float
+) -> tuple[WorkerStack, ...]:
+    """Ask each busy worker's faulthandler for its stacks; read what each wrote."""
+    asked = []
+    for index, pid, fd, task, running_for in busy:
+        path = f"/proc/{pid}/fd/{fd}"
+        try:
+            before = os.stat(path).st_size if fd >= 0 else -1
+            if before >= 0:
+                os.kill(pid, STACK_SIGNAL)
+        except OSError:
+            before = -1
+        asked.append((index, pid, path, before, task, running_for))
+    deadline = time.monotonic() + timeout
+    stacks = []
+    for index, pid, path, before, task, running_for in asked:
+        text = ""
+        if before >= 0:
+            text = _read_dump(path, before, deadline)
+        stacks.append(WorkerStack(index, pid, task.describe(), running_for, text))
+    return tuple(stacks)
+
+
+def _read_dump(path: str, offset: int, deadline: float) -> str:
+    """What was appended to ``path`` after ``offset``, once it stops growing."""
+    last = offset
+    steady = 0
+    while time.monotonic() < deadline:
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            return ""
+        if size > offset and size == last:
+            steady += 1
+            if steady >= 2:
+                break
+        else:
+            steady = 0
+        last = size
+        time.sleep(0.01)
+    try:
+        with open(path, "rb") as file:
+            file.seek(offset)
+            return file.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def unpickling_error(task: Task, exc: Exception) -> ResultUnpicklingError:

@@ -9,7 +9,9 @@ Who runs where, inside one worker::
           for each call: board <- task id,   crash or SIGKILL): flush stdio and
           rebuild fn and args, run, pickle   os._exit at once, even mid-task
           send ResultBatch every 2 ms of
-          work and at the end of the batch
+          work and at the end of the batch   (threads of the user's code may print
+                                             or log: _output sends those frames,
+                                             under the channel's send lock)
 
 Guarantees:
 
@@ -19,10 +21,16 @@ Guarantees:
   that cannot be rebuilt and results that cannot be pickled all become outcomes.
 * The worker ignores SIGINT: Ctrl-C in a terminal reaches the whole process group, and the
   caller alone decides what it means. No worker prints a KeyboardInterrupt traceback.
+* With a memory limit, the worker retires after the call that took its resident memory over
+  it: it sends the outcomes it has, then ``Retiring``; the calls of its batch that it did
+  not run are the owner's to send elsewhere.
+* ``STACK_SIGNAL`` makes faulthandler write every thread's stack into a memory file that the
+  owner reads through ``/proc`` (``Scheduler.stacks``): a stuck task can be diagnosed.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import mmap
 import multiprocessing
 import os
@@ -35,7 +43,7 @@ import time
 from typing import Any, Callable, NoReturn
 
 from . import _messages as m
-from . import _serialize
+from . import _output, _serialize
 from ._errors import (
     ArgumentUnpicklingError,
     InitializerError,
@@ -45,9 +53,21 @@ from ._errors import (
 )
 from ._serialize import WorkerFunctionCache, dumps, dumps_payload, first_unpicklable, loads
 
-__all__ = ["BOARD_SLOT", "EXIT_INIT_FAILED", "EXIT_ORPHANED", "run_worker", "spawn_main"]
+__all__ = [
+    "BOARD_SLOT",
+    "EXIT_INIT_FAILED",
+    "EXIT_ORPHANED",
+    "STACK_SIGNAL",
+    "resident_memory",
+    "run_worker",
+    "spawn_main",
+]
 
-BOARD_SLOT = struct.Struct("<q")  # the running task's id, -1 when idle
+# The running task's id (-1 when idle) and when it started, on the clock that
+# time.perf_counter and time.monotonic share on Linux (CLOCK_MONOTONIC, machine-wide), so
+# the owner can tell how long it has run.
+BOARD_SLOT = struct.Struct("<qd")
+STACK_SIGNAL = signal.SIGRTMIN + 6  # faulthandler dumps the stacks on this one
 EXIT_INIT_FAILED = 3
 EXIT_ORPHANED = 4
 FLUSH_AFTER = 0.002  # seconds of finished work before results are sent mid-batch
@@ -116,15 +136,28 @@ def _flush_stdio() -> None:
 
 
 class _Channel:
-    """Blocking framed I/O, imported lazily-free so a fork child needs nothing else."""
+    """Blocking framed I/O. ``send`` may be called from any thread: user code that prints or
+    logs from threads of its own sends frames too."""
 
     def __init__(self, sock: socket.socket) -> None:
         from ._transport import WorkerChannel
 
         self._chan = WorkerChannel(sock)
+        self._send_lock = threading.Lock()
+        self.before_send: Callable[[], None] | None = None  # flushes forwarded output
 
     def send(self, message: Any) -> None:
-        self._chan.send(dumps(message))
+        if self.before_send is not None:
+            self.before_send()
+        data = dumps(message)
+        with self._send_lock:
+            self._chan.send(data)
+
+    def send_quietly(self, message: Any) -> None:
+        """``send`` without flushing output first (what output itself sends)."""
+        data = dumps(message)
+        with self._send_lock:
+            self._chan.send(data)
 
     def recv(self) -> Any:
         return loads(self._chan.recv())
@@ -156,11 +189,15 @@ class _Worker:
         self.offset = 0
         self.tasks_done = 0
         self.max_tasks: int | None = None
+        self.max_memory: int | None = None
+        self.over_memory = 0  # the resident memory that crossed max_memory, once it has
 
     def run(self) -> int:
         config: m.WorkerConfig = self.chan.recv()
         self.offset = config.slot * BOARD_SLOT.size
         self.max_tasks = config.max_tasks
+        self.max_memory = config.max_memory
+        self.chan.before_send = _output.install_worker(self.chan.send_quietly, config.output)
         if config.shm_prefix is not None:
             _shm_prefix.append(config.shm_prefix)
         if config.shm_dir is not None:
@@ -173,12 +210,15 @@ class _Worker:
             multiprocessing.current_process().authkey = config.authkey
         if config.initializer is not None and not self._initialize(config.initializer):
             return EXIT_INIT_FAILED
-        self.chan.send(m.WorkerReady(os.getpid()))
+        self.chan.send(m.WorkerReady(os.getpid(), _stack_file()))
         while True:
             message = self.chan.recv()
             if message is m.SHUTDOWN:
                 return 0
             self._run_batch(message)
+            if self.over_memory:
+                self.chan.send(m.Retiring(self.tasks_done, "memory", self.over_memory))
+                return 0
             if self.max_tasks is not None and self.tasks_done >= self.max_tasks:
                 self.chan.send(m.Retiring(self.tasks_done))
                 return 0
@@ -195,18 +235,24 @@ class _Worker:
         clock = time.perf_counter
         last_flush = clock()
         board, offset, pack = self.board, self.offset, BOARD_SLOT.pack_into
+        max_memory = self.max_memory
         for task_id, kind, fn_blob, call_payload in batch.calls:
-            pack(board, offset, task_id)
             start = clock()
+            pack(board, offset, task_id, start)
             status, payload = self._run_call(kind, fn_blob, call_payload)
             now = clock()
             outcomes.append((task_id, status, payload, now - start))
             self.tasks_done += 1
+            if max_memory is not None:
+                rss = resident_memory()
+                if rss > max_memory:
+                    self.over_memory = rss  # retire; the owner re-sends the calls not run
+                    break
             if now - last_flush >= FLUSH_AFTER:
                 self.chan.send(m.ResultBatch(outcomes))
                 outcomes = []
                 last_flush = clock()
-        pack(board, offset, -1)
+        pack(board, offset, -1, 0.0)
         if outcomes:
             self.chan.send(m.ResultBatch(outcomes))
 
@@ -241,6 +287,38 @@ class _Worker:
         except BaseException as exc:
             return m.RAISED, _dump_raised(exc, values, fn, payload[len(values)])
         return _dump_value(values, fn)
+
+
+_statm: list[int] = []  # an open /proc/self/statm, once needed
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_memory(pid: int | None = None) -> int:
+    """Resident memory in bytes, of this process or of ``pid``; 0 when it cannot be read."""
+    try:
+        if pid is not None:
+            with open(f"/proc/{pid}/statm", "rb") as file:
+                return int(file.read().split()[1]) * _PAGE
+        if not _statm:
+            _statm.append(os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC))
+        return int(os.pread(_statm[0], 128, 0).split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _stack_file() -> int:
+    """A memory file that faulthandler writes every thread's stack into on STACK_SIGNAL.
+
+    The owner reads it through ``/proc/<pid>/fd/<fd>`` (same user). A worker stuck in a
+    task, even in C code that holds the GIL, still answers: faulthandler's handler is C code
+    that needs no GIL. Returns the descriptor, or -1 when that is unavailable.
+    """
+    try:
+        fd = os.memfd_create("manycore-stacks", os.MFD_CLOEXEC)
+        faulthandler.register(STACK_SIGNAL, file=fd, all_threads=True, chain=False)
+    except (AttributeError, OSError, RuntimeError, ValueError):
+        return -1
+    return fd
 
 
 def _starmap(fn: Callable[..., Any], items: list[Any]) -> Any:
