@@ -14,6 +14,7 @@ from manycore import _benchwork as work
 from manycore._machine import machine_facts
 
 from . import (
+    control,
     dask_backend,
     overhead,
     payload,
@@ -37,6 +38,7 @@ SUITES: dict[str, Callable[[Context], list[Figure]]] = {
     "dask": dask_backend.run,
     "shared_counter": shared_counter.run,
     "zerocopy": zerocopy.run,
+    "control": control.run,
 }
 
 ROOT = Path(__file__).resolve().parent.parent

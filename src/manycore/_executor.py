@@ -17,7 +17,7 @@ import concurrent.futures
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from concurrent.futures import _base
 from typing import Any, Callable, Optional
 
@@ -131,8 +131,10 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
             if running:
                 self._state = _base.PENDING  # so that the stdlib's cancel() takes it
         cancelled = super().cancel()
-        if running and cancelled and self._scheduler is not None:
-            self._scheduler.stop_running(self)
+        if running and cancelled:
+            self.set_running_or_notify_cancel()  # wake wait() / as_completed()
+            if self._scheduler is not None:
+                self._scheduler.stop_running(self)
         return cancelled
 
 
@@ -315,7 +317,11 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             source: Iterable[Any] = iterables[0]
             kind = m.MAP
         else:
-            source = zip(*iterables)
+            source = (
+                _Zipped(iterables)
+                if all(isinstance(i, Sized) for i in iterables)
+                else zip(*iterables)
+            )
             kind = m.STARMAP
         job = MapJob(
             self._scheduler, fn, fn_blob, source, kind, chunksize, True, None, options, progress
@@ -378,3 +384,16 @@ def _owned(iterator: ResultIterator, owner: object) -> Iterator[Any]:
     finally:
         iterator.close()
         del owner
+
+
+class _Zipped:
+    """zip() of inputs that all have a length, with that length (a progress total)."""
+
+    def __init__(self, iterables: Any) -> None:
+        self._iterables = iterables
+
+    def __len__(self) -> int:
+        return min(len(i) for i in self._iterables)
+
+    def __iter__(self) -> Iterator[Any]:
+        return zip(*self._iterables)

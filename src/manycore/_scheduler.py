@@ -28,7 +28,8 @@ Guarantees (see docs/design.md for the reasoning):
 * A task whose failure matches its ``retry_on`` goes back to the front of the FIFO until its
   ``retries`` are spent, then fails with the last cause. A task that kills every worker it
   touches fails after its retries like any other; it never breaks the pool, because only
-  deaths before a worker is ready count towards ``STARTUP_FAILURES``.
+  deaths before a worker is ready count towards ``STARTUP_FAILURES`` (a SIGKILL then
+  counts a third: it is more often the OOM killer or a user than the worker's fault).
 * With every option off, the only added work is a few additions per batch of outcomes
   (statistics) and a memory sample of busy workers every ``SAMPLE_EVERY`` seconds.
 """
@@ -80,12 +81,13 @@ from ._options import TaskOptions
 from ._serialize import dumps, loads, shm_threshold
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 from ._transport import OwnerChannel
-from ._worker import BOARD_SLOT, STACK_SIGNAL, resident_memory
+from ._worker import BOARD_SKIPS, BOARD_SLOT, BOARD_STRIDE, STACK_SIGNAL, resident_memory
 
 __all__ = ["Scheduler", "Sink", "Source", "Task"]
 
 IN_FLIGHT_BATCHES = 2  # per worker: one running, one waiting, so a worker never idles on IPC
 STARTUP_FAILURES = 3  # consecutive deaths before "ready" that break the pool
+KILLED_AT_START_WEIGHT = 3  # SIGKILLed before ready: that many count as one such death
 STATUS_WAIT = 2.0  # seconds to wait for a dead worker's exit status before killing it
 TERMINATE_GRACE = 0.5  # seconds between SIGTERM and SIGKILL when terminating
 KILL_GRACE = 0.5  # seconds a worker stopped for a timeout or a cancel gets after SIGTERM
@@ -303,7 +305,7 @@ class Scheduler:
         self._fifo: deque[SourceOrTask] = deque()
         self._slots: dict[int, _Slot] = {}  # by socket fd
         self._free_indexes = list(range(workers))
-        self._startup_failures = 0
+        self._startup_failures: float = 0
         self._asleep = False
         self._room = True  # some worker could take a batch now (kept by the scheduler)
         self._closing = False
@@ -315,6 +317,9 @@ class Scheduler:
         os.set_blocking(self._wake_w, False)
         internal_fd(self._wake_r)
         internal_fd(self._wake_w)
+        # Closed when the scheduler is collected, never before: user threads may call wake()
+        # until then, and a closed number could meanwhile name someone else's descriptor.
+        weakref.finalize(self, _close_quietly, self._wake_w)
         self._lifeline_r, self._lifeline_w = os.pipe()
         internal_fd(self._lifeline_w)
         self._board_fd, self._board = _make_board(workers)
@@ -570,10 +575,11 @@ class Scheduler:
                     slot.kill_at = None
                 else:
                     wait = _sooner(wait, slot.kill_at - now)
+                    watching = True  # keep checking until the SIGKILL is sent
             if not slot.watched():
                 continue
             watching = True
-            running, started = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_SLOT.size)
+            running, started = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_STRIDE)
             task = slot.tasks.get(running)
             if task is None:  # between tasks: look again soon
                 wait = _sooner(wait, WATCH_TICK)
@@ -630,14 +636,20 @@ class Scheduler:
         for slot in list(self._slots.values()):
             if slot.stopping:
                 continue
-            running = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_SLOT.size)[0]
+            running = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_STRIDE)[0]
             for task in list(slot.tasks.values()):
                 if task.sink is sink:
                     if task.id == running:
                         self._stop_task(slot, task, None)
-                        break
+                        continue
                     slot.cancels.add(task.id)
                     self._watching = True
+            if slot.cancels:  # the worker skips these when it comes to them
+                first = sorted(slot.cancels)[: BOARD_SKIPS.size // 8]
+                first += [-1] * (BOARD_SKIPS.size // 8 - len(first))
+                BOARD_SKIPS.pack_into(
+                    self._board, slot.index * BOARD_STRIDE + BOARD_SLOT.size, *first
+                )
 
     def _fail(self, task: Task, error: BaseException, partial: Any) -> None:
         """Settle ``task`` with ``error``, or run it again if its retries allow."""
@@ -705,7 +717,7 @@ class Scheduler:
         now = time.perf_counter()
         busy = []
         for slot in self._slots.values():
-            running, started = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_SLOT.size)
+            running, started = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_STRIDE)
             task = slot.tasks.get(running)
             if task is not None:
                 busy.append((slot.index, slot.proc.pid, slot.stack_fd, task, now - started))
@@ -751,13 +763,17 @@ class Scheduler:
                     batches.popleft()
             if task is None:  # stopped (a timeout, a cancel) and settled already
                 continue
+            if slot.cancels and task_id in slot.cancels:  # skipped, or finished first
+                slot.cancels.discard(task_id)
+                self._cancelled += 1
+                if task.options is not None and task.options.timeout is not None:
+                    slot.timed -= 1
+                continue
             settled += 1
             items += task.items
             busy += elapsed
-            if task.options is not None:
-                if task.options.timeout is not None:
-                    slot.timed -= 1
-                slot.cancels.discard(task_id)
+            if task.options is not None and task.options.timeout is not None:
+                slot.timed -= 1
             sizer = task.sink.sizer
             if sizer is None:
                 single_items += task.items
@@ -811,7 +827,14 @@ class Scheduler:
         self._room = any(slot.has_room() for slot in self._slots.values())
 
     def _fill_workers(self) -> None:
-        for slot in list(self._slots.values()):
+        slots = sorted(self._slots.values(), key=lambda slot: len(slot.batches))
+        for slot in slots:  # an idle worker gets work before a busy one gets more
+            if not slot.batches and slot.has_room():
+                calls = self._next_batch(slot)
+                if not calls:
+                    return
+                self._send(slot, calls)
+        for slot in slots:
             while slot.has_room():
                 calls = self._next_batch(slot)
                 if not calls:
@@ -890,7 +913,8 @@ class Scheduler:
     def _start_worker(self) -> None:
         index = self._free_indexes.pop(0)
         ours, theirs = socket.socketpair()
-        BOARD_SLOT.pack_into(self._board, index * BOARD_SLOT.size, -1, 0.0)
+        BOARD_SLOT.pack_into(self._board, index * BOARD_STRIDE, -1, 0.0)
+        BOARD_SKIPS.pack_into(self._board, index * BOARD_STRIDE + BOARD_SLOT.size, -1, -1, -1, -1)
         try:
             proc = self.launcher.start(theirs.fileno(), self._lifeline_r, self._board_fd)
         except BaseException:
@@ -926,7 +950,7 @@ class Scheduler:
         del self._slots[fd]
         forget_internal_fd(fd)
         slot.chan.close()
-        running = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_SLOT.size)[0]
+        running = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_STRIDE)[0]
         self._free_indexes.append(slot.index)
         status = slot.proc.wait(STATUS_WAIT)
         if status is None:  # its socket closed but it lives on: make sure it is gone
@@ -945,6 +969,8 @@ class Scheduler:
         # it had moved on to another one by the time the signal landed, that one is not to
         # blame and runs again elsewhere.
         blamed = None if slot.stopping else slot.tasks.pop(running, None)
+        for task_id in slot.cancels:  # cancelled while waiting in its batch: settled already
+            slot.tasks.pop(task_id, None)
         if slot.tasks:  # not started, or finished with their results lost: run them again
             self._fifo.extendleft(reversed(list(slot.tasks.values())))
         reason = slot.stopping or slot.retire_reason
@@ -958,8 +984,11 @@ class Scheduler:
             seat.restarts += 1
             seat.reasons.append(reason)
         if not planned and not slot.ready:
-            self._startup_failures += 1
-            if self._startup_failures >= STARTUP_FAILURES and self._broken is None:
+            # A SIGKILL from outside (the OOM killer, a user, a chaos test) while a worker
+            # starts says little about the worker itself: it counts a third as much.
+            killed = describe_status(status)[1] == signal.SIGKILL
+            self._startup_failures += 1 if not killed else 1 / KILLED_AT_START_WEIGHT
+            if self._startup_failures >= STARTUP_FAILURES - 1e-9 and self._broken is None:
                 self._break(self._startup_error(slot, status))
         if self._broken is None and not self._terminating and not self._closing_idle():
             try:
@@ -1055,8 +1084,9 @@ class Scheduler:
             except OSError:
                 pass
         self._lifeline_w = self._lifeline_r = self._board_fd = -1
-        # The write end of the wake-up pipe stays open: user threads may still call
-        # wake(), and a write into a pipe nobody reads is harmless until it fills.
+        self._board.close()  # its mapping holds a copy of the memfd
+        # The write end of the wake-up pipe stays open until the scheduler is collected:
+        # user threads may still call wake(), and a write nobody reads is harmless.
 
 
 _SHM_PAYLOAD = ord("M")  # the first byte of a shared-memory payload (_serialize)
@@ -1085,7 +1115,7 @@ def _free_worker_segments(slot: _Slot) -> None:
 
 def _make_board(workers: int) -> tuple[int, mmap.mmap]:
     """A shared page where each worker writes the id of the task it is running."""
-    size = max(mmap.PAGESIZE, workers * BOARD_SLOT.size)
+    size = max(mmap.PAGESIZE, workers * BOARD_STRIDE)
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("manycore-board", os.MFD_CLOEXEC)
     else:  # pragma: no cover - non-Linux
@@ -1165,6 +1195,14 @@ def _size(count: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GiB"
+
+
+def _close_quietly(fd: int) -> None:
+    forget_internal_fd(fd)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _sooner(wait: float | None, other: float) -> float:

@@ -30,6 +30,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import concurrent.futures
 import faulthandler
 import mmap
 import multiprocessing
@@ -54,7 +55,9 @@ from ._errors import (
 from ._serialize import WorkerFunctionCache, dumps, dumps_payload, first_unpicklable, loads
 
 __all__ = [
+    "BOARD_SKIPS",
     "BOARD_SLOT",
+    "BOARD_STRIDE",
     "EXIT_INIT_FAILED",
     "EXIT_ORPHANED",
     "STACK_SIGNAL",
@@ -67,6 +70,10 @@ __all__ = [
 # time.perf_counter and time.monotonic share on Linux (CLOCK_MONOTONIC, machine-wide), so
 # the owner can tell how long it has run.
 BOARD_SLOT = struct.Struct("<qd")
+# After it, the ids of up to four tasks of this worker's batches that were cancelled before
+# they started: the owner writes them, the worker skips them (-1: none).
+BOARD_SKIPS = struct.Struct("<4q")
+BOARD_STRIDE = BOARD_SLOT.size + BOARD_SKIPS.size  # bytes per worker on the board
 STACK_SIGNAL = signal.SIGRTMIN + 6  # faulthandler dumps the stacks on this one
 EXIT_INIT_FAILED = 3
 EXIT_ORPHANED = 4
@@ -194,7 +201,7 @@ class _Worker:
 
     def run(self) -> int:
         config: m.WorkerConfig = self.chan.recv()
-        self.offset = config.slot * BOARD_SLOT.size
+        self.offset = config.slot * BOARD_STRIDE
         self.max_tasks = config.max_tasks
         self.max_memory = config.max_memory
         self.chan.before_send = _output.install_worker(self.chan.send_quietly, config.output)
@@ -235,8 +242,12 @@ class _Worker:
         clock = time.perf_counter
         last_flush = clock()
         board, offset, pack = self.board, self.offset, BOARD_SLOT.pack_into
+        skips, skips_at = BOARD_SKIPS.unpack_from, offset + BOARD_SLOT.size
         max_memory = self.max_memory
         for task_id, kind, fn_blob, call_payload in batch.calls:
+            if task_id in skips(board, skips_at):  # cancelled before it started
+                outcomes.append((task_id, m.FAILED, _CANCELLED, 0.0))
+                continue
             start = clock()
             pack(board, offset, task_id, start)
             status, payload = self._run_call(kind, fn_blob, call_payload)
@@ -319,6 +330,9 @@ def _stack_file() -> int:
     except (AttributeError, OSError, RuntimeError, ValueError):
         return -1
     return fd
+
+
+_CANCELLED = dumps(concurrent.futures.CancelledError())
 
 
 def _starmap(fn: Callable[..., Any], items: list[Any]) -> Any:
