@@ -554,19 +554,27 @@ class Scheduler:
     # timeouts, cancels, memory samples ---------------------------------------
 
     def _check_timers(self) -> float | None:
-        """Act on the deadlines that are due; return seconds until the next one (or None)."""
-        busy = self._busy()
-        if not self._watching and not busy:
-            return None
+        """Act on the deadlines that are due; return seconds until the next one (or None).
+
+        Called before every poll, so the common case (no timed or cancelled task, no memory
+        sample due) is one clock read and a comparison.
+        """
         now = time.perf_counter()
         wait: float | None = None
-        if busy:
-            if now >= self._next_sample:
-                self._next_sample = now + SAMPLE_EVERY
-                for slot in self._slots.values():
-                    if slot.tasks:
-                        slot.rss = resident_memory(slot.proc.pid) or slot.rss
-            wait = self._next_sample - now
+        if now >= self._next_sample:
+            busy = False
+            for slot in self._slots.values():
+                if slot.tasks:
+                    busy = True
+                    slot.rss = resident_memory(slot.proc.pid) or slot.rss
+            self._next_sample = now + SAMPLE_EVERY
+            if busy:
+                wait = SAMPLE_EVERY
+            # Idle: sleep until woken; the first wake after work arrives samples again.
+        else:
+            wait = self._next_sample - now  # at worst one wake-up after the pool goes idle
+        if not self._watching:
+            return wait
         watching = False
         for slot in list(self._slots.values()):
             if slot.kill_at is not None:
@@ -597,9 +605,6 @@ class Scheduler:
                 wait = _sooner(wait, WATCH_TICK)
         self._watching = watching
         return wait
-
-    def _busy(self) -> bool:
-        return any(slot.tasks for slot in self._slots.values())
 
     def _stop_task(self, slot: _Slot, task: Task, ran: float | None) -> None:
         """Stop ``slot``'s worker, which runs ``task``: past its timeout (``ran`` seconds)
@@ -827,7 +832,7 @@ class Scheduler:
         self._room = any(slot.has_room() for slot in self._slots.values())
 
     def _fill_workers(self) -> None:
-        slots = sorted(self._slots.values(), key=lambda slot: len(slot.batches))
+        slots = self._slots.values()
         for slot in slots:  # an idle worker gets work before a busy one gets more
             if not slot.batches and slot.has_room():
                 calls = self._next_batch(slot)
