@@ -34,7 +34,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import manycore
 from manycore import _benchwork as work
@@ -157,45 +157,29 @@ def _options_off(ctx: Context) -> list[Figure]:
         cf_exec = stack.enter_context(
             opened(ctx, "concurrent.futures.ProcessPoolExecutor", ProcessPoolExecutor(w))
         )
+
+        def per_item(name: str, each: Callable[[Any, int], Any], target: Any) -> Call:
+            """One item at a time through ``target``: ``n_each`` calls, after a warm-up."""
+            return Call(
+                Measurement(name, n_each),
+                lambda: each(target, n_each),
+                right_each,
+                warmup=lambda: each(target, warm_each),
+            )
+
         each_calls = [
-            Call(
-                Measurement("manycore.ProcessPoolExecutor.submit, default options", n_each),
-                lambda: _submit_each(mc_exec, n_each),
-                right_each,
-                warmup=lambda: _submit_each(mc_exec, warm_each),
+            per_item("manycore.ProcessPoolExecutor.submit, default options", _submit_each, mc_exec),
+            per_item(
+                "manycore.ProcessPoolExecutor(task_timeout=None, retries=0).submit",
+                _submit_each,
+                off_exec,
             ),
-            Call(
-                Measurement(
-                    "manycore.ProcessPoolExecutor(task_timeout=None, retries=0).submit", n_each
-                ),
-                lambda: _submit_each(off_exec, n_each),
-                right_each,
-                warmup=lambda: _submit_each(off_exec, warm_each),
+            per_item("manycore.ProcessPoolExecutor(retries=3).submit", _submit_each, retry_exec),
+            per_item("manycore.Pool.apply_async, default options", _apply_each, mc_pool),
+            per_item(
+                "manycore.Pool(task_timeout=None, retries=0).apply_async", _apply_each, off_pool
             ),
-            Call(
-                Measurement("manycore.ProcessPoolExecutor(retries=3).submit", n_each),
-                lambda: _submit_each(retry_exec, n_each),
-                right_each,
-                warmup=lambda: _submit_each(retry_exec, warm_each),
-            ),
-            Call(
-                Measurement("manycore.Pool.apply_async, default options", n_each),
-                lambda: _apply_each(mc_pool, n_each),
-                right_each,
-                warmup=lambda: _apply_each(mc_pool, warm_each),
-            ),
-            Call(
-                Measurement("manycore.Pool(task_timeout=None, retries=0).apply_async", n_each),
-                lambda: _apply_each(off_pool, n_each),
-                right_each,
-                warmup=lambda: _apply_each(off_pool, warm_each),
-            ),
-            Call(
-                Measurement("concurrent.futures.ProcessPoolExecutor.submit", n_each),
-                lambda: _submit_each(cf_exec, n_each),
-                right_each,
-                warmup=lambda: _submit_each(cf_exec, warm_each),
-            ),
+            per_item("concurrent.futures.ProcessPoolExecutor.submit", _submit_each, cf_exec),
         ]
         # The stdlib executor's side takes seconds a round: the usual repeats for it.
         measure(tight, f"one submit / apply_async per item, {n_each:,} items", each_calls[:-1])
