@@ -210,7 +210,9 @@ class _Slot:
         self.retiring = False
         self.prefix_tracked = False  # our tracker removes its segments if we both die
         self.timed = 0  # tasks in ``tasks`` with a timeout
-        self.cancels: set[int] = set()  # ids of cancelled tasks to stop once they start
+        # Ids of cancelled tasks waiting in its batches: on the board's skip list, and
+        # stopped if one starts anyway.
+        self.cancels: set[int] = set()
         self.stopping = ""  # why we are stopping it (a timeout, a cancel), once we are
         self.kill_at: float | None = None  # when SIGTERM turns into SIGKILL
         self.retire_reason = ""  # what the worker said when it retired
@@ -422,8 +424,9 @@ class Scheduler:
 
     def stop_running(self, sink: Sink) -> None:
         """Stop the tasks of ``sink`` that are in workers: a running one at once (its worker
-        is stopped and replaced), one waiting in a worker's batch as soon as it starts.
-        The sink has already settled itself as cancelled; what they produce is dropped."""
+        is stopped and replaced); one waiting in a worker's batch goes on the worker's skip
+        list, or (past four) is stopped as soon as it starts. The sink has already settled
+        itself as cancelled; what they produce is dropped."""
         self._ask(_Request(lambda: self._stop_sink(sink)))
 
     def statistics(self) -> PoolStatistics:
