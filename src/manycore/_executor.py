@@ -26,9 +26,8 @@ from ._chunking import ChunkSizer
 from ._cpu import cpu_count
 from ._errors import PoolClosedError
 from ._jobs import MapJob, ResultIterator
-from ._launch import resolve_start_method
 from ._options import DEFAULT, TaskOptions, merge_options, parse_memory
-from ._pool import _check_chunksize, function_cache
+from ._pool import _check_chunksize, function_cache, make_scheduler
 from ._scheduler import Scheduler, Task
 from ._serialize import dumps_args
 from ._stats import PoolStatistics, WorkerStack
@@ -196,30 +195,19 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._options = merge_options(None, task_timeout, retries, retry_on)
         max_memory = parse_memory(max_memory_per_child)
-        if backend == "local" and address is None:
-            self._scheduler = Scheduler(
-                resolve_start_method(mp_context),
-                max_workers,
-                initializer,
-                tuple(initargs),
-                max_tasks_per_child,
-                max_memory,
-            )
-        else:  # imported only here: importing manycore never imports Dask
-            from ._dask import make_backend
-
-            self._scheduler = make_backend(
-                backend,
-                address,
-                requested,
-                initializer,
-                tuple(initargs),
-                max_tasks_per_child,
-                mp_context,
-                self._options,
-                max_memory,
-            )
-            self._max_workers = self._scheduler.workers
+        self._scheduler = make_scheduler(
+            backend,
+            address,
+            mp_context,
+            max_workers,
+            requested,
+            initializer,
+            tuple(initargs),
+            max_tasks_per_child,
+            self._options,
+            max_memory,
+        )
+        self._max_workers = self._scheduler.workers
         self._shutdown = False
         self._finalizer = weakref.finalize(self, self._scheduler.close)
 

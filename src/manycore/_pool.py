@@ -282,30 +282,19 @@ class Pool:
         max_memory = parse_memory(max_memory_per_child)
         self._processes = processes
         self._state = "RUN"
-        if backend == "local" and address is None:
-            self._scheduler = Scheduler(
-                resolve_start_method(context),
-                processes,
-                initializer,
-                tuple(initargs),
-                maxtasksperchild,
-                max_memory,
-            )
-        else:  # imported only here: importing manycore never imports Dask
-            from ._dask import make_backend
-
-            self._scheduler = make_backend(
-                backend,
-                address,
-                requested,
-                initializer,
-                tuple(initargs),
-                maxtasksperchild,
-                context,
-                self._options,
-                max_memory,
-            )
-            self._processes = self._scheduler.workers
+        self._scheduler = make_scheduler(
+            backend,
+            address,
+            context,
+            processes,
+            requested,
+            initializer,
+            tuple(initargs),
+            maxtasksperchild,
+            self._options,
+            max_memory,
+        )
+        self._processes = self._scheduler.workers
         # Dropped without close(): finish what was submitted, then let the workers go.
         self._finalizer = weakref.finalize(self, self._scheduler.close)
 
@@ -621,6 +610,31 @@ class Pool:
         # A broken pool still takes work: each call then fails through its result, where
         # Pool users handle errors (the executor raises at submit, as the stdlib's does).
         self._scheduler.check_open(broken_raises=False)
+
+
+def make_scheduler(
+    backend: str,
+    address: Any,
+    context: Any,
+    workers: int,
+    requested: int | None,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+    max_tasks: int | None,
+    options: TaskOptions | None,
+    max_memory: int | None,
+) -> Scheduler:
+    """The scheduler behind a Pool or an executor: local worker processes, or Dask."""
+    if backend == "local" and address is None:
+        return Scheduler(
+            resolve_start_method(context), workers, initializer, initargs, max_tasks, max_memory
+        )
+    # Imported only here: importing manycore never imports Dask.
+    from ._dask import make_backend
+
+    return make_backend(
+        backend, address, requested, initializer, initargs, max_tasks, context, options, max_memory
+    )
 
 
 def _check_chunksize(chunksize: Optional[int]) -> None:
