@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from manycore import _queues
+from manycore import _queues, _serialize
 from manycore._errors import ArgumentPicklingError
 from manycore._queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
+from manycore._serialize import SharedMemoryWarning
 from tests import workloads_ipc as w
 from tests.helpers import TIMEOUT
 
@@ -403,8 +404,14 @@ def test_full_shared_memory_raises_in_put_and_nothing_is_lost(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "posix_fallocate", full)  # /dev/shm is full from now on
-    with pytest.raises(ShmUnavailableError, match="nothing was enqueued") as info:
-        q.put(b"y" * (3 * MIB))  # needs an overflow block
+    monkeypatch.setattr(_serialize, "_warned", False)
+    # Too big for the ring: no segment of its own can be made (one warning), then no
+    # overflow block either.
+    with (
+        pytest.warns(SharedMemoryWarning),
+        pytest.raises(ShmUnavailableError, match="nothing was enqueued") as info,
+    ):
+        q.put(b"y" * (3 * MIB))
     assert info.value.errno == errno.ENOSPC
     assert q.qsize() == len(items)
     monkeypatch.setattr(os, "posix_fallocate", real)

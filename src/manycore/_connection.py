@@ -16,11 +16,17 @@ What it guarantees:
   wait on the descriptor *and* on the sentinels of the processes ``b`` was handed to: when
   they have all exited and nothing is left to read, ``recv`` raises ``EOFError``. Data the
   child sent before it died is still delivered first.
-* **Throughput**: duplex pipes are Unix socketpairs and one-way pipes are OS pipes, as in the
-  stdlib, with their kernel buffers raised to 1 MiB where the system allows (fewer context
+* **Throughput**: every pipe is a Unix socketpair (one-way pipes too, where the stdlib makes
+  an OS pipe), with kernel buffers raised to 1 MiB where the system allows (fewer context
   switches for big messages); a message is written with one system call when it is small and
   without concatenation when it is big, and a big one is read straight into its final buffer
   (the caller's, for ``recv_bytes_into``).
+* **Big buffers do not go through the socket**: ``send`` of an object whose NumPy arrays,
+  ``bytearray``/``memoryview`` objects and big ``bytes`` add up to ``shm_threshold()`` bytes
+  or more copies them once into a memfd whose descriptor travels with the message, and
+  ``recv`` builds the arrays on that memory (``_memfd`` explains the format, the reuse and
+  the lifetime). Such a message reads as the stdlib's only for a manycore end;
+  ``send_bytes`` never uses it.
 
 ``Listener``/``Client`` are the stdlib's: the connections they make are the stdlib's, and
 ``wait`` here (or the stdlib's) takes them beside manycore's.
@@ -32,10 +38,12 @@ only it knows how to send (sockets, stdlib connections).
 
 from __future__ import annotations
 
+import array
 import os
 import pickle
 import select
 import socket
+import stat
 import struct
 from multiprocessing import BufferTooShort
 from multiprocessing import reduction as _reduction
@@ -43,15 +51,17 @@ from multiprocessing.connection import Client as Client  # stdlib's: their ends 
 from multiprocessing.connection import Listener as Listener
 from typing import Any, Iterable, List, Optional, Union
 
-from ._serialize import dumps
+from . import _memfd, _serialize
+from ._serialize import BigBuffer, dumps, inband_unless_big, split_buffers
 
 __all__ = ["BufferTooShort", "Client", "Connection", "Listener", "Pipe", "wait"]
 
 BUFFER_BYTES = 1 << 20  # kernel buffer asked for each pipe and socket (capped by the system)
 SMALL = 16 << 10  # up to this, header and payload go out in one write
-_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), missing from fcntl before Python 3.10
 _HEADER = struct.Struct("!i")
 _BIG_HEADER = struct.Struct("!Q")
+_MAIN = b"__main__"
+_pdumps = pickle.dumps
 
 
 class Connection:
@@ -72,6 +82,9 @@ class Connection:
         self._holders: List[Any] = []
         self._peer_holders: List[Any] = []
         self._scratch = bytearray()
+        self._socket: Optional[bool] = None  # whether fd is a socket (memfds can travel)
+        self._outbox: Optional[_memfd.Outbox] = None
+        self._inbox: Optional[_memfd.Inbox] = None
 
     # --- state ---
 
@@ -102,6 +115,11 @@ class Connection:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)
+        outbox, inbox, self._outbox, self._inbox = self._outbox, self._inbox, None, None
+        if outbox is not None:
+            outbox.close()
+        if inbox is not None:
+            inbox.close()
 
     def __enter__(self) -> Connection:
         return self
@@ -223,7 +241,21 @@ class Connection:
             OSError: the connection is closed or read-only.
         """
         self._check_writable()
-        if _looks_big(obj):
+        big = _looks_big(obj)
+        if not big:
+            try:
+                data = _pdumps(obj, 5, buffer_callback=inband_unless_big)
+            except BigBuffer:  # a big array inside a tuple, list, dict or object
+                big = True
+            except Exception:
+                pass
+            else:
+                if _MAIN not in data:
+                    self._send(data, len(data))
+                    return
+        if big:
+            if self._send_memfd(obj):
+                return
             pieces = _pickle_pieces(obj)
             if pieces is not None:
                 self._send_pieces(pieces)
@@ -233,6 +265,53 @@ class Connection:
         except Exception:
             data = bytes(_reduction.ForkingPickler.dumps(obj))
         self._send(data, len(data))
+
+    def _send_memfd(self, obj: Any) -> bool:
+        """Send ``obj`` with its big buffers in a memfd (see ``_memfd``); False when that
+        does not apply (not a socket, shared memory off or out of room, nothing big)."""
+        threshold = _serialize.shm_threshold()
+        if threshold is None or not self._is_socket():
+            return False
+        try:
+            body, raws, persistent = split_buffers(obj, threshold)
+        except Exception:
+            return False
+        if not raws:
+            self._send(body, len(body))
+            return True
+        if self._outbox is None:
+            self._outbox = _memfd.Outbox()
+        need = _memfd.RESERVED + sum(-(-r.nbytes // 64) * 64 for r in raws)
+        try:
+            memfd, kept = self._outbox.claim(need)
+        except OSError as exc:
+            _serialize._shm_failed(exc)
+            return False
+        try:
+            blob = _memfd.blob_for(memfd, kept, body, raws, persistent)
+            self._write_all(memoryview(_HEADER.pack(_memfd.FD_MESSAGE)))
+            length = _BIG_HEADER.pack(len(blob))
+            fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [memfd.fd]))]
+            sock = socket.socket(fileno=self._fd)
+            try:
+                sent = sock.sendmsg([length, blob], fds)
+            finally:
+                sock.detach()
+            if sent < len(length) + len(blob):  # the descriptor went with the first byte
+                self._write_all(memoryview(length + blob)[sent:])
+        except BaseException:
+            if kept:
+                memfd.state[0] = _memfd.FREE
+            raise
+        finally:
+            if not kept:
+                memfd.close()  # the message holds the memory now
+        return True
+
+    def _is_socket(self) -> bool:
+        if self._socket is None:
+            self._socket = stat.S_ISSOCK(os.fstat(self._fd).st_mode)
+        return self._socket
 
     def _send_pieces(self, pieces: list[memoryview]) -> None:
         n = sum(p.nbytes for p in pieces)
@@ -338,13 +417,18 @@ class Connection:
         if maxlength is not None and maxlength < 0:
             raise ValueError("negative maxlength")
         size = self._read_length()
+        if size == _memfd.FD_MESSAGE:  # sent with send(): its pickle, as the stdlib gives
+            data = dumps(self._recv_memfd())
+            size = len(data)
+        else:
+            data = b""
         if maxlength is not None and size > maxlength:
             self.close()
             raise OSError("bad message length")
-        if size == 0:
-            return b""
-        data = self._read_payload(size)
-        return data if type(data) is bytes else bytes(data)
+        if size == 0 or data:
+            return data
+        payload = self._read_payload(size)
+        return payload if type(payload) is bytes else bytes(payload)
 
     def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
         """Receive one message into ``buf`` at byte ``offset``; return its length in bytes.
@@ -362,6 +446,13 @@ class Connection:
             if offset > bytesize:
                 raise ValueError("offset too large")
             size = self._read_length()
+            if size == _memfd.FD_MESSAGE:  # sent with send(): its pickle, as the stdlib gives
+                pickled = dumps(self._recv_memfd())
+                size = len(pickled)
+                if bytesize < offset + size:
+                    raise BufferTooShort(pickled)
+                m.cast("B")[offset : offset + size] = pickled
+                return size
             if bytesize < offset + size:
                 data = self._read_payload(size) if size else b""
                 raise BufferTooShort(bytes(data))
@@ -378,7 +469,41 @@ class Connection:
         """
         self._check_readable()
         size = self._read_length()
+        if size == _memfd.FD_MESSAGE:
+            return self._recv_memfd()
         return pickle.loads(self._read_payload(size, scratch=True))
+
+    def _recv_memfd(self) -> Any:
+        """After the length word FD_MESSAGE: the object, built on the memfd sent with it."""
+        if self._peer_holders and self._wait_readable(None) < 0:
+            raise self._eof(False)
+        sock = socket.socket(fileno=self._fd)
+        try:
+            head, ancillary, flags, _ = sock.recvmsg(8, socket.CMSG_SPACE(16))
+        finally:
+            sock.detach()
+        fds = _memfd.parse_fds(ancillary)
+        try:
+            if not head:
+                raise self._eof(False)
+            if len(fds) != 1 or flags & socket.MSG_CTRUNC:
+                raise OSError(
+                    "a big message arrived without its shared memory descriptor; only "
+                    "manycore ends can send big buffers to manycore ends"
+                )
+            if len(head) < 8:
+                rest = bytearray(8 - len(head))
+                self._read_exact_into(memoryview(rest), False)
+                head += rest
+            (size,) = _BIG_HEADER.unpack(head)
+            blob = self._read_payload(size, scratch=True)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        if self._inbox is None:
+            self._inbox = _memfd.Inbox()
+        return self._inbox.rebuild(blob, fds[0])
 
     def poll(self, timeout: Optional[float] = 0.0) -> bool:
         """Whether ``recv`` would return (or raise EOFError) without blocking, waiting up to
@@ -431,20 +556,11 @@ def _rebuild(df: Any, readable: bool, writable: bool) -> Connection:
     return Connection(df.detach(), readable, writable)
 
 
-def _grow(fd: int, is_socket: bool) -> None:
+def _grow(s: socket.socket) -> None:
     """Ask for bigger kernel buffers; the system may cap or refuse them (that's fine)."""
     try:
-        if is_socket:
-            s = socket.socket(fileno=fd)
-            try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER_BYTES)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
-            finally:
-                s.detach()
-        else:
-            import fcntl
-
-            fcntl.fcntl(fd, _F_SETPIPE_SZ, BUFFER_BYTES)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER_BYTES)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
     except OSError:
         pass
 
@@ -454,15 +570,17 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
 
     With ``duplex=False`` the first end only receives and the second only sends.
     """
+    # Both kinds are Unix sockets (the stdlib makes a one-way pipe an OS pipe): a big
+    # message's memfd travels with it (see _memfd), which an OS pipe cannot carry.
+    s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    for s in (s1, s2):
+        _grow(s)
     if duplex:
-        s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for s in (s1, s2):
-            _grow(s.fileno(), True)
         c1, c2 = Connection(s1.detach()), Connection(s2.detach())
     else:
-        r, w = os.pipe()
-        _grow(w, False)
-        c1, c2 = Connection(r, writable=False), Connection(w, readable=False)
+        s1.shutdown(socket.SHUT_WR)
+        s2.shutdown(socket.SHUT_RD)
+        c1, c2 = Connection(s1.detach(), writable=False), Connection(s2.detach(), readable=False)
     c1._peer_holders, c2._peer_holders = c2._holders, c1._holders
     return c1, c2
 

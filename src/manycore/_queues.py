@@ -53,15 +53,28 @@ Wire format (all integers native-endian u64, every record 8-byte aligned)::
     record: u64 (payload length << 8 | kind), payload, zero padding to 8 bytes
       kind PICKLE:  a pickle (protocol 5)
       kind BYTES:   a top-level bytes object's contents, no pickle at all
-      kind OOB:     u64 n, n u64 buffer lengths, u64 pickle length, pickle, buffers
-                    (pickle protocol 5 out-of-band buffers: NumPy arrays, bytearray, ...)
+      kind SEG:     u8 flags, u8 name length, u16 buffer count, u16 persistent count,
+                    the segment's name, (u64 offset, u64 length) per buffer, the pickle
+                    of the rest (see "Big buffers" below)
       kind WRAP:    the rest of the ring is unused; the next record starts at offset 0
       kind NEXT:    the rest of this overflow block is unused; go to the next block
       kind READING: being copied out by a consumer; FREE: taken, space not yet freed
     overflow block: the next block's name (64 bytes), then records
 
-``_encode``/``_decode`` are the single place where large buffers could later travel through
-their own segments instead of being copied.
+Big buffers: an item whose NumPy arrays, ``bytearray``/``memoryview``/``PickleBuffer``
+objects and big ``bytes`` add up to ``_serialize.shm_threshold()`` bytes or more (64 KiB
+by default), and a top-level ``bytes`` object too big for the ring, is split
+(``_serialize.split_buffers``): the buffers are copied once into a segment of their own,
+named after the queue (``<prefix>-s...``), and the record carries its name, the buffers'
+places and the pickle of the rest. ``get`` builds the arrays on the segment's memory: no
+copy on the way out. Creating and freeing a 64 MiB segment costs ten times the copy into a
+warm one, so the queue keeps up to ``SEG_SLOTS`` segments for reuse, named in the header.
+Each starts with a state word: free, sent (claimed by a producer, its record queued), or
+held by the reader whose pid it names; that reader sets it free again when the last object
+built on the memory is garbage-collected (``_serialize.watched_views``), and a producer
+also takes back a segment whose reader has died. When every kept segment is busy, the item
+gets a one-off segment (``<prefix>-o...``) that its reader unlinks on receipt. Every name
+carries the queue's prefix, so the creator's cleanup and its tracker free what is left.
 """
 
 from __future__ import annotations
@@ -72,14 +85,23 @@ import os
 import pickle
 import queue as _stdqueue
 import secrets
+import struct
 import threading
 import time
 import weakref
 from typing import Any, Iterable, Optional
 
-from . import _shm
+from . import _serialize, _shm
 from ._errors import ArgumentPicklingError
-from ._serialize import dumps, loads
+from ._memfd import NO_WAIT_S, POLL_S, WAIT_S, round_up
+from ._serialize import (
+    dumps,
+    inband_unless_big,
+    loads,
+    split_buffers,
+    unpickle_buffers,
+    watched_views,
+)
 
 # The C semaphore behind multiprocessing's locks (typeshed has no stubs for it).
 _mp: Any = importlib.import_module("_multiprocessing")
@@ -104,7 +126,7 @@ RAW_MIN = 64 << 10
 SEM_MAX = SemLock.SEM_VALUE_MAX
 _SEMAPHORE = 1  # SemLock kind: a plain counting semaphore (kind 0 is a recursive mutex)
 
-PICKLE, BYTES, OOB, WRAP, NEXT = 1, 2, 3, 4, 5
+PICKLE, BYTES, SEG, WRAP, NEXT = 1, 2, 3, 4, 5
 READING, FREE = 6, 7  # a ring record being copied out without the mutex; one already taken
 # A ring record at least this big is copied out with the mutex released (see _take_ring).
 BIG_READ = 64 << 10
@@ -145,8 +167,34 @@ H_SPACE_WAITERS = 24  # producers waiting for ring space
 OVF_HEAD_NAME = 256  # byte offsets of the name slots
 OVF_TAIL_NAME = 320
 SPARE_NAME = 384  # an emptied overflow block kept for reuse (its pages are already mapped)
-HEADER_BYTES = 448
+SEG_SLOT0 = 448  # names of the big-buffer segments kept for reuse ("" unused, "*" being made)
+SEG_SLOTS = 4
+HEADER_BYTES = SEG_SLOT0 + SEG_SLOTS * 64
 BLOCK_MAPPINGS = 4  # overflow blocks each process keeps mapped
+
+# Big-buffer segments (see "Big buffers" above).
+SEG_RESERVED = 64  # bytes before a segment's data; the first u64 is its state
+SEG_FREE, SEG_SENT, SEG_HELD = 0, 1, 2  # held: (reader pid << 2) | SEG_HELD
+SEG_REUSE, SEG_BYTES = 1, 2  # record flags: a kept segment; the item is one bytes object
+SEG_MAPPINGS = 8  # big-buffer segments each process keeps mapped
+_CREATING = "*"
+_SEG_HEAD = struct.Struct("<BBHH")
+_SPAN = struct.Struct("<QQ")
+_ALIGN = 64
+
+
+def _state(block: _File) -> memoryview:
+    return block.buf[:8].cast("Q")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists
+        return True
+    return True
 
 
 def _pad(n: int) -> int:
@@ -204,9 +252,13 @@ class _File:
             pass
 
     @staticmethod
+    def path(name: str) -> str:
+        return os.path.join(_shm.shm_dir(), name)
+
+    @staticmethod
     def unlink(name: str) -> None:
         try:
-            os.unlink(os.path.join(_shm.shm_dir(), name))
+            os.unlink(_File.path(name))
         except FileNotFoundError:
             pass
 
@@ -255,66 +307,6 @@ def _cleanup(owner: int, prefix: str, sems: tuple[str, ...]) -> None:
         _shm.untrack_semaphores(prefix)
     except Exception:  # at interpreter exit, nothing must raise here
         pass
-
-
-# --- encoding: the one place that decides how an object becomes bytes ----------------------
-
-
-def _encode(obj: Any) -> tuple[int, list[Any], int]:
-    """``(kind, pieces, payload length)`` for ``obj``; raises ArgumentPicklingError.
-
-    Plug-in point for moving big buffers through their own segments instead of the ring.
-    """
-    if type(obj) is bytes and len(obj) >= RAW_MIN:
-        return BYTES, [obj], len(obj)
-    try:
-        if type(obj) in (int, float, str, tuple, list, dict, type(None), bool):
-            data = dumps(obj)
-            return PICKLE, [data], len(data)
-        buffers: list[pickle.PickleBuffer] = []
-        data = pickle.dumps(obj, 5, buffer_callback=buffers.append)
-        if b"__main__" in data:
-            raise pickle.PicklingError("by value")  # let cloudpickle take it
-    except Exception:
-        try:
-            data = dumps(obj)
-        except Exception as exc:
-            raise ArgumentPicklingError(
-                f"cannot put a {type(obj).__name__} object on the queue: it cannot be pickled "
-                f"({exc}). Put something picklable (plain data, or a name or path the consumer "
-                "can use to rebuild the object); nothing was enqueued.",
-                argument="item",
-            ) from exc
-        return PICKLE, [data], len(data)
-    if not buffers:
-        return PICKLE, [data], len(data)
-    raws = [b.raw() for b in buffers]
-    table = [len(raws), *(r.nbytes for r in raws), len(data)]
-    head = memoryview(bytearray(8 * len(table))).cast("Q")
-    for i, v in enumerate(table):
-        head[i] = v
-    pieces: list[Any] = [head, data, *raws]
-    return OOB, pieces, 8 * len(table) + len(data) + sum(r.nbytes for r in raws)
-
-
-def _decode(kind: int, payload: bytes) -> Any:
-    if kind == PICKLE:
-        return loads(payload)
-    if kind == BYTES:
-        return payload
-    view = memoryview(payload)
-    n = view[:8].cast("Q")[0]
-    table = view[: 8 * (n + 2)].cast("Q")
-    pos = 8 * (n + 2)
-    plen = table[n + 1]
-    data = view[pos : pos + plen]
-    pos += plen
-    bufs = []
-    for i in range(n):
-        size = table[1 + i]
-        bufs.append(view[pos : pos + size])
-        pos += size
-    return pickle.loads(data, buffers=bufs)
 
 
 class Queue:
@@ -372,6 +364,8 @@ class Queue:
         self._slots = make(prefix, "s", self._maxsize, self._maxsize) if self._maxsize else None
         self._done = make(prefix, "d", 0, SEM_MAX) if self._joinable else None
         self._blocks: dict[str, _File] = {}
+        self._segments: dict[str, _File] = {}  # big-buffer segments mapped here, oldest first
+        self._seg_no_wait_until = 0.0
         self._spill_freely_until = 0.0
         self._closed = False
         self._local = threading.local()
@@ -602,6 +596,226 @@ class Queue:
             hdr[H_OVF_WRITE] = 0
         return word & 0xFF, payload
 
+    # --- encoding, and big buffers in segments of their own ---
+
+    def _encode(self, obj: Any) -> tuple[int, list[Any], int]:
+        """``(kind, pieces, payload length)`` for ``obj``; raises ArgumentPicklingError.
+
+        A SEG record has claimed a segment: if it is not enqueued, pass it to ``_abandon``.
+        """
+        threshold = _serialize.shm_threshold()
+        if type(obj) is bytes:
+            if len(obj) > self._quarter and threshold is not None:
+                return self._to_segment(obj, b"", [memoryview(obj)], 0, SEG_BYTES)
+            if len(obj) >= RAW_MIN:
+                return BYTES, [obj], len(obj)
+        raws: list[memoryview] = []
+        persistent = 0
+        try:
+            if threshold is None:
+                data = dumps(obj)
+            else:
+                data, raws, persistent = split_buffers(obj, threshold)
+        except Exception as exc:
+            raise ArgumentPicklingError(
+                f"cannot put a {type(obj).__name__} object on the queue: it cannot be pickled "
+                f"({exc}). Put something picklable (plain data, or a name or path the consumer "
+                "can use to rebuild the object); nothing was enqueued.",
+                argument="item",
+            ) from exc
+        if raws:
+            return self._to_segment(obj, data, raws, persistent, 0)
+        return PICKLE, [data], len(data)
+
+    def _to_segment(
+        self, obj: Any, body: bytes, raws: list[memoryview], persistent: int, flags: int
+    ) -> tuple[int, list[Any], int]:
+        """Copy ``raws`` into a segment; the SEG record that names it."""
+        spans = []
+        total = 0
+        for raw in raws:
+            spans.append((total, raw.nbytes))
+            total += -(-raw.nbytes // _ALIGN) * _ALIGN
+        try:
+            name, block, reuse = self._claim_segment(SEG_RESERVED + total)
+        except OSError as exc:  # no room in shared memory: the item goes in band
+            _serialize._shm_failed(exc)
+            data = obj if flags & SEG_BYTES else dumps(obj)
+            return (BYTES if flags & SEG_BYTES else PICKLE), [data], len(data)
+        try:
+            buf = block.buf
+            for (offset, length), raw in zip(spans, raws):
+                at = SEG_RESERVED + offset
+                buf[at : at + length] = raw
+            del buf
+        except BaseException:
+            self._release_segment(name, block if reuse else None)
+            raise
+        finally:
+            if not reuse:
+                block.close()
+        raw_name = name.encode()
+        flags |= SEG_REUSE if reuse else 0
+        head = _SEG_HEAD.pack(flags, len(raw_name), len(spans), persistent)
+        record = b"".join([head, raw_name, *(_SPAN.pack(o, n) for o, n in spans), body])
+        return SEG, [record], len(record)
+
+    def _claim_segment(self, need: int) -> tuple[str, _File, bool]:
+        """A segment of at least ``need`` bytes marked SENT: a free kept one (the smallest
+        that fits, waiting a moment for a busy one as ``_memfd.Outbox`` does), a new kept
+        one, or a one-off (``reuse`` False)."""
+        need = round_up(need)
+        for attempt in (0, 1):
+            self._lock()
+            try:
+                fit, busy, empty, small = self._scan_segments(need)
+                if fit is not None:
+                    _state(fit[1])[0] = SEG_SENT
+                    return fit[0], fit[1], True
+                if attempt or not busy or time.monotonic() < self._seg_no_wait_until:
+                    if empty < 0 and small >= 0:  # a free kept segment too small: replace it
+                        old = self._name_at(small)
+                        self._forget_segment(old)
+                        _File.unlink(old)
+                        empty = small
+                    if empty >= 0:
+                        self._set_name(empty, _CREATING)
+                    break
+            finally:
+                self._mutex.release()
+            until = time.monotonic() + WAIT_S
+            while time.monotonic() < until:
+                time.sleep(POLL_S)
+                if any(_state(block)[0] == SEG_FREE for block in busy):
+                    break
+            else:
+                self._seg_no_wait_until = time.monotonic() + NO_WAIT_S
+        if empty < 0:  # every kept segment is in use: a one-off, unlinked by its reader
+            name = f"{self._prefix}-o{secrets.token_hex(8)}"
+            return name, _File(name, need, create=True), False
+        name = f"{self._prefix}-s{secrets.token_hex(8)}"
+        try:
+            block = _File(name, need, create=True)  # outside the mutex: this takes a while
+        except BaseException:
+            self._lock()
+            self._set_name(empty, "")
+            self._mutex.release()
+            raise
+        _state(block)[0] = SEG_SENT
+        self._lock()
+        self._set_name(empty, name)
+        self._mutex.release()
+        self._keep_mapped(name, block)
+        return name, block, True
+
+    def _scan_segments(
+        self, need: int
+    ) -> tuple[Optional[tuple[str, _File]], list[_File], int, int]:
+        """Look at the kept segments (mutex held): the smallest free one that fits, the busy
+        ones that fit, an empty slot and the slot of a free one too small (-1: none)."""
+        fit: Optional[tuple[str, _File]] = None
+        busy: list[_File] = []
+        empty = small = -1
+        for at in range(SEG_SLOT0, HEADER_BYTES, NAME_BYTES):
+            name = self._name_at(at)
+            if name == _CREATING:
+                continue
+            if name:
+                try:
+                    block = self._segment(name)
+                except FileNotFoundError:
+                    name = ""
+                    self._set_name(at, "")
+            if not name:
+                empty = at if empty < 0 else empty
+                continue
+            state = _state(block)[0]
+            free = state == SEG_FREE or (state & 3 == SEG_HELD and not _alive(state >> 2))
+            if block.size >= need:
+                if not free:
+                    busy.append(block)
+                elif fit is None or block.size < fit[1].size:
+                    fit = (name, block)
+            elif free and small < 0:
+                small = at
+        return fit, busy, empty, small
+
+    def _segment(self, name: str) -> _File:
+        """The kept segment ``name``, mapped once per process."""
+        block = self._segments.get(name)
+        if block is None:
+            block = _File(name)
+            self._keep_mapped(name, block)
+        return block
+
+    def _keep_mapped(self, name: str, block: _File) -> None:
+        segments = self._segments
+        if len(segments) >= SEG_MAPPINGS:
+            # Forget segments that were replaced (their names are gone), then the oldest.
+            for old in [n for n in segments if not os.path.exists(_File.path(n))]:
+                self._forget_segment(old)
+            if len(segments) >= SEG_MAPPINGS:
+                self._forget_segment(next(iter(segments)))
+        segments[name] = block
+
+    def _forget_segment(self, name: str) -> None:
+        block = self._segments.pop(name, None)
+        if block is not None:
+            block.close()  # arrays still built on it keep the memory mapped
+
+    def _release_segment(self, name: str, block: Optional[_File]) -> None:
+        """A claimed segment whose record was not enqueued: free it (kept) or unlink it."""
+        if block is not None:
+            _state(block)[0] = SEG_FREE
+        else:
+            _File.unlink(name)
+
+    def _abandon(self, encoded: tuple[int, list[Any], int]) -> None:
+        """``encoded`` will not be enqueued: release the segment a SEG record claimed."""
+        kind, pieces, _ = encoded
+        if kind != SEG:
+            return
+        flags, name_len, _, _ = _SEG_HEAD.unpack_from(pieces[0])
+        name = bytes(pieces[0][_SEG_HEAD.size : _SEG_HEAD.size + name_len]).decode()
+        self._release_segment(name, self._segments.get(name) if flags & SEG_REUSE else None)
+
+    def _decode(self, kind: int, payload: bytes) -> Any:
+        if kind == PICKLE:
+            return loads(payload)
+        if kind == BYTES:
+            return payload
+        view = memoryview(payload)
+        flags, name_len, count, persistent = _SEG_HEAD.unpack_from(view)
+        at = _SEG_HEAD.size
+        name = bytes(view[at : at + name_len]).decode()
+        if not name.startswith(self._prefix + "-") or "/" in name:
+            raise pickle.UnpicklingError(f"a queue record names a foreign segment {name!r}")
+        at += name_len
+        spans = [_SPAN.unpack_from(view, at + i * _SPAN.size) for i in range(count)]
+        body = view[at + count * _SPAN.size :]
+        views: list[Any]
+        if flags & SEG_REUSE:
+            block = self._segment(name)
+            state = _state(block)
+            state[0] = (os.getpid() << 2) | SEG_HELD
+
+            def all_gone() -> None:
+                state[0] = SEG_FREE
+
+            views = watched_views(block.map, SEG_RESERVED, spans, all_gone)
+        else:
+            block = _File(name)
+            _File.unlink(name)  # a one-off: its memory goes with the last view
+            views = [block.buf[SEG_RESERVED + o : SEG_RESERVED + o + n] for o, n in spans]
+        try:
+            if flags & SEG_BYTES:
+                return bytes(views[0])
+            return unpickle_buffers(body, views, persistent)
+        finally:
+            del views
+            if not flags & SEG_REUSE:
+                block.close()
+
     # --- public API ---
 
     def _check_open(self) -> None:
@@ -621,10 +835,10 @@ class Queue:
         if type(obj) in _PLAIN:
             # The hot path, inlined: plain data, C pickler, a record in the ring.
             try:
-                data: Optional[bytes] = _pdumps(obj, 5)
-            except Exception:
+                data: Optional[bytes] = _pdumps(obj, 5, buffer_callback=inband_unless_big)
+            except Exception:  # also BigBuffer: a big array in a tuple, list or dict
                 data = None
-            if data is not None and _MAIN not in data:
+            if data is not None and _MAIN not in data and len(data) <= self._quarter:
                 n = len(data)
                 size = 8 + ((n + 7) & ~7)
                 if self._slots is None and size <= self._quarter:
@@ -647,7 +861,7 @@ class Queue:
                     self._mutex.release()
                 self._put_encoded((PICKLE, [data], n), block, timeout)
                 return
-        self._put_encoded(_encode(obj), block, timeout)
+        self._put_encoded(self._encode(obj), block, timeout)
 
     def put_nowait(self, obj: Any) -> None:
         """``put(obj, block=False)``."""
@@ -663,12 +877,25 @@ class Queue:
         when /dev/shm is full) means the items before the one that failed were enqueued.
         """
         self._check_open()
-        encoded = [_encode(obj) for obj in items]
-        if self._slots is not None:
+        encoded: list[tuple[int, list[Any], int]] = []
+        try:
+            for obj in items:
+                encoded.append(self._encode(obj))
+        except BaseException:
             for one in encoded:
-                self._put_encoded(one, block, timeout)
-            return
+                self._abandon(one)
+            raise
         written = 0
+        if self._slots is not None:
+            try:
+                for one in encoded:
+                    self._put_encoded(one, block, timeout)  # releases its own on failure
+                    written += 1
+            except BaseException:
+                for one in encoded[written + 1 :]:
+                    self._abandon(one)
+                raise
+            return
         self._lock()
         try:
             hdr, cap, data, dataq = self._hdr, self._cap, self._data, self._dataq
@@ -686,6 +913,10 @@ class Queue:
                         continue
                 self._write_waiting(kind, pieces, length)  # may raise: /dev/shm is full
                 written += 1
+        except BaseException:
+            for one in encoded[written:]:
+                self._abandon(one)
+            raise
         finally:
             if self._joinable:
                 self._hdr[H_UNFINISHED] += written
@@ -697,6 +928,7 @@ class Queue:
         self, encoded: tuple[int, list[Any], int], block: bool, timeout: Optional[float]
     ) -> None:
         if self._slots is not None and not self._slots.acquire(block, timeout):
+            self._abandon(encoded)
             raise Full
         self._lock()
         try:
@@ -706,6 +938,7 @@ class Queue:
         except BaseException:
             if self._slots is not None:
                 self._slots.release()  # nothing went in: give the slot back
+            self._abandon(encoded)
             raise
         finally:
             self._mutex.release()
@@ -782,7 +1015,7 @@ class Queue:
             self._space.release()
         if kind == PICKLE:
             return loads(payload)
-        return _decode(kind, payload)
+        return self._decode(kind, payload)
 
     def get_nowait(self) -> Any:
         """``get(block=False)``."""
@@ -814,7 +1047,7 @@ class Queue:
                 self._slots.release()
         for _ in range(wake):
             self._space.release()
-        return [first, *(loads(p) if k == PICKLE else _decode(k, p) for k, p in records)]
+        return [first, *(loads(p) if k == PICKLE else self._decode(k, p) for k, p in records)]
 
     def qsize(self) -> int:
         """How many items are in the queue now (exact at the moment it was read)."""

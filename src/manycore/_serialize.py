@@ -65,6 +65,7 @@ from . import _shm
 from ._errors import ArgumentPicklingError
 
 __all__ = [
+    "BigBuffer",
     "FunctionCache",
     "SharedMemoryWarning",
     "WorkerFunctionCache",
@@ -73,12 +74,16 @@ __all__ = [
     "dumps_args",
     "dumps_payload",
     "first_unpicklable",
+    "inband_unless_big",
     "loads",
     "pack",
     "release",
     "set_shm_threshold",
     "shm_threshold",
+    "split_buffers",
     "unpack",
+    "unpickle_buffers",
+    "watched_views",
 ]
 
 PROTOCOL = 5
@@ -403,20 +408,18 @@ def _has_big_bytes(obj: Any, threshold: int, depth: int = 2) -> bool:
     return False
 
 
-def dumps_payload(obj: Any, *, handoff: bool = False, reuse: Optional[bool] = None) -> bytes:
-    """Pickle ``obj`` like ``dumps``, with big buffers placed in shared memory (see above).
+def split_buffers(obj: Any, threshold: int) -> tuple[bytes, list[memoryview], int]:
+    """``obj`` pickled with its big buffers taken out: ``(pickle, raws, persistent)``.
 
-    ``handoff=False``: the returned object owns the segment (keep it while any reader may
-    need it). ``handoff=True``: the first ``loads`` claims it; see ``release``.
-    In a pool worker, handed-off segments carry the worker's name prefix instead of being
-    tracked, and the pool removes them if the worker dies before they are read.
+    ``raws`` are the buffers' memory (NumPy arrays and ``PickleBuffer`` objects of
+    ``threshold`` bytes or more each, then big ``bytes``/``bytearray``/``memoryview`` objects;
+    the last ``persistent`` of them are those, see ``_BigBytesPickler``). When they add up to
+    less than ``threshold``, ``raws`` is empty and ``pickle`` is an ordinary one, as
+    ``dumps`` makes. ``unpickle_buffers`` rebuilds the object from views of the raws.
 
     Raises:
         Exception: what ``dumps`` raises for an object that cannot be pickled.
     """
-    threshold = _threshold
-    if threshold is None:
-        return dumps(obj)
     buffers: list[pickle.PickleBuffer] = []
     data: Optional[bytes]
     try:
@@ -424,9 +427,9 @@ def dumps_payload(obj: Any, *, handoff: bool = False, reuse: Optional[bool] = No
     except Exception:  # e.g. a memoryview, or something only cloudpickle can do
         data = None
     if data is not None and not buffers and len(data) < threshold:
-        return data if _MAIN not in data else dumps(obj)  # the common, small case
+        return (data if _MAIN not in data else dumps(obj)), [], 0  # the common, small case
     if buffers and sum(b.raw().nbytes for b in buffers) < threshold:
-        return dumps(obj)  # small arrays: in-band after all
+        return dumps(obj), [], 0  # small arrays: in-band after all
     keep = _Keeper(buffers, threshold)
     extra: list[pickle.PickleBuffer] = []
     if data is None or (
@@ -445,23 +448,59 @@ def dumps_payload(obj: Any, *, handoff: bool = False, reuse: Optional[bool] = No
         buffers.clear()
         extra = []
         data = cloudpickle.dumps(obj, PROTOCOL, buffer_callback=keep)
-    if not buffers and not extra:
+    return data, [b.raw() for b in buffers] + [b.raw() for b in extra], len(extra)
+
+
+class BigBuffer(Exception):
+    """Raised by ``inband_unless_big`` on meeting a buffer worth moving out of band."""
+
+
+def inband_unless_big(buf: pickle.PickleBuffer) -> bool:
+    """A ``buffer_callback`` for a first, cheap pickle: small buffers go in band; a buffer of
+    ``shm_threshold()`` bytes or more raises ``BigBuffer``, so the caller takes the object
+    apart with ``split_buffers`` instead of copying the buffer into the pickle."""
+    threshold = _threshold
+    if threshold is not None and buf.raw().nbytes >= threshold:
+        raise BigBuffer
+    return True
+
+
+def unpickle_buffers(body: Any, buffers: list[Any], persistent: int) -> Any:
+    """The object ``split_buffers`` took apart, from ``body`` (its pickle) and views of its
+    raws (``buffers``, in the same order)."""
+    if not persistent:
+        return pickle.loads(body, buffers=buffers)
+    split = len(buffers) - persistent
+    return _BigBytesUnpickler(io.BytesIO(body), buffers[:split], buffers[split:]).load()
+
+
+def dumps_payload(obj: Any, *, handoff: bool = False, reuse: Optional[bool] = None) -> bytes:
+    """Pickle ``obj`` like ``dumps``, with big buffers placed in shared memory (see above).
+
+    ``handoff=False``: the returned object owns the segment (keep it while any reader may
+    need it). ``handoff=True``: the first ``loads`` claims it; see ``release``.
+    In a pool worker, handed-off segments carry the worker's name prefix instead of being
+    tracked, and the pool removes them if the worker dies before they are read.
+
+    Raises:
+        Exception: what ``dumps`` raises for an object that cannot be pickled.
+    """
+    threshold = _threshold
+    if threshold is None:
+        return dumps(obj)
+    data, raws, persistent = split_buffers(obj, threshold)
+    if not raws:
         return data
     if reuse is None:
         reuse = not handoff
-    return _place(data, buffers, handoff, reuse, extra)
+    return _place(data, raws, persistent, handoff, reuse)
 
 
 def _place(
-    data: bytes,
-    buffers: list[pickle.PickleBuffer],
-    handoff: bool,
-    reuse: bool,
-    extra: list[pickle.PickleBuffer],
+    data: bytes, raws: list[memoryview], persistent: int, handoff: bool, reuse: bool
 ) -> bytes:
     spans = []
     total = 0
-    raws = [b.raw() for b in buffers] + [b.raw() for b in extra]
     for raw in raws:
         spans.append((total, raw.nbytes))
         total += -(-raw.nbytes // _ALIGN) * _ALIGN
@@ -480,7 +519,7 @@ def _place(
     except OSError as exc:
         _shm_failed(exc)
         # Put the buffers back in-band: pickle again without a callback.
-        return _inband(data, buffers, extra)
+        return dumps(unpickle_buffers(data, raws, persistent))
     view = seg.buf
     base = _RESERVED if reuse else 0
     for (offset, length), raw in zip(spans, raws):
@@ -488,7 +527,7 @@ def _place(
     del view
     name = seg.name.encode()
     flags = (_HANDOFF if handoff and not reuse else 0) | (_REUSE if reuse else 0)
-    head = [_HEAD.pack(_MAGIC, flags, len(name), len(spans), len(extra)), name]
+    head = [_HEAD.pack(_MAGIC, flags, len(name), len(spans), persistent), name]
     head.extend(_SPAN.pack(o, n) for o, n in spans)
     head.append(data)
     blob = b"".join(head)
@@ -670,8 +709,24 @@ def _drop_attached() -> None:
 
 
 def _tracked_views(seg: _shm.Segment, spans: list[tuple[int, int]]) -> list[Any]:
-    """Writable views of a reusable segment's buffers that clear its busy byte once the
-    last object built on any of them is gone.
+    """Views of a reusable segment's buffers that clear its busy byte once the last object
+    built on any of them is gone (see ``watched_views``)."""
+    mm = seg._mmap
+    assert mm is not None  # a reusable segment has at least its reserved bytes
+    flag = seg.buf[0:1]
+
+    def all_gone() -> None:
+        flag[0] = 0
+
+    return watched_views(mm, _RESERVED, spans, all_gone)
+
+
+def watched_views(
+    mm: Any, base: int, spans: list[tuple[int, int]], all_gone: Callable[[], None]
+) -> list[Any]:
+    """Writable views of ``mm[base + offset : base + offset + length]`` for each span; once
+    the last object built on any of them is garbage-collected, ``all_gone()`` runs (in
+    whatever thread collects it: it must only write memory, never take a lock).
 
     The views are ctypes arrays over the mapping: whatever keeps a view of their memory
     (a NumPy array and every array derived from it, a memoryview) keeps a reference to the
@@ -681,15 +736,12 @@ def _tracked_views(seg: _shm.Segment, spans: list[tuple[int, int]]) -> list[Any]
     try:
         import ctypes
     except ImportError:  # pragma: no cover - a Python without ctypes: never mark it free
-        view = seg.buf
-        return [view[_RESERVED + o : _RESERVED + o + n] for o, n in spans]
-    mm = seg._mmap
-    assert mm is not None  # a reusable segment has at least its reserved bytes
-    flag = seg.buf[0:1]
+        view = memoryview(mm)
+        return [view[base + o : base + o + n] for o, n in spans]
     views: list[Any] = []
     for offset, length in spans:
         if length:
-            views.append((ctypes.c_ubyte * length).from_buffer(mm, _RESERVED + offset))
+            views.append((ctypes.c_ubyte * length).from_buffer(mm, base + offset))
         else:
             views.append(bytearray())
     left = [len(views)]
@@ -699,7 +751,7 @@ def _tracked_views(seg: _shm.Segment, spans: list[tuple[int, int]]) -> list[Any]
         with lock:
             left[0] -= 1
             if left[0] == 0:
-                flag[0] = 0
+                all_gone()
 
     for view in views:
         if isinstance(view, bytearray):
@@ -707,13 +759,6 @@ def _tracked_views(seg: _shm.Segment, spans: list[tuple[int, int]]) -> list[Any]
         else:
             weakref.finalize(view, one_gone)
     return views
-
-
-def _inband(
-    data: bytes, buffers: list[pickle.PickleBuffer], extra: list[pickle.PickleBuffer]
-) -> bytes:
-    obj = _BigBytesUnpickler(io.BytesIO(data), buffers, extra).load()
-    return dumps(obj)
 
 
 def loads(data: Any) -> Any:
@@ -742,13 +787,6 @@ def _parse(data: Any) -> tuple[int, str, list[tuple[int, int]], int, memoryview]
     return flags, name, spans, persistent, view[at:]
 
 
-def _unpickle(body: memoryview, buffers: list[Any], persistent: int) -> Any:
-    if not persistent:
-        return pickle.loads(body, buffers=buffers)
-    split = len(buffers) - persistent
-    return _BigBytesUnpickler(io.BytesIO(body), buffers[:split], buffers[split:]).load()
-
-
 def _loads_shm(data: Any) -> Any:
     flags, name, spans, persistent, body = _parse(data)
     if flags & _REUSE:
@@ -761,7 +799,7 @@ def _loads_shm(data: Any) -> Any:
         else:
             buffers = _tracked_views(seg, spans)
         try:
-            return _unpickle(body, buffers, persistent)
+            return unpickle_buffers(body, buffers, persistent)
         finally:
             del buffers, view
             if own:
@@ -770,7 +808,7 @@ def _loads_shm(data: Any) -> Any:
     view = seg.buf
     buffers = [view[o : o + n] for o, n in spans]
     try:
-        return _unpickle(body, buffers, persistent)
+        return unpickle_buffers(body, buffers, persistent)
     finally:
         del buffers, view
         seg.close()  # the objects built on the memory keep it mapped
