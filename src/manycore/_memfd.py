@@ -42,11 +42,11 @@ import stat
 import struct
 import time
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ._serialize import unpickle_buffers, watched_views
 
-__all__ = ["FD_MESSAGE", "Inbox", "Outbox", "blob_for", "parse_fds", "round_up"]
+__all__ = ["FD_MESSAGE", "Inbox", "Outbox", "blob_for", "parse_fds", "round_up", "wait_until"]
 
 FD_MESSAGE = -2
 KEPT = 3  # memfds a sending end keeps for reuse
@@ -56,6 +56,7 @@ KEPT = 3  # memfds a sending end keeps for reuse
 # what it gets) turns the waiting off for NO_WAIT_S. Queues wait for their kept segments
 # the same way.
 WAIT_S = 0.02
+SPIN_S = 0.0005
 POLL_S = 0.0002
 NO_WAIT_S = 1.0
 MAPPED = 4  # memfds a receiving end keeps mapped
@@ -72,6 +73,22 @@ _SEALS = (
 )
 _F_ADD_SEALS = getattr(fcntl, "F_ADD_SEALS", 1033)
 _F_GET_SEALS = getattr(fcntl, "F_GET_SEALS", 1034)
+
+
+def wait_until(ready: Callable[[], bool], seconds: float) -> bool:
+    """Whether ``ready()`` came true within ``seconds``: checked in a tight loop for
+    ``SPIN_S`` (a reader dropping a message it just got takes microseconds, less than one
+    sleep), then every ``POLL_S``."""
+    start = time.perf_counter()
+    spin_until, until = start + SPIN_S, start + seconds
+    while True:
+        if ready():
+            return True
+        now = time.perf_counter()
+        if now >= until:
+            return False
+        if now >= spin_until:
+            time.sleep(POLL_S)
 
 
 def round_up(need: int) -> int:
@@ -164,15 +181,10 @@ class Outbox:
         the last message), or None. Cheaper than a new one; a reader that holds on to what it
         got turns the waiting off for ``NO_WAIT_S``."""
         busy = [m for m in self.kept if m.size >= need]
-        now = time.monotonic()
-        if not busy or now < self.no_wait_until:
+        if not busy or time.monotonic() < self.no_wait_until:
             return None
-        until = now + WAIT_S
-        while time.monotonic() < until:
-            time.sleep(POLL_S)
-            for m in busy:
-                if m.free():
-                    return m
+        if wait_until(lambda: any(m.free() for m in busy), WAIT_S):
+            return next(m for m in busy if m.free())
         self.no_wait_until = time.monotonic() + NO_WAIT_S
         return None
 

@@ -79,6 +79,7 @@ carries the queue's prefix, so the creator's cleanup and its tracker free what i
 
 from __future__ import annotations
 
+import functools
 import importlib
 import mmap
 import os
@@ -93,7 +94,7 @@ from typing import Any, Iterable, Optional
 
 from . import _serialize, _shm
 from ._errors import ArgumentPicklingError
-from ._memfd import NO_WAIT_S, POLL_S, WAIT_S, round_up
+from ._memfd import NO_WAIT_S, WAIT_S, round_up, wait_until
 from ._serialize import (
     dumps,
     inband_unless_big,
@@ -185,6 +186,10 @@ _ALIGN = 64
 
 def _state(block: _File) -> memoryview:
     return block.buf[:8].cast("Q")
+
+
+def _any_free(blocks: list[_File]) -> bool:
+    return any(_state(block)[0] == SEG_FREE for block in blocks)
 
 
 def _alive(pid: int) -> bool:
@@ -365,6 +370,7 @@ class Queue:
         self._done = make(prefix, "d", 0, SEM_MAX) if self._joinable else None
         self._blocks: dict[str, _File] = {}
         self._segments: dict[str, _File] = {}  # big-buffer segments mapped here, oldest first
+        self._segments_lock = threading.Lock()  # threads of this process share the dict
         self._seg_no_wait_until = 0.0
         self._spill_freely_until = 0.0
         self._closed = False
@@ -683,12 +689,7 @@ class Queue:
                     break
             finally:
                 self._mutex.release()
-            until = time.monotonic() + WAIT_S
-            while time.monotonic() < until:
-                time.sleep(POLL_S)
-                if any(_state(block)[0] == SEG_FREE for block in busy):
-                    break
-            else:
+            if not wait_until(functools.partial(_any_free, busy), WAIT_S):
                 self._seg_no_wait_until = time.monotonic() + NO_WAIT_S
         if empty < 0:  # every kept segment is in use: a one-off, unlinked by its reader
             name = f"{self._prefix}-o{secrets.token_hex(8)}"
@@ -749,17 +750,18 @@ class Queue:
         return block
 
     def _keep_mapped(self, name: str, block: _File) -> None:
-        segments = self._segments
-        if len(segments) >= SEG_MAPPINGS:
-            # Forget segments that were replaced (their names are gone), then the oldest.
-            for old in [n for n in segments if not os.path.exists(_File.path(n))]:
-                self._forget_segment(old)
+        with self._segments_lock:
+            segments = self._segments
             if len(segments) >= SEG_MAPPINGS:
-                self._forget_segment(next(iter(segments)))
-        segments[name] = block
+                # Forget segments that were replaced (their names are gone), then the oldest.
+                gone = [n for n in segments if not os.path.exists(_File.path(n))]
+                for old in gone or [next(iter(segments))]:
+                    segments.pop(old).close()  # arrays built on it keep the memory mapped
+            segments[name] = block
 
     def _forget_segment(self, name: str) -> None:
-        block = self._segments.pop(name, None)
+        with self._segments_lock:
+            block = self._segments.pop(name, None)
         if block is not None:
             block.close()  # arrays still built on it keep the memory mapped
 

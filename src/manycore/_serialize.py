@@ -319,11 +319,11 @@ class ShmPayload(bytes):
 
 
 def _rebuild_bytes(view: Any) -> bytes:
-    return bytes(view)
+    return bytes(memoryview(view))  # from a ctypes array directly, 5x slower
 
 
 def _rebuild_bytearray(view: Any) -> bytearray:
-    return bytearray(view)
+    return bytearray(memoryview(view))
 
 
 def _rebuild_memoryview(view: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
@@ -421,21 +421,22 @@ def split_buffers(obj: Any, threshold: int) -> tuple[bytes, list[memoryview], in
         Exception: what ``dumps`` raises for an object that cannot be pickled.
     """
     buffers: list[pickle.PickleBuffer] = []
-    data: Optional[bytes]
-    try:
-        data = pickle.dumps(obj, PROTOCOL, buffer_callback=buffers.append)
-    except Exception:  # e.g. a memoryview, or something only cloudpickle can do
-        data = None
-    if data is not None and not buffers and len(data) < threshold:
-        return (data if _MAIN not in data else dumps(obj)), [], 0  # the common, small case
-    if buffers and sum(b.raw().nbytes for b in buffers) < threshold:
-        return dumps(obj), [], 0  # small arrays: in-band after all
+    data: Optional[bytes] = None
+    # Big bytes-like objects are pickled in-band by default: an object that holds one near
+    # the top goes straight to the pickler that takes them out (pickling it in band first
+    # would copy it, and searching the copy for __main__ costs as much again).
+    if not _has_big_bytes(obj, threshold):
+        try:
+            data = pickle.dumps(obj, PROTOCOL, buffer_callback=buffers.append)
+        except Exception:  # e.g. something only cloudpickle can do
+            data = None
+        if data is not None and not buffers and len(data) < threshold:
+            return (data if _MAIN not in data else dumps(obj)), [], 0  # the common case
+        if buffers and sum(b.raw().nbytes for b in buffers) < threshold:
+            return dumps(obj), [], 0  # small arrays: in-band after all
     keep = _Keeper(buffers, threshold)
     extra: list[pickle.PickleBuffer] = []
-    if data is None or (
-        _MAIN not in data and len(data) >= threshold and _has_big_bytes(obj, threshold)
-    ):
-        # Big bytes-like objects are pickled in-band by default: take them out too.
+    if data is None:
         buffers.clear()
         try:
             out = io.BytesIO()
