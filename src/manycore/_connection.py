@@ -52,7 +52,7 @@ from multiprocessing.connection import Listener as Listener
 from typing import Any, Iterable, List, Optional, Union
 
 from . import _memfd, _serialize
-from ._serialize import BigBuffer, dumps, inband_unless_big, split_buffers
+from ._serialize import BigBuffer, dumps, has_big_bytes, inband_unless_big, split_buffers
 
 __all__ = ["BufferTooShort", "Client", "Connection", "Listener", "Pipe", "wait"]
 
@@ -247,10 +247,13 @@ class Connection:
                 data = _pdumps(obj, 5, buffer_callback=inband_unless_big)
             except BigBuffer:  # a big array inside a tuple, list, dict or object
                 big = True
-            except Exception:
-                pass
+            except Exception:  # e.g. a memoryview, or what only cloudpickle can do
+                big = True
             else:
-                if _MAIN not in data:
+                least = _serialize.shm_threshold()
+                if least is not None and len(data) >= least and has_big_bytes(obj, least):
+                    big = True  # big bytes inside: they can go out of band too
+                elif _MAIN not in data:
                     self._send(data, len(data))
                     return
         if big:

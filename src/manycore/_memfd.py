@@ -214,6 +214,13 @@ def blob_for(
     return b"".join([head, *(_SPAN.pack(o, n) for o, n in spans), body])
 
 
+def _sealed(fd: int) -> bool:
+    try:
+        return fcntl.fcntl(fd, _F_GET_SEALS) & _SEALS == _SEALS
+    except OSError:  # a file system without seals: not a memfd
+        return False
+
+
 def parse_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
     """The descriptors of an SCM_RIGHTS message (the caller closes them)."""
     fds: list[int] = []
@@ -246,11 +253,7 @@ class Inbox:
             body = view[at + count * _SPAN.size :]
             st = os.fstat(fd)
             end = RESERVED + max((o + n for o, n in spans), default=0)
-            if (
-                not stat.S_ISREG(st.st_mode)
-                or st.st_size < end
-                or fcntl.fcntl(fd, _F_GET_SEALS) & _SEALS != _SEALS
-            ):
+            if not stat.S_ISREG(st.st_mode) or st.st_size < end or not _sealed(fd):
                 raise OSError(
                     "a big message on this pipe came with a descriptor that is not a sealed "
                     "memfd of the right size; only manycore ends can send big buffers to "

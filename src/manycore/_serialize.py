@@ -74,6 +74,7 @@ __all__ = [
     "dumps_args",
     "dumps_payload",
     "first_unpicklable",
+    "has_big_bytes",
     "inband_unless_big",
     "loads",
     "pack",
@@ -327,8 +328,8 @@ def _rebuild_bytearray(view: Any) -> bytearray:
 
 
 def _rebuild_memoryview(view: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
-    mv: Any = memoryview(view)
-    return mv if fmt == "B" and len(shape) == 1 else mv.cast("B").cast(fmt, shape)  # type: ignore[no-any-return]
+    mv: Any = memoryview(view).cast("B")  # a ctypes view's format is "<B": make it plain
+    return mv if fmt == "B" and len(shape) == 1 else mv.cast(fmt, shape)  # type: ignore[no-any-return]
 
 
 class _Keeper:
@@ -390,7 +391,7 @@ class _BigBytesUnpickler(pickle.Unpickler):
         return _rebuild_memoryview(view, pid[3], pid[4])
 
 
-def _has_big_bytes(obj: Any, threshold: int, depth: int = 2) -> bool:
+def has_big_bytes(obj: Any, threshold: int, depth: int = 2) -> bool:
     """Whether ``obj``, or an item of it (two levels deep, the first 256 items of each
     tuple, list or dict), is a bytes-like object of ``threshold`` bytes or more."""
     t = type(obj)
@@ -400,10 +401,10 @@ def _has_big_bytes(obj: Any, threshold: int, depth: int = 2) -> bool:
         return bool(obj.nbytes >= threshold)
     if depth:
         if t is tuple or t is list:
-            return any(_has_big_bytes(x, threshold, depth - 1) for x in obj[:256])
+            return any(has_big_bytes(x, threshold, depth - 1) for x in obj[:256])
         if t is dict:
             return any(
-                _has_big_bytes(v, threshold, depth - 1) for _, v in zip(range(256), obj.values())
+                has_big_bytes(v, threshold, depth - 1) for _, v in zip(range(256), obj.values())
             )
     return False
 
@@ -422,18 +423,26 @@ def split_buffers(obj: Any, threshold: int) -> tuple[bytes, list[memoryview], in
     """
     buffers: list[pickle.PickleBuffer] = []
     data: Optional[bytes] = None
-    # Big bytes-like objects are pickled in-band by default: an object that holds one near
-    # the top goes straight to the pickler that takes them out (pickling it in band first
-    # would copy it, and searching the copy for __main__ costs as much again).
-    if not _has_big_bytes(obj, threshold):
+    # Big bytes-like objects are pickled in-band by default: they go to a pickler that takes
+    # them out. A big one on its own goes there at once (pickling it in band first would
+    # copy it, and searching the copy for __main__ costs as much again).
+    t = type(obj)
+    if not ((t is bytes or t is bytearray or t is memoryview) and has_big_bytes(obj, threshold)):
         try:
             data = pickle.dumps(obj, PROTOCOL, buffer_callback=buffers.append)
-        except Exception:  # e.g. something only cloudpickle can do
+        except Exception:  # e.g. a memoryview, or something only cloudpickle can do
             data = None
         if data is not None and not buffers and len(data) < threshold:
             return (data if _MAIN not in data else dumps(obj)), [], 0  # the common case
         if buffers and sum(b.raw().nbytes for b in buffers) < threshold:
             return dumps(obj), [], 0  # small arrays: in-band after all
+        if (
+            data is not None
+            and _MAIN not in data
+            and len(data) >= threshold
+            and has_big_bytes(obj, threshold)
+        ):
+            data = None  # big bytes inside: take them out too
     keep = _Keeper(buffers, threshold)
     extra: list[pickle.PickleBuffer] = []
     if data is None:
