@@ -251,3 +251,18 @@ def read_line(stream: Any, timeout: float = TIMEOUT) -> str:
                 raise AssertionError(f"stream closed before a complete line (got {line!r})")
             line += chunk
     return line.decode()
+
+
+def start_process(start_method: str | None, target: Callable[..., Any], *args: Any) -> Any:
+    """A started ``manycore.Process`` under ``start_method`` (None: the default)."""
+    from manycore import get_context
+
+    process = get_context(start_method).Process(target=target, args=args)
+    process.start()
+    return process
+
+
+def join_ok(process: Any) -> None:
+    """Join ``process`` (within TIMEOUT) and check that it exited with status 0."""
+    process.join(TIMEOUT)
+    assert process.exitcode == 0, f"child exit code {process.exitcode}"

@@ -23,6 +23,7 @@ import struct
 import tempfile
 import threading
 import warnings
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
@@ -34,12 +35,7 @@ from manycore._errors import ArgumentPicklingError
 from manycore._queues import SEG_FREE, SEG_HELD, SEG_SENT, SEG_SLOTS, Empty, Full, Queue
 from manycore._serialize import SharedMemoryWarning
 from tests import workloads_bigmsg as w
-from tests.helpers import TIMEOUT
-
-try:
-    from manycore import get_context
-except ImportError:  # the facade does not export it yet
-    from manycore._context import get_context
+from tests.helpers import TIMEOUT, join_ok, start_process
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -61,17 +57,6 @@ def collect() -> Iterator[None]:
     pytest.raises) go before the leak check looks at /dev/shm."""
     yield
     gc.collect()
-
-
-def _start(start_method: Optional[str], target: Any, *args: Any) -> Any:
-    process = get_context(start_method).Process(target=target, args=args)
-    process.start()
-    return process
-
-
-def _finish(process: Any) -> None:
-    process.join(TIMEOUT)
-    assert process.exitcode == 0, f"child exit code {process.exitcode}"
 
 
 def _segments(q: Queue, kind: str) -> list[str]:
@@ -118,7 +103,7 @@ def _same(expected: Any, got: Any) -> None:
 
 def test_queue_round_trips_every_kind_every_start_method(start_method: Optional[str]) -> None:
     q_in, q_out = Queue(), Queue()
-    p = _start(start_method, w.queue_echo, q_in, q_out, TIMEOUT)
+    p = start_process(start_method, w.queue_echo, q_in, q_out, TIMEOUT)
     items = w.samples()
     try:
         for item in items:
@@ -134,7 +119,7 @@ def test_queue_round_trips_every_kind_every_start_method(start_method: Optional[
             assert w.read_only_arrays(echoed) == []
             back.append(echoed)
     finally:
-        _finish(p)
+        join_ok(p)
     # Both directions went through segments (not only in band), and nothing changed since.
     assert 1 <= len(_segments(q_in, "s")) <= SEG_SLOTS
     assert 1 <= len(_segments(q_out, "s")) <= SEG_SLOTS
@@ -276,17 +261,19 @@ def test_queue_growing_items_replace_small_segments() -> None:
 def test_queue_producers_and_consumers_never_see_a_segment_refilled_under_them() -> None:
     q, out = Queue(), Queue()
     count, n = 60, 32 * KIB  # 256 KiB arrays
-    consumers = [_start(None, w.consume_checking, q, out, TIMEOUT, batch, 3) for batch in (1, 4)]
-    producers = [_start(None, w.produce_tagged, q, tag, count, n) for tag in (1, 2)]
+    consumers = [
+        start_process(None, w.consume_checking, q, out, TIMEOUT, batch, 3) for batch in (1, 4)
+    ]
+    producers = [start_process(None, w.produce_tagged, q, tag, count, n) for tag in (1, 2)]
     try:
         for p in producers:
-            _finish(p)
+            join_ok(p)
         for _ in consumers:
             q.put(None)
         reports = [out.get(timeout=TIMEOUT) for _ in consumers]
     finally:
         for p in consumers:
-            _finish(p)
+            join_ok(p)
     seen = sorted(item for got, _ in reports for item in got)
     assert seen == sorted((tag, i) for tag in (1, 2) for i in range(count))
     assert [bad for _, bad in reports] == [[], []]
@@ -373,7 +360,7 @@ def test_bounded_put_many_that_fills_up_frees_the_rest() -> None:
 
 def test_segment_held_by_a_killed_reader_is_taken_back() -> None:
     q, ready = Queue(), Queue()
-    p = _start(None, w.hold_one, q, ready, TIMEOUT)
+    p = start_process(None, w.hold_one, q, ready, TIMEOUT)
     try:
         q.put(w.big_array(1))
         pid, first = ready.get(timeout=TIMEOUT)
@@ -397,8 +384,8 @@ def test_segment_held_by_a_killed_reader_is_taken_back() -> None:
 def test_items_of_a_producer_that_exited_arrive_intact() -> None:
     q = Queue()
     seeds = list(range(SEG_SLOTS + 2))  # kept segments and one-offs
-    p = _start(None, w.put_arrays_and_exit, q, seeds)
-    _finish(p)
+    p = start_process(None, w.put_arrays_and_exit, q, seeds)
+    join_ok(p)
     assert q.qsize() == len(seeds)
     assert len(_segments(q, "o")) == 2
     got = [q.get(timeout=TIMEOUT) for _ in seeds]
@@ -488,7 +475,7 @@ def test_threshold_off_big_items_still_round_trip(threshold_off: None) -> None:
     # A pipe too, to a forked child (which inherits the threshold): everything in band.
     mine, theirs = Pipe()
     with mine, theirs:
-        p = _start("fork", w.pipe_echo, theirs, theirs, TIMEOUT)
+        p = start_process("fork", w.pipe_echo, theirs, theirs, TIMEOUT)
         for label, value in items:
             mine.send((label, value))
             assert mine.poll(TIMEOUT)
@@ -496,7 +483,7 @@ def test_threshold_off_big_items_still_round_trip(threshold_off: None) -> None:
             assert (got_label, problem) == (label, None)
             _same(value, echoed)
         mine.send(None)
-        _finish(p)
+        join_ok(p)
         assert mine._outbox is None and mine._inbox is None  # no memfd either way
 
 
@@ -515,7 +502,7 @@ def _pipe_round_trip(start_method: Optional[str], duplex: bool) -> None:
         ends = [child_rx, tx, rx, child_tx]
     items = w.samples()
     try:
-        p = _start(start_method, w.pipe_echo, child_rx, child_tx, TIMEOUT)
+        p = start_process(start_method, w.pipe_echo, child_rx, child_tx, TIMEOUT)
         back = []  # kept alive: the child's later messages cannot reuse their memfds
         try:
             for label, value in items:
@@ -530,7 +517,7 @@ def _pipe_round_trip(start_method: Optional[str], duplex: bool) -> None:
                 back.append(echoed)
             tx.send(None)
         finally:
-            _finish(p)
+            join_ok(p)
         # Both ways went through memfds: ours to send, the child's mapped here.
         assert tx._outbox is not None and 1 <= len(tx._outbox.kept) <= _memfd.KEPT
         assert rx._inbox is not None and rx._inbox.mapped
@@ -553,9 +540,9 @@ def test_one_way_pipes_round_trip() -> None:
 def test_pipe_message_outlives_its_sender(duplex: bool) -> None:
     r, s = Pipe(duplex=duplex)
     with r, s:
-        p = _start(None, w.send_and_exit, s, 2 * MIB)  # 16 MiB
+        p = start_process(None, w.send_and_exit, s, 2 * MIB)  # 16 MiB
         s.close()
-        _finish(p)  # exited before anything was read
+        join_ok(p)  # exited before anything was read
         assert r.poll(TIMEOUT)
         got = r.recv()
         assert np.array_equal(got, w.big_array(7, 2 * MIB))
@@ -569,9 +556,28 @@ def test_pipe_message_outlives_its_sender(duplex: bool) -> None:
 # --- Pipe: reuse, and no descriptor or mapping left behind ------------------------------------
 
 
-def test_pipe_reuses_one_memfd_and_leaks_no_descriptor() -> None:
+@contextmanager
+def _pipe_leaving_nothing_open() -> Iterator[tuple[Connection, Connection]]:
+    """A Pipe whose ends are closed after the block; then no descriptor, memfd or
+    mapping of this process is left from it."""
     before, memfds_before = _fds(), _memfds()
     a, b = Pipe()
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+    gc.collect()
+    assert _fds() == before
+    assert _memfds() == memfds_before
+
+
+def test_pipe_reuses_one_memfd_and_leaks_no_descriptor() -> None:
+    with _pipe_leaving_nothing_open() as (a, b):
+        _reuse_one_memfd(a, b)
+
+
+def _reuse_one_memfd(a: Connection, b: Connection) -> None:
     for i in range(20):
         a.send(w.big_array(i))
         got = b.recv()
@@ -580,16 +586,14 @@ def test_pipe_reuses_one_memfd_and_leaks_no_descriptor() -> None:
         assert a._outbox is not None and len(a._outbox.kept) == 1
         assert a._outbox.kept[0].free()
     assert b._inbox is not None and len(b._inbox.mapped) == 1
-    a.close()
-    b.close()
-    gc.collect()
-    assert _fds() == before
-    assert _memfds() == memfds_before
 
 
 def test_pipe_one_offs_while_the_reader_holds_every_kept_memfd() -> None:
-    before, memfds_before = _fds(), _memfds()
-    a, b = Pipe()
+    with _pipe_leaving_nothing_open() as (a, b):
+        _hold_every_kept_memfd(a, b)
+
+
+def _hold_every_kept_memfd(a: Connection, b: Connection) -> None:
     held = []
     for i in range(_memfd.KEPT + 2):
         a.send(w.big_array(i))
@@ -600,16 +604,14 @@ def test_pipe_one_offs_while_the_reader_holds_every_kept_memfd() -> None:
     del held
     gc.collect()
     assert all(m.free() for m in a._outbox.kept)
-    a.close()
-    b.close()
-    gc.collect()
-    assert _fds() == before
-    assert _memfds() == memfds_before
 
 
 def test_pipe_growing_messages_replace_small_memfds() -> None:
-    before, memfds_before = _fds(), _memfds()
-    a, b = Pipe()
+    with _pipe_leaving_nothing_open() as (a, b):
+        _grow_messages(a, b)
+
+
+def _grow_messages(a: Connection, b: Connection) -> None:
     for step in [*range(1, 9), 1, 3, 8]:  # growing, then smaller ones that fit
         arr = w.big_array(step, step * MIB // 8)
         a.send(arr)
@@ -619,18 +621,13 @@ def test_pipe_growing_messages_replace_small_memfds() -> None:
         del got
         assert a._outbox is not None and len(a._outbox.kept) <= _memfd.KEPT
         assert b._inbox is not None and len(b._inbox.mapped) <= _memfd.MAPPED
-    a.close()
-    b.close()
-    gc.collect()
-    assert _fds() == before
-    assert _memfds() == memfds_before
 
 
 def test_pipe_reuse_across_processes_leaves_nothing_mapped() -> None:
     memfds_before = _memfds()
     parent, child = Pipe()
     with parent, child:
-        p = _start(None, w.send_arrays_counting_kept, child, 20, TIMEOUT)
+        p = start_process(None, w.send_arrays_counting_kept, child, 20, TIMEOUT)
         child.close()
         for i in range(20):
             assert parent.poll(TIMEOUT)
@@ -640,7 +637,7 @@ def test_pipe_reuse_across_processes_leaves_nothing_mapped() -> None:
             parent.send(("ack", i))
         assert parent.poll(TIMEOUT)
         assert parent.recv() == ("kept", 1, 1)  # the child refilled one memfd 20 times
-        _finish(p)
+        join_ok(p)
     gc.collect()
     assert _memfds() == memfds_before
 

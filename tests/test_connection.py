@@ -15,18 +15,7 @@ import pytest
 
 from manycore._connection import BufferTooShort, Client, Connection, Listener, Pipe, wait
 from tests import workloads_ipc as w
-from tests.helpers import TIMEOUT
-
-try:
-    from manycore import get_context
-except ImportError:  # the facade does not export it yet
-    from manycore._context import get_context
-
-
-def _start(start_method: Optional[str], target: Any, *args: Any) -> Any:
-    process = get_context(start_method).Process(target=target, args=args)
-    process.start()
-    return process
+from tests.helpers import TIMEOUT, start_process
 
 
 def _finish(process: Any) -> None:
@@ -239,7 +228,7 @@ def test_bigger_kernel_buffers_asked_for() -> None:
 def test_echo_upper_every_start_method(start_method: Optional[str]) -> None:
     parent, child = Pipe()
     with parent, child:
-        p = _start(start_method, w.echo_upper, child)
+        p = start_process(start_method, w.echo_upper, child)
         parent.send("hello world")
         assert parent.poll(TIMEOUT)
         assert parent.recv() == "HELLO WORLD"
@@ -249,7 +238,7 @@ def test_echo_upper_every_start_method(start_method: Optional[str]) -> None:
 def test_one_way_pipe_to_child(start_method: Optional[str]) -> None:
     r, s = Pipe(duplex=False)
     with r, s:
-        p = _start(start_method, w.send_n, s, ("item", 1), 500)
+        p = start_process(start_method, w.send_n, s, ("item", 1), 500)
         assert [r.recv() for _ in range(500) if r.poll(TIMEOUT)] == [("item", 1)] * 500
         _finish(p)
         with pytest.raises(EOFError):  # its only other holder has exited
@@ -259,7 +248,7 @@ def test_one_way_pipe_to_child(start_method: Optional[str]) -> None:
 def test_eof_when_holder_dies_every_start_method(start_method: Optional[str]) -> None:
     parent, child = Pipe()
     with parent, child:  # the parent keeps its copy of child's end open: the classic trap
-        p = _start(start_method, w.die_without_reply, child)
+        p = start_process(start_method, w.die_without_reply, child)
         assert parent.poll(TIMEOUT), "poll() did not see the holder's death"
         with pytest.raises(EOFError):
             parent.recv()
@@ -270,7 +259,7 @@ def test_eof_when_holder_dies_every_start_method(start_method: Optional[str]) ->
 def test_data_sent_before_death_is_delivered_first() -> None:
     parent, child = Pipe(duplex=False)
     with parent, child:
-        p = _start("fork", w.send_then_die, child, {"last": "words"})
+        p = start_process("fork", w.send_then_die, child, {"last": "words"})
         assert parent.poll(TIMEOUT)
         assert parent.recv() == {"last": "words"}
         assert parent.poll(TIMEOUT)
@@ -282,7 +271,7 @@ def test_data_sent_before_death_is_delivered_first() -> None:
 def test_wait_reports_holder_death() -> None:
     parent, child = Pipe()
     with parent, child:
-        p = _start("fork", w.die_without_reply, child)
+        p = start_process("fork", w.die_without_reply, child)
         assert wait([parent], TIMEOUT) == [parent]
         with pytest.raises(EOFError):
             parent.recv()

@@ -8,7 +8,7 @@ import pickle
 import queue
 import threading
 from collections import defaultdict
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 import pytest
 from hypothesis import given, settings
@@ -19,12 +19,7 @@ from manycore._errors import ArgumentPicklingError
 from manycore._queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
 from manycore._serialize import SharedMemoryWarning
 from tests import workloads_ipc as w
-from tests.helpers import TIMEOUT
-
-try:
-    from manycore import get_context
-except ImportError:  # the facade does not export it yet
-    from manycore._context import get_context
+from tests.helpers import TIMEOUT, join_ok, start_process
 
 MIB = 1 << 20
 
@@ -48,17 +43,6 @@ def collect_queues() -> Iterator[None]:
     cycles (a traceback kept by pytest.raises) before the leak check looks at /dev/shm."""
     yield
     gc.collect()
-
-
-def _start(start_method: Optional[str], target: Any, *args: Any) -> Any:
-    process = get_context(start_method).Process(target=target, args=args)
-    process.start()
-    return process
-
-
-def _finish(process: Any) -> None:
-    process.join(TIMEOUT)
-    assert process.exitcode == 0, f"child exit code {process.exitcode}"
 
 
 def _files(q: Queue) -> set[str]:
@@ -274,11 +258,11 @@ def test_joinable_in_one_process() -> None:
 
 def test_joinable_across_processes(start_method: Optional[str]) -> None:
     q, results = JoinableQueue(), Queue()
-    p = _start(start_method, w.work_and_task_done, q, results, 6, TIMEOUT)
+    p = start_process(start_method, w.work_and_task_done, q, results, 6, TIMEOUT)
     q.put_many(range(6))
     assert q.join(timeout=TIMEOUT) is True
     assert sorted(results.get(timeout=TIMEOUT) for _ in range(6)) == [n * n for n in range(6)]
-    _finish(p)
+    join_ok(p)
 
 
 # --- across processes ------------------------------------------------------------------------
@@ -286,17 +270,17 @@ def test_joinable_across_processes(start_method: Optional[str]) -> None:
 
 def test_child_consumes_every_start_method(start_method: Optional[str]) -> None:
     q, out = Queue(), Queue()
-    p = _start(start_method, w.consume, q, out, 4, TIMEOUT)
+    p = start_process(start_method, w.consume, q, out, 4, TIMEOUT)
     q.put_many([("a", 1), b"b" * MIB, None])
     q.put({"d": 4})
     assert out.get(timeout=TIMEOUT) == [("a", 1), b"b" * MIB, None, {"d": 4}]
-    _finish(p)
+    join_ok(p)
 
 
 def test_producer_exits_without_a_reader(start_method: Optional[str]) -> None:
     q = Queue()
     items = [("small", i) for i in range(1000)] + [b"big" * (3 * MIB)]
-    p = _start(start_method, w.produce_items, q, items)
+    p = start_process(start_method, w.produce_items, q, items)
     p.join(TIMEOUT)  # the stdlib's feeder thread would hold the child here
     assert p.exitcode == 0
     assert q.qsize() == len(items)
@@ -305,10 +289,10 @@ def test_producer_exits_without_a_reader(start_method: Optional[str]) -> None:
 
 def test_queue_sent_through_a_queue_to_a_child() -> None:
     inbox, target = Queue(), Queue()
-    p = _start("spawn", w.forward, inbox, 3, TIMEOUT)
+    p = start_process("spawn", w.forward, inbox, 3, TIMEOUT)
     inbox.put(target)
     assert [target.get(timeout=TIMEOUT) for _ in range(3)] == [0, 1, 2]
-    _finish(p)
+    join_ok(p)
 
 
 def test_queue_in_pool_initargs_and_task_args() -> None:
@@ -332,19 +316,21 @@ def test_fifo_per_producer_no_loss_no_duplication(
     counts: list[int], consumers: int, batch: int
 ) -> None:
     q, out = Queue(), Queue()
-    readers = [_start("fork", w.consume_until_none, q, out, TIMEOUT) for _ in range(consumers)]
+    readers = [
+        start_process("fork", w.consume_until_none, q, out, TIMEOUT) for _ in range(consumers)
+    ]
     writers = [
-        _start("fork", w.produce_many, q, tag, n, batch)
+        start_process("fork", w.produce_many, q, tag, n, batch)
         if batch
-        else _start("fork", w.produce, q, tag, n)
+        else start_process("fork", w.produce, q, tag, n)
         for tag, n in enumerate(counts)
     ]
     for p in writers:
-        _finish(p)
+        join_ok(p)
     q.put_many([None] * consumers)
     received = [out.get(timeout=TIMEOUT) for _ in range(consumers)]
     for p in readers:
-        _finish(p)
+        join_ok(p)
     everything = sorted(item for got in received for item in got)
     assert everything == sorted((tag, i) for tag, n in enumerate(counts) for i in range(n))
     for got in received:  # each consumer saw each producer's items in the order put
@@ -369,14 +355,16 @@ def test_big_and_small_records_with_concurrent_consumers(
     # Big records are copied out with the mutex released, several at once; small ones read
     # meanwhile are swept later; the ring's space must come back in order, with no corruption.
     q, out = Queue(), Queue()
-    readers = [_start("fork", w.consume_until_none, q, out, TIMEOUT) for _ in range(consumers)]
-    writers = [_start("fork", w.produce_sized, q, tag, s) for tag, s in enumerate(sizes)]
+    readers = [
+        start_process("fork", w.consume_until_none, q, out, TIMEOUT) for _ in range(consumers)
+    ]
+    writers = [start_process("fork", w.produce_sized, q, tag, s) for tag, s in enumerate(sizes)]
     for p in writers:
-        _finish(p)
+        join_ok(p)
     q.put_many([None] * consumers)
     received = [out.get(timeout=TIMEOUT) for _ in range(consumers)]
     for p in readers:
-        _finish(p)
+        join_ok(p)
     got = sorted((tag, i, len(data)) for part in received for tag, i, data in part)
     assert got == sorted((t, i, n) for t, s in enumerate(sizes) for i, n in enumerate(s))
     for part in received:

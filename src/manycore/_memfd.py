@@ -46,7 +46,16 @@ from typing import Any, Callable, Optional
 
 from ._serialize import unpickle_buffers, watched_views
 
-__all__ = ["FD_MESSAGE", "Inbox", "Outbox", "blob_for", "parse_fds", "round_up", "wait_until"]
+__all__ = [
+    "FD_MESSAGE",
+    "Inbox",
+    "Outbox",
+    "blob_for",
+    "parse_fds",
+    "process_alive",
+    "round_up",
+    "wait_until",
+]
 
 FD_MESSAGE = -2
 KEPT = 3  # memfds a sending end keeps for reuse
@@ -98,7 +107,8 @@ def round_up(need: int) -> int:
     return -(-need // step) * step
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (a reader named in a state word)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -127,7 +137,7 @@ class _Memfd:
 
     def free(self) -> bool:
         state = self.state[0]
-        return state == FREE or (state & 3 == HELD and not _alive(state >> 2))
+        return state == FREE or (state & 3 == HELD and not process_alive(state >> 2))
 
     def close(self) -> None:
         self.state.release()

@@ -94,7 +94,7 @@ from typing import Any, Iterable, Optional
 
 from . import _serialize, _shm
 from ._errors import ArgumentPicklingError
-from ._memfd import NO_WAIT_S, WAIT_S, round_up, wait_until
+from ._memfd import NO_WAIT_S, WAIT_S, process_alive, round_up, wait_until
 from ._serialize import (
     dumps,
     inband_unless_big,
@@ -190,16 +190,6 @@ def _state(block: _File) -> memoryview:
 
 def _any_free(blocks: list[_File]) -> bool:
     return any(_state(block)[0] == SEG_FREE for block in blocks)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists
-        return True
-    return True
 
 
 def _pad(n: int) -> int:
@@ -731,7 +721,7 @@ class Queue:
                 empty = at if empty < 0 else empty
                 continue
             state = _state(block)[0]
-            free = state == SEG_FREE or (state & 3 == SEG_HELD and not _alive(state >> 2))
+            free = state == SEG_FREE or (state & 3 == SEG_HELD and not process_alive(state >> 2))
             if block.size >= need:
                 if not free:
                     busy.append(block)
