@@ -98,6 +98,18 @@ def _same(expected: Any, got: Any) -> None:
     assert problem is None, problem
 
 
+def _echoed(label: str, value: Any, reply: Any) -> Any:
+    """Check a child's reply for ``(label, value)``: it got the item intact and writable,
+    and what it sent back is equal and writable here. Returns the echoed value."""
+    got_label, problem, read_only, echoed = reply
+    assert got_label == label
+    assert problem is None, f"the child received {problem}"
+    assert read_only == [], f"read-only arrays in the child: {read_only}"
+    _same(value, echoed)
+    assert w.read_only_arrays(echoed) == []
+    return echoed
+
+
 # --- Queue: round trips -----------------------------------------------------------------------
 
 
@@ -111,13 +123,7 @@ def test_queue_round_trips_every_kind_every_start_method(start_method: Optional[
         q_in.put(None)
         back = []  # kept alive: the child's later items cannot reuse their segments
         for label, value in items:
-            got_label, problem, read_only, echoed = q_out.get(timeout=TIMEOUT)
-            assert got_label == label
-            assert problem is None, f"the child received {problem}"
-            assert read_only == [], f"read-only arrays in the child: {read_only}"
-            _same(value, echoed)
-            assert w.read_only_arrays(echoed) == []
-            back.append(echoed)
+            back.append(_echoed(label, value, q_out.get(timeout=TIMEOUT)))
     finally:
         join_ok(p)
     # Both directions went through segments (not only in band), and nothing changed since.
@@ -508,13 +514,7 @@ def _pipe_round_trip(start_method: Optional[str], duplex: bool) -> None:
             for label, value in items:
                 tx.send((label, value))
                 assert rx.poll(TIMEOUT), f"no answer for {label}"
-                got_label, problem, read_only, echoed = rx.recv()
-                assert got_label == label
-                assert problem is None, f"the child received {problem}"
-                assert read_only == [], f"read-only arrays in the child: {read_only}"
-                _same(value, echoed)
-                assert w.read_only_arrays(echoed) == []
-                back.append(echoed)
+                back.append(_echoed(label, value, rx.recv()))
             tx.send(None)
         finally:
             join_ok(p)
