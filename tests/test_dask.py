@@ -231,6 +231,20 @@ def test_map_is_chunked_not_one_dask_task_per_item(pool: manycore.Pool) -> None:
     assert job_sizer.next_size(len(items)) > 100
 
 
+def test_a_raised_floor_keeps_tail_chunks_whole() -> None:
+    sizer = manycore._chunking.ChunkSizer(1)
+    sizer.per_item = 0.0015
+    assert sizer.next_size(remaining=4) == 1  # the local floor: cut down to the share
+    sizer.floor = 0.005
+    assert sizer.next_size(remaining=4) == 3  # 5 ms of (scaled) work at least
+
+
+def test_dask_maps_are_never_cut_below_the_dask_floor(pool: manycore.Pool) -> None:
+    results = pool.imap(workloads.square, range(100))
+    assert results._job.sizer.floor == _dask.DASK_FLOOR_SECONDS / _dask.CHUNK_SCALE
+    assert helpers.drain(results) == [x * x for x in range(100)]
+
+
 def test_apply_and_callbacks(pool: manycore.Pool) -> None:
     seen: list[Any] = []
     results = [pool.apply_async(workloads.add, (i, i), callback=seen.append) for i in range(50)]

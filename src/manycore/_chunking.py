@@ -41,6 +41,7 @@ class ChunkSizer:
         self.fixed = fixed
         self.per_item: float | None = None  # smoothed seconds per item
         self.largest = 0  # the largest size handed out so far
+        self.floor = FLOOR_SECONDS  # the balance rule's floor (a backend may raise it)
 
     def record(self, items: int, elapsed: float) -> None:
         """Feed back that ``items`` items took ``elapsed`` seconds in a worker."""
@@ -64,7 +65,7 @@ class ChunkSizer:
                 size = min(size, max(1, self.largest) * MAX_GROWTH)
             else:
                 share = math.ceil(remaining / (self.workers * BALANCE_SHARE))
-                floor = int(FLOOR_SECONDS / self.per_item)
+                floor = int(self.floor / self.per_item)
                 size = min(size, max(share, floor))
         if remaining is not None:
             size = min(size, remaining)

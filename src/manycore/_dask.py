@@ -97,6 +97,11 @@ CHUNK_SCALE = 10.0
 # balance rule). A Dask task costs a few milliseconds of CPU, so map jobs are sized as if the
 # cluster had half as many workers: half as many tail chunks, still balanced to 1/2 a share.
 BALANCE_DIVISOR = 2
+# ... and the balance rule never cuts a map's chunk below this much work (real seconds): each
+# Dask task costs the caller's event loop several milliseconds of CPU (6.5 ms measured on a
+# 2-core machine, where that CPU is taken from the workers), so a tail cut into one-item
+# chunks of ~15 ms work cost more than the imbalance it saves.
+DASK_FLOOR_SECONDS = 0.05
 KILL_AFTER = 0.3  # seconds into terminating a cluster we own before its workers are killed
 # Batches handed to Dask per worker thread: one running, one queued (Dask keeps the queued
 # one at its scheduler), so a worker never waits for the round trip that refills it.
@@ -360,8 +365,9 @@ class DaskScheduler(Scheduler):
     def submit(self, item: Union[Task, Source]) -> None:
         """Hand a task or a map job to the dispatcher thread."""
         sizer = getattr(item, "sizer", None)
-        if isinstance(sizer, ChunkSizer) and self._balance_divisor > 1:
+        if isinstance(sizer, ChunkSizer):
             sizer.workers = max(1, -(-sizer.workers // self._balance_divisor))
+            sizer.floor = DASK_FLOOR_SECONDS / CHUNK_SCALE  # sizers see scaled run times
         self._events.put(item)
         if self._finished.is_set():
             self._reject_leftovers()
