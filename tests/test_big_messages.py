@@ -458,6 +458,29 @@ def test_no_room_for_a_segment_warns_once_and_the_item_goes_in_band(
     assert np.array_equal(q.get(timeout=TIMEOUT), a + 2)
 
 
+def test_no_memory_for_a_memfd_warns_once_and_the_message_goes_through_the_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_room(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+
+    a, b = Pipe()
+    with a, b:
+        monkeypatch.setattr(os, "posix_fallocate", no_room)  # no memfd can be made
+        monkeypatch.setattr(_serialize, "_warned", False)
+        arr = np.arange(32 * KIB, dtype=np.float64)  # 256 KiB
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            a.send(arr)
+            a.send(arr + 1)
+            got = [b.recv() for _ in range(2) if b.poll(TIMEOUT)]
+        shm_warnings = [c for c in caught if issubclass(c.category, SharedMemoryWarning)]
+        assert len(shm_warnings) == 1, [str(c.message) for c in caught]
+        assert len(got) == 2
+        assert np.array_equal(got[0], arr) and np.array_equal(got[1], arr + 1)
+        assert a._outbox is not None and a._outbox.kept == []
+
+
 @pytest.fixture
 def threshold_off() -> Iterator[None]:
     before = _serialize.shm_threshold()
