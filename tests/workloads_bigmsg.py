@@ -7,6 +7,7 @@ trusting the parent's, and reports the first difference as text (``mismatch``).
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from typing import Any, Optional
@@ -214,3 +215,9 @@ def send_arrays_counting_kept(conn: Any, count: int, timeout: float) -> None:
     outbox = conn._outbox
     conn.send(("kept", len(outbox.kept) if outbox is not None else 0, most))
     conn.close()
+
+
+def drop_and_exit(held: Any) -> None:
+    """Run in a forked child that inherited ``held`` (a received array): drop it, collect."""
+    del held
+    gc.collect()

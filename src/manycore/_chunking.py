@@ -10,7 +10,8 @@ be small. The sizer aims at ``TARGET_SECONDS`` of work per chunk, measured by th
   measurement instead.)
 * With a known total it never gives a worker more than ``1/BALANCE_SHARE`` of its share of
   the remaining input, so the tail of a map stays balanced (the stdlib's ``map`` rule),
-  unless that would cut chunks below ``FLOOR_SECONDS`` of work, where overhead would
+  unless that would cut chunks below ``floor`` seconds of work (``FLOOR_SECONDS``; the
+  Dask backend raises it, since its tasks cost far more), where overhead would
   dominate. That rule also bounds the harm of a wrong estimate, so the size may jump to
   its target at once.
 * With an unknown total (``imap`` over an iterator) it grows at most ``MAX_GROWTH`` times

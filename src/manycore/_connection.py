@@ -68,7 +68,8 @@ class Connection:
     """One end of a ``Pipe``: a file descriptor with the ``multiprocessing`` message API.
 
     Picklable for Process arguments (any start method), queues and pool tasks, as the
-    stdlib's is: the descriptor is duplicated into the receiving process.
+    stdlib's is: the descriptor is duplicated into the receiving process. One thread at a
+    time may send on it (and one receive), as with the stdlib's.
     """
 
     def __init__(self, fd: int, readable: bool = True, writable: bool = True) -> None:
@@ -489,17 +490,18 @@ class Connection:
         try:
             if not head:
                 raise self._eof(False)
-            if len(fds) != 1 or flags & socket.MSG_CTRUNC:
-                raise OSError(
-                    "a big message arrived without its shared memory descriptor; only "
-                    "manycore ends can send big buffers to manycore ends"
-                )
             if len(head) < 8:
                 rest = bytearray(8 - len(head))
                 self._read_exact_into(memoryview(rest), False)
                 head += rest
             (size,) = _BIG_HEADER.unpack(head)
-            blob = self._read_payload(size, scratch=True)
+            blob = self._read_payload(size, scratch=True)  # read even if refused: in step
+            if len(fds) != 1 or flags & socket.MSG_CTRUNC:
+                raise OSError(
+                    "a big message arrived without its shared-memory descriptor (it was "
+                    "dropped: this process may be out of descriptors, see ulimit -n; or the "
+                    "sender is not a manycore end); the message is lost"
+                )
         except BaseException:
             for fd in fds:
                 os.close(fd)

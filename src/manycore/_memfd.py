@@ -19,7 +19,12 @@ kernel zeroes and frees every page), so each sending end keeps up to ``KEPT`` me
 memfd starts with a state word: free, sent, or held by the reader whose pid it names. The
 reader sets it free again when the last object built on its memory is garbage-collected
 (``_serialize.watched_views``); the sender refills only a free one (or one whose reader has
-died), so nobody's array changes under it. When every kept memfd is busy a message gets a
+died), so nobody's array changes under it. (Received arrays are shared memory: a child
+forked while the reader holds one shares it, and only the reader's own drop frees it, so
+keep it in the parent while the child uses it.) Blocks under ``WAIT_MIN`` are made at once
+while fewer than ``KEPT`` exist; bigger ones, which cost far more to make, wait a moment for
+a busy one first (``WAIT_S``, then not again for ``NO_WAIT_S`` if the reader holds on to
+what it got). When every kept memfd is busy a message gets a
 one-off memfd, freed with the reader's last view. The memfds are sealed against shrinking:
 a reader never maps memory that can vanish under it (SIGBUS).
 
@@ -27,7 +32,7 @@ Wire format after the stdlib's 4-byte length word ``FD_MESSAGE`` (-2, which no s
 message uses)::
 
     u64 blob length  (sent together with the descriptor, in one sendmsg)
-    blob: u8 flags, u16 buffer count, u16 persistent count, (u64 offset, u64 length) per
+    blob: u8 flags, u32 buffer count, u32 persistent count, (u64 offset, u64 length) per
           buffer, then the pickle of the rest (``_serialize.split_buffers``)
 """
 
@@ -45,6 +50,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 from ._serialize import unpickle_buffers, watched_views
+from ._shm import map_shared
 
 __all__ = [
     "FD_MESSAGE",
@@ -65,6 +71,7 @@ KEPT = 3  # memfds a sending end keeps for reuse
 # what it gets) turns the waiting off for NO_WAIT_S. Queues wait for their kept segments
 # the same way.
 WAIT_S = 0.02
+WAIT_MIN = 4 << 20  # smaller blocks are made at once while fewer than KEPT exist: cheap
 SPIN_S = 0.0005
 POLL_S = 0.0002
 NO_WAIT_S = 1.0
@@ -72,7 +79,7 @@ MAPPED = 4  # memfds a receiving end keeps mapped
 RESERVED = 64  # bytes before the data; the first u64 is the state word
 FREE, SENT, HELD = 0, 1, 2  # held: (reader pid << 2) | HELD
 REUSE = 1  # blob flag: a kept memfd (the reader keeps it mapped and frees it when done)
-_BLOB_HEAD = struct.Struct("<BHH")
+_BLOB_HEAD = struct.Struct("<BII")
 _SPAN = struct.Struct("<QQ")
 _ALIGN = 64
 _SEALS = (
@@ -127,7 +134,7 @@ class _Memfd:
             os.ftruncate(fd, size)
             os.posix_fallocate(fd, 0, size)  # no room: ENOSPC/ENOMEM here, not SIGBUS later
             fcntl.fcntl(fd, _F_ADD_SEALS, _SEALS)
-            self.map = mmap.mmap(fd, size)
+            self.map = map_shared(fd, size)
         except BaseException:
             os.close(fd)
             raise
@@ -160,9 +167,8 @@ class Outbox:
             OSError: no memory for a new one.
         """
         if self.pid != os.getpid():  # a forked child: the parent's memfds are not ours
-            for m in self.kept:
-                m.close()
-            self.kept, self.pid = [], os.getpid()
+            self.close()
+            self.pid = os.getpid()
         need = round_up(need)
         fit: Optional[_Memfd] = None
         small: Optional[_Memfd] = None
@@ -173,7 +179,7 @@ class Outbox:
                         fit = m
                 elif small is None:
                     small = m
-        if fit is None:
+        if fit is None and (need >= WAIT_MIN or len(self.kept) >= KEPT):
             fit = self._wait_for_one(need)
         if fit is None:
             if len(self.kept) >= KEPT and small is not None:
@@ -199,9 +205,8 @@ class Outbox:
         return None
 
     def close(self) -> None:
-        if self.pid == os.getpid():
-            for m in self.kept:
-                m.close()
+        for m in self.kept:  # in a forked child: its copies of the parent's (harmless)
+            m.close()
         self.kept = []
 
 
@@ -272,14 +277,16 @@ class Inbox:
             if flags & REUSE:
                 mm = self._map(fd, st)
                 state = memoryview(mm)[:8].cast("Q")
-                state[0] = (os.getpid() << 2) | HELD
+                held = (os.getpid() << 2) | HELD
+                state[0] = held
 
                 def all_gone() -> None:
-                    state[0] = FREE
+                    if state[0] == held and os.getpid() == held >> 2:  # not a forked copy's
+                        state[0] = FREE
 
                 buffers = watched_views(mm, RESERVED, spans, all_gone)
             else:
-                whole = memoryview(mmap.mmap(fd, st.st_size))  # freed with the last view
+                whole = memoryview(map_shared(fd, st.st_size))  # freed with the last view
                 buffers = [whole[RESERVED + o : RESERVED + o + n] for o, n in spans]
                 del whole
         finally:
@@ -292,7 +299,7 @@ class Inbox:
         if mm is not None and len(mm) == st.st_size:
             self.mapped.move_to_end(key)
             return mm
-        mm = mmap.mmap(fd, st.st_size)
+        mm = map_shared(fd, st.st_size)
         self.mapped[key] = mm
         while len(self.mapped) > MAPPED:
             _close_quietly(self.mapped.popitem(last=False)[1])

@@ -45,17 +45,20 @@ Guarantees, and how:
 
 What a crash does: a process killed by SIGKILL while it holds the mutex (a small memcpy's
 length) leaves the queue locked; one killed while copying a big record out leaves that
-record's ring space unfreed (later puts spill to the overflow chain, nothing blocks).
+record's ring space unfreed (later puts spill to the overflow chain, nothing blocks). A
+kept segment whose producer died before enqueuing its item, or whose consumer died between
+taking the record and building the item, stays "sent": the queue has one kept segment
+fewer for reuse (items then use one-offs); everything is still freed with the queue.
 
-Wire format (all integers native-endian u64, every record 8-byte aligned)::
+Wire format (integers native-endian u64 unless said otherwise, records 8-byte aligned)::
 
     control header (HEADER_BYTES): the H_* words below, then three 64-byte name slots
     record: u64 (payload length << 8 | kind), payload, zero padding to 8 bytes
       kind PICKLE:  a pickle (protocol 5)
       kind BYTES:   a top-level bytes object's contents, no pickle at all
-      kind SEG:     u8 flags, u8 name length, u16 buffer count, u16 persistent count,
+      kind SEG:     u8 flags, u8 name length, u32 buffer count, u32 persistent count,
                     the segment's name, (u64 offset, u64 length) per buffer, the pickle
-                    of the rest (see "Big buffers" below)
+                    of the rest (see "Big buffers" below; these fields little-endian)
       kind WRAP:    the rest of the ring is unused; the next record starts at offset 0
       kind NEXT:    the rest of this overflow block is unused; go to the next block
       kind READING: being copied out by a consumer; FREE: taken, space not yet freed
@@ -81,7 +84,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import mmap
 import os
 import pickle
 import queue as _stdqueue
@@ -94,9 +96,10 @@ from typing import Any, Iterable, Optional
 
 from . import _serialize, _shm
 from ._errors import ArgumentPicklingError
-from ._memfd import NO_WAIT_S, WAIT_S, process_alive, round_up, wait_until
+from ._memfd import NO_WAIT_S, WAIT_MIN, WAIT_S, process_alive, round_up, wait_until
 from ._serialize import (
     dumps,
+    has_big_bytes,
     inband_unless_big,
     loads,
     split_buffers,
@@ -179,13 +182,19 @@ SEG_FREE, SEG_SENT, SEG_HELD = 0, 1, 2  # held: (reader pid << 2) | SEG_HELD
 SEG_REUSE, SEG_BYTES = 1, 2  # record flags: a kept segment; the item is one bytes object
 SEG_MAPPINGS = 8  # big-buffer segments each process keeps mapped
 _CREATING = "*"
-_SEG_HEAD = struct.Struct("<BBHH")
+_SEG_HEAD = struct.Struct("<BBII")
 _SPAN = struct.Struct("<QQ")
 _ALIGN = 64
 
 
 def _state(block: _File) -> memoryview:
     return block.buf[:8].cast("Q")
+
+
+def _holds_big_bytes(obj: Any, size: int) -> bool:
+    """Whether ``obj``, pickled in ``size`` bytes, holds bytes objects to take out of band."""
+    least = _serialize.shm_threshold()
+    return least is not None and size >= least and has_big_bytes(obj, least)
 
 
 def _any_free(blocks: list[_File]) -> bool:
@@ -218,7 +227,7 @@ class _File:
                     _reserve(fd, 0, size)
             else:
                 size = os.fstat(fd).st_size
-            self.map = mmap.mmap(fd, size)
+            self.map = _shm.map_shared(fd, size)
         except BaseException:
             os.close(fd)
             if create:
@@ -644,16 +653,16 @@ class Queue:
                 at = SEG_RESERVED + offset
                 buf[at : at + length] = raw
             del buf
+            raw_name = name.encode()
+            flags |= SEG_REUSE if reuse else 0
+            head = _SEG_HEAD.pack(flags, len(raw_name), len(spans), persistent)
+            record = b"".join([head, raw_name, *(_SPAN.pack(o, n) for o, n in spans), body])
         except BaseException:
             self._release_segment(name, block if reuse else None)
             raise
         finally:
             if not reuse:
                 block.close()
-        raw_name = name.encode()
-        flags |= SEG_REUSE if reuse else 0
-        head = _SEG_HEAD.pack(flags, len(raw_name), len(spans), persistent)
-        record = b"".join([head, raw_name, *(_SPAN.pack(o, n) for o, n in spans), body])
         return SEG, [record], len(record)
 
     def _claim_segment(self, need: int) -> tuple[str, _File, bool]:
@@ -661,6 +670,7 @@ class Queue:
         that fits, waiting a moment for a busy one as ``_memfd.Outbox`` does), a new kept
         one, or a one-off (``reuse`` False)."""
         need = round_up(need)
+        replaced = ""
         for attempt in (0, 1):
             self._lock()
             try:
@@ -668,11 +678,15 @@ class Queue:
                 if fit is not None:
                     _state(fit[1])[0] = SEG_SENT
                     return fit[0], fit[1], True
-                if attempt or not busy or time.monotonic() < self._seg_no_wait_until:
+                if (
+                    attempt
+                    or not busy
+                    or (empty >= 0 and need < WAIT_MIN)
+                    or time.monotonic() < self._seg_no_wait_until
+                ):
                     if empty < 0 and small >= 0:  # a free kept segment too small: replace it
-                        old = self._name_at(small)
-                        self._forget_segment(old)
-                        _File.unlink(old)
+                        replaced = self._name_at(small)
+                        self._set_name(small, "")
                         empty = small
                     if empty >= 0:
                         self._set_name(empty, _CREATING)
@@ -681,6 +695,9 @@ class Queue:
                 self._mutex.release()
             if not wait_until(functools.partial(_any_free, busy), WAIT_S):
                 self._seg_no_wait_until = time.monotonic() + NO_WAIT_S
+        if replaced:  # outside the mutex: freeing 64 MiB takes about 10 ms
+            self._forget_segment(replaced)
+            _File.unlink(replaced)
         if empty < 0:  # every kept segment is in use: a one-off, unlinked by its reader
             name = f"{self._prefix}-o{secrets.token_hex(8)}"
             return name, _File(name, need, create=True), False
@@ -742,11 +759,11 @@ class Queue:
     def _keep_mapped(self, name: str, block: _File) -> None:
         with self._segments_lock:
             segments = self._segments
+            # Forget segments that were replaced (their names are gone), then the oldest.
+            for old in [n for n in segments if not os.path.exists(_File.path(n))]:
+                segments.pop(old).close()  # arrays built on it keep the memory mapped
             if len(segments) >= SEG_MAPPINGS:
-                # Forget segments that were replaced (their names are gone), then the oldest.
-                gone = [n for n in segments if not os.path.exists(_File.path(n))]
-                for old in gone or [next(iter(segments))]:
-                    segments.pop(old).close()  # arrays built on it keep the memory mapped
+                segments.pop(next(iter(segments))).close()
             segments[name] = block
 
     def _forget_segment(self, name: str) -> None:
@@ -789,10 +806,12 @@ class Queue:
         if flags & SEG_REUSE:
             block = self._segment(name)
             state = _state(block)
-            state[0] = (os.getpid() << 2) | SEG_HELD
+            held = (os.getpid() << 2) | SEG_HELD
+            state[0] = held
 
             def all_gone() -> None:
-                state[0] = SEG_FREE
+                if state[0] == held and os.getpid() == held >> 2:  # not a forked copy's
+                    state[0] = SEG_FREE
 
             views = watched_views(block.map, SEG_RESERVED, spans, all_gone)
         else:
@@ -801,7 +820,7 @@ class Queue:
             views = [block.buf[SEG_RESERVED + o : SEG_RESERVED + o + n] for o, n in spans]
         try:
             if flags & SEG_BYTES:
-                return bytes(views[0])
+                return bytes(memoryview(views[0]))
             return unpickle_buffers(body, views, persistent)
         finally:
             del views
@@ -830,7 +849,11 @@ class Queue:
                 data: Optional[bytes] = _pdumps(obj, 5, buffer_callback=inband_unless_big)
             except Exception:  # also BigBuffer: a big array in a tuple, list or dict
                 data = None
-            if data is not None and _MAIN not in data and len(data) <= self._quarter:
+            if (
+                data is not None
+                and _MAIN not in data
+                and (len(data) < 4096 or not _holds_big_bytes(obj, len(data)))
+            ):
                 n = len(data)
                 size = 8 + ((n + 7) & ~7)
                 if self._slots is None and size <= self._quarter:
@@ -888,7 +911,12 @@ class Queue:
                     self._abandon(one)
                 raise
             return
-        self._lock()
+        try:
+            self._lock()
+        except BaseException:
+            for one in encoded:
+                self._abandon(one)
+            raise
         try:
             hdr, cap, data, dataq = self._hdr, self._cap, self._data, self._dataq
             for kind, pieces, length in encoded:
@@ -919,21 +947,26 @@ class Queue:
     def _put_encoded(
         self, encoded: tuple[int, list[Any], int], block: bool, timeout: Optional[float]
     ) -> None:
-        if self._slots is not None and not self._slots.acquire(block, timeout):
-            self._abandon(encoded)
-            raise Full
-        self._lock()
+        slots = self._slots
+        slot = locked = False
         try:
+            if slots is not None:
+                if not slots.acquire(block, timeout):
+                    raise Full
+                slot = True
+            self._lock()
+            locked = True
             self._write_waiting(*encoded)
             if self._joinable:
                 self._hdr[H_UNFINISHED] += 1
-        except BaseException:
-            if self._slots is not None:
-                self._slots.release()  # nothing went in: give the slot back
+        except BaseException:  # Full, no room, or an interrupt while waiting
+            if slots is not None and slot:
+                slots.release()  # nothing went in: give the slot back
             self._abandon(encoded)
             raise
         finally:
-            self._mutex.release()
+            if locked:
+                self._mutex.release()
         self._items.release()
 
     def _write_waiting(self, kind: int, pieces: list[Any], length: int) -> None:
@@ -1039,7 +1072,15 @@ class Queue:
                 self._slots.release()
         for _ in range(wake):
             self._space.release()
-        return [first, *(loads(p) if k == PICKLE else self._decode(k, p) for k, p in records)]
+        items = [first]
+        for i, (kind, payload) in enumerate(records):
+            try:
+                items.append(loads(payload) if kind == PICKLE else self._decode(kind, payload))
+            except BaseException:
+                for later in records[i + 1 :]:  # lost with this one: free their segments
+                    self._abandon((later[0], [later[1]], len(later[1])))
+                raise
+        return items
 
     def qsize(self) -> int:
         """How many items are in the queue now (exact at the moment it was read)."""

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import os
 import pickle
 import struct
@@ -291,8 +292,10 @@ def _shm_failed(exc: BaseException) -> None:
         _warned = True
         warnings.warn(
             f"manycore cannot use shared memory ({exc}); big arrays and buffers will go "
-            "through pipes instead, which is much slower. Give /dev/shm more room (e.g. "
-            f"docker run --shm-size=1g) or set ${_shm.DIR_VAR} to a larger tmpfs directory.",
+            "through pipes (or a queue's ring) instead, which is much slower. Give /dev/shm "
+            f"more room (e.g. docker run --shm-size=1g) or set ${_shm.DIR_VAR} to a larger "
+            "tmpfs directory; on a Pipe the memory is the machine's (memfd): free some, or "
+            "raise the descriptor limit (ulimit -n) if that is what the error names.",
             SharedMemoryWarning,
             stacklevel=4,
         )
@@ -754,14 +757,12 @@ def watched_views(
             views.append((ctypes.c_ubyte * length).from_buffer(mm, base + offset))
         else:
             views.append(bytearray())
-    left = [len(views)]
-    lock = threading.Lock()
+    total = len(views)
+    gone = itertools.count(1)  # next() is atomic: no lock, which a finalizer must not take
 
     def one_gone() -> None:
-        with lock:
-            left[0] -= 1
-            if left[0] == 0:
-                all_gone()
+        if next(gone) == total:
+            all_gone()
 
     for view in views:
         if isinstance(view, bytearray):

@@ -58,6 +58,7 @@ __all__ = [
     "PREFIX",
     "Segment",
     "ShmUnavailableError",
+    "map_shared",
     "semaphore_path",
     "shm_dir",
     "shm_limit",
@@ -374,9 +375,44 @@ def _unlink_path(path: str, creator: int, tracked: bool) -> None:
             pass
 
 
-def _map(fd: int, size: int) -> mmap.mmap:
+def map_shared(fd: int, size: int) -> mmap.mmap:
+    """Map ``size`` bytes of ``fd`` shared, read-write, without keeping a descriptor.
+
+    Python's mmap duplicates the descriptor it maps and keeps the copy while the mapping
+    lives (until 3.13's ``trackfd=False``), so each array received from a queue or pipe
+    and kept would hold one: a consumer keeping a thousand would run out. Where the copy
+    cannot be avoided and descriptors run out, the soft limit is raised to the hard one,
+    once, and the mapping tried again.
+
+    Raises:
+        OSError: the mapping failed (EMFILE: raise ``ulimit -n``).
+    """
     # (MAP_POPULATE was measured: no faster here, and it faults in pages a reader may skip.)
-    return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    flags, prot = mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+    if sys.version_info >= (3, 13):
+        return mmap.mmap(fd, size, flags, prot, trackfd=False)
+    try:
+        return mmap.mmap(fd, size, flags, prot)
+    except OSError as exc:
+        if exc.errno != errno.EMFILE or not _raise_fd_limit():
+            raise OSError(
+                exc.errno,
+                f"{exc.strerror}: this process keeps one descriptor per shared-memory block "
+                "that received arrays still use; raise the limit (ulimit -n) or drop arrays "
+                "you no longer need",
+            ) from exc
+        return mmap.mmap(fd, size, flags, prot)
+
+
+def _raise_fd_limit() -> bool:
+    """Raise this process's soft descriptor limit to its hard limit; False if it was."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return False
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return True
 
 
 class Segment:
@@ -452,7 +488,7 @@ class Segment:
                         f"{exc.strerror}. Make it larger (e.g. docker run --shm-size=1g) or "
                         f"point ${DIR_VAR} at a larger tmpfs",
                     ) from exc
-                mm: Optional[mmap.mmap] = _map(fd, size)
+                mm: Optional[mmap.mmap] = map_shared(fd, size)
             else:
                 mm = None
         except BaseException:
@@ -493,7 +529,7 @@ class Segment:
                     "segments it created with mode 0600"
                 )
             size = st.st_size
-            mm = _map(fd, size) if size else None
+            mm = map_shared(fd, size) if size else None
         finally:
             os.close(fd)
         return cls(name, size, path, mm)
