@@ -490,6 +490,21 @@ def test_queue_files_go_with_the_queue_and_received_arrays_outlive_it() -> None:
 # --- Queue: no room in shared memory, and shared memory off -----------------------------------
 
 
+def _two_arrive_after_one_warning(
+    send: Callable[[Any], Any], receive: Callable[[], Any], arr: Any
+) -> None:
+    """Send ``arr`` and ``arr + 1`` with no shared memory to be had: one SharedMemoryWarning
+    in all, and both arrive equal."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        send(arr)
+        send(arr + 1)
+        got = [receive() for _ in range(2)]
+    shm_warnings = [c for c in caught if issubclass(c.category, SharedMemoryWarning)]
+    assert len(shm_warnings) == 1, [str(c.message) for c in caught]
+    assert np.array_equal(got[0], arr) and np.array_equal(got[1], arr + 1)
+
+
 def test_no_room_for_a_segment_warns_once_and_the_item_goes_in_band(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -507,15 +522,8 @@ def test_no_room_for_a_segment_warns_once_and_the_item_goes_in_band(
     monkeypatch.setattr(os, "posix_fallocate", fallocate)
     monkeypatch.setattr(_serialize, "_warned", False)
     a = np.arange(32 * KIB, dtype=np.float64)  # 256 KiB
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        q.put(a)
-        q.put(a + 1)
-        got = [q.get(timeout=TIMEOUT) for _ in range(2)]
-    shm_warnings = [c for c in caught if issubclass(c.category, SharedMemoryWarning)]
-    assert len(shm_warnings) == 1, [str(c.message) for c in caught]
+    _two_arrive_after_one_warning(q.put, lambda: q.get(timeout=TIMEOUT), a)
     assert len(refused) == 2  # a segment was tried for each item
-    assert np.array_equal(got[0], a) and np.array_equal(got[1], a + 1)
     assert _segments(q, "s") == [] and _segments(q, "o") == []
     assert _queues._CREATING not in _slot_names(q)  # the slot claimed for it was given back
     monkeypatch.setattr(os, "posix_fallocate", real)  # room again: a segment again
@@ -535,15 +543,7 @@ def test_no_memory_for_a_memfd_warns_once_and_the_message_goes_through_the_socke
         monkeypatch.setattr(os, "posix_fallocate", no_room)  # no memfd can be made
         monkeypatch.setattr(_serialize, "_warned", False)
         arr = np.arange(32 * KIB, dtype=np.float64)  # 256 KiB
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            a.send(arr)
-            a.send(arr + 1)
-            got = [b.recv() for _ in range(2) if b.poll(TIMEOUT)]
-        shm_warnings = [c for c in caught if issubclass(c.category, SharedMemoryWarning)]
-        assert len(shm_warnings) == 1, [str(c.message) for c in caught]
-        assert len(got) == 2
-        assert np.array_equal(got[0], arr) and np.array_equal(got[1], arr + 1)
+        _two_arrive_after_one_warning(a.send, lambda: b.poll(TIMEOUT) and b.recv(), arr)
         assert a._outbox is not None and a._outbox.kept == []
 
 
