@@ -59,6 +59,7 @@ __all__ = [
     "blob_for",
     "parse_fds",
     "process_alive",
+    "reusable",
     "round_up",
     "wait_until",
 ]
@@ -114,6 +115,12 @@ def round_up(need: int) -> int:
     return -(-need // step) * step
 
 
+def reusable(state: int) -> bool:
+    """Whether a block with this state word may be refilled: free, or held by a reader that
+    has died (the queue's segments follow the same rule)."""
+    return state == FREE or (state & 3 == HELD and not process_alive(state >> 2))
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process with this pid exists (a reader named in a state word)."""
     try:
@@ -143,8 +150,7 @@ class _Memfd:
         self.state = memoryview(self.map)[:8].cast("Q")
 
     def free(self) -> bool:
-        state = self.state[0]
-        return state == FREE or (state & 3 == HELD and not process_alive(state >> 2))
+        return reusable(self.state[0])
 
     def close(self) -> None:
         self.state.release()

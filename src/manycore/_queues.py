@@ -94,9 +94,9 @@ import time
 import weakref
 from typing import Any, Iterable, Optional
 
-from . import _serialize, _shm
+from . import _memfd, _serialize, _shm
 from ._errors import ArgumentPicklingError
-from ._memfd import NO_WAIT_S, WAIT_MIN, WAIT_S, process_alive, round_up, wait_until
+from ._memfd import NO_WAIT_S, WAIT_MIN, WAIT_S, reusable, round_up, wait_until
 from ._serialize import (
     dumps,
     has_big_bytes,
@@ -178,7 +178,8 @@ BLOCK_MAPPINGS = 4  # overflow blocks each process keeps mapped
 
 # Big-buffer segments (see "Big buffers" above).
 SEG_RESERVED = 64  # bytes before a segment's data; the first u64 is its state
-SEG_FREE, SEG_SENT, SEG_HELD = 0, 1, 2  # held: (reader pid << 2) | SEG_HELD
+# The state word's values are _memfd's: FREE, SENT, (reader pid << 2) | HELD.
+SEG_FREE, SEG_SENT, SEG_HELD = _memfd.FREE, _memfd.SENT, _memfd.HELD
 SEG_REUSE, SEG_BYTES = 1, 2  # record flags: a kept segment; the item is one bytes object
 SEG_MAPPINGS = 8  # big-buffer segments each process keeps mapped
 _CREATING = "*"
@@ -737,8 +738,7 @@ class Queue:
             if not name:
                 empty = at if empty < 0 else empty
                 continue
-            state = _state(block)[0]
-            free = state == SEG_FREE or (state & 3 == SEG_HELD and not process_alive(state >> 2))
+            free = reusable(_state(block)[0])
             if block.size >= need:
                 if not free:
                     busy.append(block)
