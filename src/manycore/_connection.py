@@ -285,14 +285,14 @@ class Connection:
             return True
         if self._outbox is None:
             self._outbox = _memfd.Outbox()
-        need = _memfd.RESERVED + sum(-(-r.nbytes // 64) * 64 for r in raws)
+        spans, total = _serialize.layout(raws)
         try:
-            memfd, kept = self._outbox.claim(need)
+            memfd, kept = self._outbox.claim(_memfd.RESERVED + total)
         except OSError as exc:
             _serialize._shm_failed(exc)
             return False
         try:
-            blob = _memfd.blob_for(memfd, kept, body, raws, persistent)
+            blob = _memfd.blob_for(memfd, kept, body, raws, spans, persistent)
             self._write_all(memoryview(_HEADER.pack(_memfd.FD_MESSAGE)))
             length = _BIG_HEADER.pack(len(blob))
             fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [memfd.fd]))]

@@ -49,7 +49,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Optional
 
-from ._serialize import unpickle_buffers, watched_views
+from ._serialize import fill, unpickle_buffers, watched_views
 from ._shm import map_shared
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "Inbox",
     "Outbox",
     "blob_for",
+    "hold",
     "parse_fds",
     "process_alive",
     "reusable",
@@ -82,7 +83,6 @@ FREE, SENT, HELD = 0, 1, 2  # held: (reader pid << 2) | HELD
 REUSE = 1  # blob flag: a kept memfd (the reader keeps it mapped and frees it when done)
 _BLOB_HEAD = struct.Struct("<BII")
 _SPAN = struct.Struct("<QQ")
-_ALIGN = 64
 _SEALS = (
     getattr(fcntl, "F_SEAL_SHRINK", 0x2)
     | getattr(fcntl, "F_SEAL_GROW", 0x4)
@@ -113,6 +113,19 @@ def round_up(need: int) -> int:
     next message when it is a little bigger."""
     step = 1 << 20 if need > 1 << 20 else 1 << 16
     return -(-need // step) * step
+
+
+def hold(state: memoryview) -> Callable[[], None]:
+    """Mark a block's state word as held by this process; return what frees it again (for
+    ``watched_views``). Only this process frees it, never a forked copy of its views."""
+    held = (os.getpid() << 2) | HELD
+    state[0] = held
+
+    def all_gone() -> None:
+        if state[0] == held and os.getpid() == held >> 2:
+            state[0] = FREE
+
+    return all_gone
 
 
 def reusable(state: int) -> bool:
@@ -217,18 +230,18 @@ class Outbox:
 
 
 def blob_for(
-    memfd: _Memfd, kept: bool, body: bytes, raws: list[memoryview], persistent: int
+    memfd: _Memfd,
+    kept: bool,
+    body: bytes,
+    raws: list[memoryview],
+    spans: list[tuple[int, int]],
+    persistent: int,
 ) -> bytes:
-    """Copy ``raws`` into ``memfd``; the blob that describes them."""
-    spans = []
-    total = RESERVED
+    """Copy ``raws`` into ``memfd`` at their ``spans`` (``_serialize.layout``); the blob
+    that describes them."""
     view = memoryview(memfd.map)
     try:
-        for raw in raws:
-            n = raw.nbytes
-            view[total : total + n] = raw
-            spans.append((total - RESERVED, n))
-            total += -(-n // _ALIGN) * _ALIGN
+        fill(view, RESERVED, spans, raws)
     finally:
         view.release()
     head = _BLOB_HEAD.pack(REUSE if kept else 0, len(spans), persistent)
@@ -282,15 +295,7 @@ class Inbox:
                 )
             if flags & REUSE:
                 mm = self._map(fd, st)
-                state = memoryview(mm)[:8].cast("Q")
-                held = (os.getpid() << 2) | HELD
-                state[0] = held
-
-                def all_gone() -> None:
-                    if state[0] == held and os.getpid() == held >> 2:  # not a forked copy's
-                        state[0] = FREE
-
-                buffers = watched_views(mm, RESERVED, spans, all_gone)
+                buffers = watched_views(mm, RESERVED, spans, hold(memoryview(mm)[:8].cast("Q")))
             else:
                 whole = memoryview(map_shared(fd, st.st_size))  # freed with the last view
                 buffers = [whole[RESERVED + o : RESERVED + o + n] for o, n in spans]

@@ -99,8 +99,10 @@ from ._errors import ArgumentPicklingError
 from ._memfd import NO_WAIT_S, WAIT_MIN, WAIT_S, reusable, round_up, wait_until
 from ._serialize import (
     dumps,
+    fill,
     has_big_bytes,
     inband_unless_big,
+    layout,
     loads,
     split_buffers,
     unpickle_buffers,
@@ -185,7 +187,6 @@ SEG_MAPPINGS = 8  # big-buffer segments each process keeps mapped
 _CREATING = "*"
 _SEG_HEAD = struct.Struct("<BBII")
 _SPAN = struct.Struct("<QQ")
-_ALIGN = 64
 
 
 def _state(block: _File) -> memoryview:
@@ -637,11 +638,7 @@ class Queue:
         self, obj: Any, body: bytes, raws: list[memoryview], persistent: int, flags: int
     ) -> tuple[int, list[Any], int]:
         """Copy ``raws`` into a segment; the SEG record that names it."""
-        spans = []
-        total = 0
-        for raw in raws:
-            spans.append((total, raw.nbytes))
-            total += -(-raw.nbytes // _ALIGN) * _ALIGN
+        spans, total = layout(raws)
         try:
             name, block, reuse = self._claim_segment(SEG_RESERVED + total)
         except OSError as exc:  # no room in shared memory: the item goes in band
@@ -649,11 +646,7 @@ class Queue:
             data = obj if flags & SEG_BYTES else dumps(obj)
             return (BYTES if flags & SEG_BYTES else PICKLE), [data], len(data)
         try:
-            buf = block.buf
-            for (offset, length), raw in zip(spans, raws):
-                at = SEG_RESERVED + offset
-                buf[at : at + length] = raw
-            del buf
+            fill(block.buf, SEG_RESERVED, spans, raws)
             raw_name = name.encode()
             flags |= SEG_REUSE if reuse else 0
             head = _SEG_HEAD.pack(flags, len(raw_name), len(spans), persistent)
@@ -805,15 +798,7 @@ class Queue:
         views: list[Any]
         if flags & SEG_REUSE:
             block = self._segment(name)
-            state = _state(block)
-            held = (os.getpid() << 2) | SEG_HELD
-            state[0] = held
-
-            def all_gone() -> None:
-                if state[0] == held and os.getpid() == held >> 2:  # not a forked copy's
-                    state[0] = SEG_FREE
-
-            views = watched_views(block.map, SEG_RESERVED, spans, all_gone)
+            views = watched_views(block.map, SEG_RESERVED, spans, _memfd.hold(_state(block)))
         else:
             block = _File(name)
             _File.unlink(name)  # a one-off: its memory goes with the last view

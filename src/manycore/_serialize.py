@@ -74,9 +74,11 @@ __all__ = [
     "dumps",
     "dumps_args",
     "dumps_payload",
+    "fill",
     "first_unpicklable",
     "has_big_bytes",
     "inband_unless_big",
+    "layout",
     "loads",
     "pack",
     "release",
@@ -509,14 +511,27 @@ def dumps_payload(obj: Any, *, handoff: bool = False, reuse: Optional[bool] = No
     return _place(data, raws, persistent, handoff, reuse)
 
 
-def _place(
-    data: bytes, raws: list[memoryview], persistent: int, handoff: bool, reuse: bool
-) -> bytes:
+def layout(raws: list[memoryview]) -> tuple[list[tuple[int, int]], int]:
+    """Where ``raws`` go in one block: ``(offset, length)`` of each, 64-byte aligned, and the
+    bytes they need in all."""
     spans = []
     total = 0
     for raw in raws:
         spans.append((total, raw.nbytes))
         total += -(-raw.nbytes // _ALIGN) * _ALIGN
+    return spans, total
+
+
+def fill(view: memoryview, base: int, spans: list[tuple[int, int]], raws: list[memoryview]) -> None:
+    """Copy ``raws`` into ``view`` at ``base`` plus their ``layout`` offsets."""
+    for (offset, length), raw in zip(spans, raws):
+        view[base + offset : base + offset + length] = raw
+
+
+def _place(
+    data: bytes, raws: list[memoryview], persistent: int, handoff: bool, reuse: bool
+) -> bytes:
+    spans, total = layout(raws)
     seg: Optional[_shm.Segment] = None
     if reuse:
         seg = _spares.take(total, handoff)
@@ -533,11 +548,7 @@ def _place(
         _shm_failed(exc)
         # Put the buffers back in-band: pickle again without a callback.
         return dumps(unpickle_buffers(data, raws, persistent))
-    view = seg.buf
-    base = _RESERVED if reuse else 0
-    for (offset, length), raw in zip(spans, raws):
-        view[base + offset : base + offset + length] = raw
-    del view
+    fill(seg.buf, _RESERVED if reuse else 0, spans, raws)
     name = seg.name.encode()
     flags = (_HANDOFF if handoff and not reuse else 0) | (_REUSE if reuse else 0)
     head = [_HEAD.pack(_MAGIC, flags, len(name), len(spans), persistent), name]
