@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import manycore
-from manycore import _benchwork as work
-from manycore._machine import machine_facts
+from manycore._bench import work
+from manycore._bench.machine import machine_facts
 
 from . import (
     control,

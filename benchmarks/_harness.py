@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from manycore import _benchwork as work
+from manycore._bench import work
 
 __all__ = [
     "CALL_DEADLINE_S",

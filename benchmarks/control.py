@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import manycore
-from manycore import _benchwork as work
+from manycore._bench import work
 
 from . import workloads
 from ._harness import CALL_DEADLINE_S, Call, Context, Figure, Measurement, measure, opened

@@ -24,7 +24,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from manycore import _benchwork as work
+from manycore._bench import work
 
 from ._harness import Context, describe, opened
 

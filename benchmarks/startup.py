@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from manycore import _benchwork as work
+from manycore._bench import work
 
 from ._harness import CALL_DEADLINE_S, Context, Figure, Measurement, describe
 

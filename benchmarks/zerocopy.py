@@ -21,7 +21,7 @@ import multiprocessing
 from typing import Any, Callable
 
 import manycore
-from manycore import _benchwork as work
+from manycore._bench import work
 
 from . import workloads
 from ._harness import Call, Context, Figure, Measurement, measure, opened

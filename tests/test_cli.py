@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from manycore import _bench, _bench_systems, _cli
-from manycore import _benchwork as work
+from manycore import _cli
+from manycore._bench import command, work
+from manycore._bench import systems as bench_systems
 from tests import helpers
 
 # `bench --quick --repeats 1` takes about 20 s on a 2-core machine; a hang is caught by the
@@ -170,12 +171,12 @@ def test_plot_draws_a_png(tmp_path: Path) -> None:
 
 def test_missing_numpy_and_peers_are_skipped_not_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "numpy", None)
-    workloads, skipped = _bench._workloads(quick=True, workers=2)
+    workloads, skipped = command._workloads(quick=True, workers=2)
     assert [w.key for w in workloads] == ["cpu", "io", "trivial"]
     assert [(s.key, "pip install numpy" in s.reason) for s in skipped] == [("numpy", True)]
 
     nowhere = {p.name: work.PeerStatus(p) for p in work.PEERS}  # none installed
-    assert [s.key for s in _bench_systems.systems(nowhere)] == [*STDLIB, *MANYCORE]
+    assert [s.key for s in bench_systems.systems(nowhere)] == [*STDLIB, *MANYCORE]
     note = work.peers_note(nowhere, set(POOL_PEERS))
     assert note.startswith("peers: not installed: joblib, mpire, pebble, faster-fifo")
     assert "pip install 'manycore[bench]'" in note

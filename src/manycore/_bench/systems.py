@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from . import _benchwork as work
+from . import work
 
 __all__ = ["ALWAYS", "MP_POOL", "SERIAL", "SYSTEMS", "Runner", "System", "systems"]
 

@@ -35,9 +35,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import _benchwork as work
-from ._bench_systems import MP_POOL, SERIAL, SYSTEMS, Runner, System, systems
-from ._machine import machine_facts
+from . import work
+from .machine import machine_facts
+from .systems import MP_POOL, SERIAL, SYSTEMS, Runner, System, systems
 
 __all__ = ["bench_command"]
 

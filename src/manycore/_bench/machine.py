@@ -13,8 +13,8 @@ import sys
 import sysconfig
 from typing import Any
 
-from . import _benchwork as work
-from ._cpu import cgroup_cpu_quota
+from .._cpu import cgroup_cpu_quota
+from . import work
 
 __all__ = ["machine_facts"]
 

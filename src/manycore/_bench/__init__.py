@@ -1,0 +1,1 @@
+"""``manycore bench`` and the measuring tools the ``benchmarks/`` suite shares with it."""
