@@ -35,9 +35,31 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import work
-from .machine import machine_facts
+from .capacity import Capacity, capacity_note, parallel_capacity
+from .guards import BenchTimeout, deadline, ignore_fork_warnings
+from .machine import load_average, machine_facts
+from .optional import MissingExtra, import_optional
+from .peers import PeerStatus, find_peers, peers_note
+from .render import (
+    Bar,
+    Panel,
+    Progress,
+    draw_comparison,
+    format_ratio,
+    format_seconds,
+    render_table,
+)
+from .stats import summarize
 from .systems import MP_POOL, SERIAL, SYSTEMS, Runner, System, systems
+from .workloads import (
+    CRASH_ITEM,
+    array_sum,
+    calibrate_spin,
+    exit_on_crash_item,
+    sleep_ms,
+    spin,
+    square,
+)
 
 __all__ = ["bench_command"]
 
@@ -84,33 +106,33 @@ ARRAY_ITEMS = 16 * 1024 * 1024 // 8
 def _workloads(quick: bool, workers: int) -> tuple[list[_Workload], list[_Skipped]]:
     tasks = 20 if quick else 40
     task_ms = 15
-    spin_n = work.calibrate_spin(task_ms / 1000)
+    spin_n = calibrate_spin(task_ms / 1000)
     trivial = 5_000 if quick else 10_000
     workloads = [
         _Workload(
             "cpu",
             "CPU-bound",
             f"{tasks} pure-Python tasks of ~{task_ms} ms",
-            work.spin,
+            spin,
             [spin_n] * tasks,
         ),
         _Workload(
             "io",
             "I/O-bound",
             f"{tasks} tasks sleeping 20 ms",
-            work.sleep_ms,
+            sleep_ms,
             [20.0] * tasks,
         ),
         _Workload(
             "trivial",
             "trivial tasks",
             f"map(x*x) over {trivial:,} ints, default chunking",
-            work.square,
+            square,
             list(range(trivial)),
         ),
     ]
     skipped: list[_Skipped] = []
-    numpy: Any = work.import_optional("numpy")
+    numpy: Any = import_optional("numpy")
     arrays = 4 if quick else 8
     title = "NumPy payload"
     if numpy is None:
@@ -122,7 +144,7 @@ def _workloads(quick: bool, workers: int) -> tuple[list[_Workload], list[_Skippe
                 "numpy",
                 title,
                 f"{arrays} float64 arrays of 16 MiB, each sent to a task that returns its sum",
-                work.array_sum,
+                array_sum,
                 [numpy.arange(ARRAY_ITEMS, dtype=numpy.float64) * (i + 1) for i in range(arrays)],
                 # small arrays: the warm-up is for starting workers and importing numpy
                 warm_items=[numpy.ones(1024) for _ in range(2 * workers)],
@@ -134,7 +156,7 @@ def _workloads(quick: bool, workers: int) -> tuple[list[_Workload], list[_Skippe
 def _crash_items(workers: int) -> list[int]:
     """Normal items with one ``CRASH_ITEM`` a third of the way in, two or more per worker."""
     items = list(range(max(8, 2 * workers)))
-    items[len(items) // 3] = work.CRASH_ITEM
+    items[len(items) // 3] = CRASH_ITEM
     return items
 
 
@@ -175,7 +197,7 @@ class _Crash:
         """``error in 0.05 s, pool still usable``, ``hung (killed after 10 s)``, ..."""
         if self.outcome == "not run":
             return f"not run: {self.error}"
-        seconds = work.format_seconds(self.seconds or 0.0)
+        seconds = format_seconds(self.seconds or 0.0)
         if self.outcome == "hung":
             return f"hung (killed after {seconds})"
         if self.outcome == "no error":
@@ -216,12 +238,12 @@ class _Run:
     repeats: int
     usable_cpus: int
     systems: list[System]
-    peers: dict[str, work.PeerStatus]
+    peers: dict[str, PeerStatus]
     workloads: list[_Workload]
     skipped: list[_Skipped]
     crash_deadline: float
     crash_items: int
-    capacity: work.Capacity | None = None
+    capacity: Capacity | None = None
     capacity_error: str | None = None
     results: dict[str, dict[str, _Outcome]] = field(default_factory=dict)
     crashes: dict[str, _Crash] = field(default_factory=dict)
@@ -259,13 +281,13 @@ def bench_command(args: argparse.Namespace) -> int:
     usable = manycore.cpu_count()
     workers: int = args.workers or usable
     repeats: int = args.repeats or (3 if quick else 5)
-    progress = work.Progress()
+    progress = Progress()
     progress(
         f"manycore bench: {workers} workers per pool, median of {repeats} repeats "
         f"({usable} usable CPUs, os.cpu_count() = {os.cpu_count()})"
     )
-    load_before = work.load_average()
-    peers = work.find_peers()
+    load_before = load_average()
+    peers = find_peers()
     progress("peers: " + ", ".join(status.describe() for status in peers.values()))
     workloads, skipped = _workloads(quick, workers)
     run = _Run(
@@ -282,7 +304,7 @@ def bench_command(args: argparse.Namespace) -> int:
     for skip in skipped:
         progress(f"{skip.title}: skipped, {skip.reason}")
 
-    with work.ignore_fork_warnings():
+    with ignore_fork_warnings():
         # Before any pool exists: the probe has the machine to itself, and this process
         # has one thread, so the probe's processes can be forked.
         _measure_capacity(run, quick, progress)
@@ -310,19 +332,19 @@ def bench_command(args: argparse.Namespace) -> int:
     if args.plot:
         try:
             _plot(run, args.plot, notes)
-        except work.MissingExtra as exc:
+        except MissingExtra as exc:
             print(f"manycore bench: {exc}", file=sys.stderr)
             return 2
         progress(f"drew {args.plot}")
     return 1 if run.manycore_failed() else 0
 
 
-def _measure_capacity(run: _Run, quick: bool, progress: work.Progress) -> None:
+def _measure_capacity(run: _Run, quick: bool, progress: Progress) -> None:
     if run.usable_cpus < 2:
         return
     try:
-        with work.deadline(CALL_DEADLINE_S, "the parallel-capacity probe"):
-            run.capacity = work.parallel_capacity(
+        with deadline(CALL_DEADLINE_S, "the parallel-capacity probe"):
+            run.capacity = parallel_capacity(
                 run.usable_cpus, seconds=0.2 if quick else 0.3, rounds=2 if quick else 3
             )
     except Exception as exc:
@@ -335,7 +357,7 @@ def _measure_capacity(run: _Run, quick: bool, progress: work.Progress) -> None:
     )
 
 
-def _run_workloads(run: _Run, progress: work.Progress) -> None:
+def _run_workloads(run: _Run, progress: Progress) -> None:
     """Start every system, run the timed workloads, then the crash; close everything."""
     runners: dict[str, Runner] = {}
     why_not: dict[str, str] = {}  # systems that cannot run: why
@@ -343,7 +365,7 @@ def _run_workloads(run: _Run, progress: work.Progress) -> None:
     try:
         for system in run.systems:
             try:
-                with work.deadline(CALL_DEADLINE_S, f"starting {system.label}"):
+                with deadline(CALL_DEADLINE_S, f"starting {system.label}"):
                     runners[system.key] = system.open(run.workers)
             except Exception as exc:
                 why_not[system.key] = f"could not start: {_describe(exc)}"
@@ -388,7 +410,7 @@ def _measure(
     runners: dict[str, Runner],
     workers: int,
     repeats: int,
-    progress: work.Progress,
+    progress: Progress,
 ) -> dict[str, _Outcome]:
     """Warm up, then time every started system in interleaved rounds."""
     outcomes = {s.key: _Outcome(s) for s in systems if s.key in runners}
@@ -403,7 +425,7 @@ def _measure(
     warm = (workload.warm_items or workload.items)[: 2 * workers]
     for system in list(live):
         try:
-            with work.deadline(CALL_DEADLINE_S, f"{system.label}.map (warm-up)"):
+            with deadline(CALL_DEADLINE_S, f"{system.label}.map (warm-up)"):
                 runners[system.key].map(workload.fn, warm)
         except Exception as exc:
             fail(system, _describe(exc))
@@ -413,7 +435,7 @@ def _measure(
         timings: list[str] = []
         for system in list(live):
             try:
-                with work.deadline(CALL_DEADLINE_S, f"{system.label}.map"):
+                with deadline(CALL_DEADLINE_S, f"{system.label}.map"):
                     start = time.perf_counter()
                     result = runners[system.key].map(workload.fn, workload.items)
                     elapsed = time.perf_counter() - start
@@ -429,7 +451,7 @@ def _measure(
                 fail(system, "returned a wrong result")
                 continue
             outcomes[system.key].samples.append(elapsed)
-            timings.append(f"{system.short} {work.format_seconds(elapsed)}")
+            timings.append(f"{system.short} {format_seconds(elapsed)}")
         progress(f"  round {round_no}/{repeats}: " + ", ".join(timings))
     return outcomes
 
@@ -446,9 +468,9 @@ def _crash(system: System, runner: Runner, workers: int, deadline_s: float) -> _
     raised: str | None = None
     start = time.perf_counter()
     try:
-        with work.deadline(deadline_s, f"{system.label}.map with a crashing task"):
-            runner.map(work.exit_on_crash_item, items)
-    except work.BenchTimeout:
+        with deadline(deadline_s, f"{system.label}.map with a crashing task"):
+            runner.map(exit_on_crash_item, items)
+    except BenchTimeout:
         return _Crash(system, "hung", seconds=time.perf_counter() - start)
     except Exception as exc:
         raised = _describe(exc)
@@ -459,9 +481,9 @@ def _crash(system: System, runner: Runner, workers: int, deadline_s: float) -> _
 
     again = list(range(8))
     try:
-        with work.deadline(deadline_s, f"{system.label}.map after the crash"):
-            result = runner.map(work.square, again)
-    except work.BenchTimeout:
+        with deadline(deadline_s, f"{system.label}.map after the crash"):
+            result = runner.map(square, again)
+    except BenchTimeout:
         crash.next_call = "hung"
     except Exception as exc:
         crash.next_call = _describe(exc)
@@ -470,17 +492,17 @@ def _crash(system: System, runner: Runner, workers: int, deadline_s: float) -> _
     return crash
 
 
-def _close(key: str, runner: Runner, progress: work.Progress, kill: bool = False) -> None:
+def _close(key: str, runner: Runner, progress: Progress, kill: bool = False) -> None:
     """Close a system, or terminate it (``kill``, or when closing fails), under deadlines."""
     if not kill:
         try:
-            with work.deadline(CLOSE_DEADLINE_S, f"closing {key}"):
+            with deadline(CLOSE_DEADLINE_S, f"closing {key}"):
                 runner.close()
             return
         except Exception as exc:
             progress(f"closing {key} failed ({_describe(exc)}); terminating it")
     try:
-        with work.deadline(CLOSE_DEADLINE_S, f"terminating {key}"):
+        with deadline(CLOSE_DEADLINE_S, f"terminating {key}"):
             runner.kill()
     except Exception as exc:
         progress(f"terminating {key} failed: {_describe(exc)}")
@@ -497,7 +519,7 @@ def _describe(exc: BaseException) -> str:
 def _median(outcome: _Outcome | None) -> float | None:
     if outcome is None or outcome.error is not None or not outcome.samples:
         return None
-    return work.summarize(outcome.samples).median
+    return summarize(outcome.samples).median
 
 
 def _bench_table(run: _Run) -> list[str]:
@@ -515,12 +537,12 @@ def _bench_table(run: _Run) -> list[str]:
                 reason = "failed" if outcome.error else "-"
                 rows.append([name, system.label, reason, "", "", ""])
                 continue
-            stats = work.summarize(outcome.samples)
+            stats = summarize(outcome.samples)
             rows.append(
                 [
                     name,
                     system.label,
-                    work.format_seconds(median),
+                    format_seconds(median),
                     f"±{stats.spread:.0%}",
                     _times(serial, median),
                     _times(baseline, median),
@@ -528,7 +550,7 @@ def _bench_table(run: _Run) -> list[str]:
             )
     for skip in run.skipped:
         rows.append([skip.title, "(skipped)", "-", "", "", ""])
-    return work.render_table(headers, rows, right=[False, False, True, True, True, True])
+    return render_table(headers, rows, right=[False, False, True, True, True, True])
 
 
 def _crash_table(run: _Run) -> list[str]:
@@ -539,13 +561,13 @@ def _crash_table(run: _Run) -> list[str]:
         raised = _error_type(crash.error) if crash.outcome == "error" else "-"
         summary = crash.summary() if crash.outcome != "not run" else "not run (see notes)"
         rows.append([system.label, summary, raised])
-    return work.render_table(headers, rows, right=[False, False, False])
+    return render_table(headers, rows, right=[False, False, False])
 
 
 def _times(reference: float | None, value: float) -> str:
     if reference is None or value <= 0:
         return "-"
-    return work.format_ratio(reference / value)
+    return format_ratio(reference / value)
 
 
 def _bench_notes(run: _Run) -> list[str]:
@@ -590,7 +612,7 @@ def _capacity_note(run: _Run) -> str:
         return f"parallel capacity: not measured ({why})."
     # The best speedup is a fair comparison only when the pools had every usable CPU.
     best = _best_cpu_speedup(run) if run.workers >= run.usable_cpus else None
-    return work.capacity_note(run.capacity, run.usable_cpus, best)
+    return capacity_note(run.capacity, run.usable_cpus, best)
 
 
 def _best_cpu_speedup(run: _Run) -> float | None:
@@ -601,15 +623,15 @@ def _best_cpu_speedup(run: _Run) -> float | None:
     return serial / min(best) if serial is not None and best else None
 
 
-def _peers_note(peers: dict[str, work.PeerStatus]) -> str:
-    return work.peers_note(peers, {s.peer for s in SYSTEMS if s.peer is not None})
+def _peers_note(peers: dict[str, PeerStatus]) -> str:
+    return peers_note(peers, {s.peer for s in SYSTEMS if s.peer is not None})
 
 
 def _outcome_json(outcome: _Outcome, per: dict[str, _Outcome]) -> dict[str, Any]:
     data: dict[str, Any] = {"system": outcome.system.key, "error": outcome.error}
     median = _median(outcome)
     if median is not None:
-        data.update(work.summarize(outcome.samples).as_dict())
+        data.update(summarize(outcome.samples).as_dict())
         serial = _median(per.get(SERIAL))
         baseline = _median(per.get(MP_POOL))
         data["speedup_vs_serial"] = serial / median if serial else None
@@ -632,7 +654,7 @@ def _report_json(
         "elapsed_s": elapsed,
         "machine": machine_facts(),
         "load_average_before": load_before,
-        "load_average_after": work.load_average(),
+        "load_average_after": load_average(),
         "parallel_capacity": run.capacity.as_dict() if run.capacity else None,
         "systems": [
             {"key": s.key, "label": s.label, "group": s.group, "peer": s.peer} for s in run.systems
@@ -675,21 +697,21 @@ def _plot(run: _Run, path: str, notes: list[str]) -> None:
             outcome = per[system.key]
             median = _median(outcome)
             if median is None:
-                bars.append(work.Bar(system.label, None, outcome.error or "no result"))
+                bars.append(Bar(system.label, None, outcome.error or "no result"))
                 continue
-            stats = work.summarize(outcome.samples)
+            stats = summarize(outcome.samples)
             speedup = f", {_times(serial, median)} vs serial" if serial else ""
             bars.append(
-                work.Bar(
+                Bar(
                     system.label,
                     median,
-                    f"{work.format_seconds(median)}{speedup}",
+                    f"{format_seconds(median)}{speedup}",
                     system.group,
                     stats.low,
                     stats.high,
                 )
             )
-        panels.append(work.Panel(w.title, w.detail, tuple(bars)))
+        panels.append(Panel(w.title, w.detail, tuple(bars)))
     crash_bars = []
     for system in run.systems:
         crash = run.crashes[system.key]
@@ -697,9 +719,9 @@ def _plot(run: _Run, path: str, notes: list[str]) -> None:
         text = crash.summary()
         if crash.outcome == "error":
             text = f"{_error_type(crash.error)}: {text}"
-        crash_bars.append(work.Bar(system.label, seconds, text, crash.verdict))
+        crash_bars.append(Bar(system.label, seconds, text, crash.verdict))
     panels.append(
-        work.Panel(
+        Panel(
             run.crash_title,
             f"one of {run.crash_items} tasks calls os._exit(1); then the same pool runs again",
             tuple(crash_bars),
@@ -712,4 +734,4 @@ def _plot(run: _Run, path: str, notes: list[str]) -> None:
     facts = f"{run.workers} workers, median of {run.repeats} repeats"
     title = f"manycore bench: {facts}, Python {platform.python_version()}"
     footer = [n for n in notes if n.startswith(("note:", "parallel capacity", "peers:"))]
-    work.draw_comparison(path, title, panels, footer)
+    draw_comparison(path, title, panels, footer)
