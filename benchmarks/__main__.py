@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import manycore
-from manycore import _benchwork as work
-from manycore._machine import machine_facts
+from manycore._bench.capacity import Capacity, capacity_note, parallel_capacity
+from manycore._bench.guards import deadline, ignore_fork_warnings
+from manycore._bench.machine import load_average, machine_facts
+from manycore._bench.peers import find_peers, peers_note
+from manycore._bench.render import Progress
 
 from . import (
     control,
@@ -84,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         parser.error("--workers and --repeats must be at least 1")
 
-    progress = work.Progress()
+    progress = Progress()
     ctx = Context(
         workers=args.workers or manycore.cpu_count(),
         quick=args.quick,
@@ -93,17 +96,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=progress,
     )
     started = datetime.datetime.now(datetime.timezone.utc)
-    load_before = work.load_average()
+    load_before = load_average()
     progress(
         f"benchmarks: {ctx.workers} workers, median of {ctx.repeats} repeats"
         f"{' (quick)' if ctx.quick else ''}"
     )
 
-    peers = work.find_peers()
+    peers = find_peers()
     progress("peers: " + ", ".join(status.describe() for status in peers.values()))
     capacity, capacity_text = _capacity(ctx)
     figures: list[Figure] = []
-    with work.ignore_fork_warnings():
+    with ignore_fork_warnings():
         for name in args.only or list(SUITES):
             progress(f"suite {name}")
             suite_figures = SUITES[name](ctx)
@@ -111,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress(f"  {figure.summary()}")
             figures.extend(suite_figures)
 
-    notes = [*NOTES, capacity_text, work.peers_note(peers, set(COMPARED)), *ctx.notes]
+    notes = [*NOTES, capacity_text, peers_note(peers, set(COMPARED)), *ctx.notes]
     table = render_figures(figures)
     header = (
         f"manycore {machine_facts()['manycore_version']} benchmarks, "
@@ -136,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": ctx.quick,
         "machine": machine_facts(),
         "load_average_before": load_before,
-        "load_average_after": work.load_average(),
+        "load_average_after": load_average(),
         "parallel_capacity": capacity.as_dict() if capacity else None,
         "peers": [status.as_dict() for status in peers.values()],
         "figures": [f.as_dict() for f in figures],
@@ -154,17 +157,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _capacity(ctx: Context) -> tuple[work.Capacity | None, str]:
+def _capacity(ctx: Context) -> tuple[Capacity | None, str]:
     """Measure the parallel capacity before any suite starts a pool; one line about it."""
     usable = manycore.cpu_count()
     if usable < 2:
         return None, "parallel capacity: not measured (a single usable CPU)."
     try:
-        with work.ignore_fork_warnings(), work.deadline(CALL_DEADLINE_S, "capacity probe"):
-            capacity = work.parallel_capacity(usable, seconds=0.2 if ctx.quick else 0.3)
+        with ignore_fork_warnings(), deadline(CALL_DEADLINE_S, "capacity probe"):
+            capacity = parallel_capacity(usable, seconds=0.2 if ctx.quick else 0.3)
     except Exception as exc:
         return None, f"parallel capacity: not measured ({describe(exc)})."
-    text = work.capacity_note(capacity, usable)
+    text = capacity_note(capacity, usable)
     ctx.progress(text)
     return capacity, text
 

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from manycore import _benchwork as work
+from manycore._bench.guards import deadline
+from manycore._bench.render import Progress, format_rate, format_ratio, format_seconds, render_table
+from manycore._bench.stats import Stats, summarize
 
 __all__ = [
     "CALL_DEADLINE_S",
@@ -53,7 +55,7 @@ class Context:
     quick: bool
     repeats: int
     root: Path  # the repository, for subprocesses that import benchmarks.workloads
-    progress: work.Progress
+    progress: Progress
     notes: list[str] = field(default_factory=list)  # for the report, below the table
 
     def note(self, text: str) -> None:
@@ -73,7 +75,7 @@ class Measurement:
 
     label: str
     items: int = 1
-    stats: work.Stats | None = None
+    stats: Stats | None = None
     error: str | None = None
 
     @property
@@ -163,7 +165,7 @@ class Figure:
         return (
             f"{self.name}: {self.subject.label} {_value(self, self.subject)} vs "
             f"{self.baseline.label} {_value(self, self.baseline)} -> "
-            f"{work.format_ratio(self.ratio)} (target {self.target_text}) {self.verdict}"
+            f"{format_ratio(self.ratio)} (target {self.target_text}) {self.verdict}"
         )
 
 
@@ -190,7 +192,7 @@ def measure(ctx: Context, title: str, calls: Sequence[Call]) -> None:
 
     for call in list(live):
         try:
-            with work.deadline(CALL_DEADLINE_S, f"{call.measurement.label} (warm-up)"):
+            with deadline(CALL_DEADLINE_S, f"{call.measurement.label} (warm-up)"):
                 (call.warmup or call.run)()
         except Exception as exc:
             fail(call, describe(exc))
@@ -199,7 +201,7 @@ def measure(ctx: Context, title: str, calls: Sequence[Call]) -> None:
         timings = []
         for call in list(live):
             try:
-                with work.deadline(CALL_DEADLINE_S, call.measurement.label):
+                with deadline(CALL_DEADLINE_S, call.measurement.label):
                     start = time.perf_counter()
                     result = call.run()
                     elapsed = time.perf_counter() - start
@@ -210,12 +212,12 @@ def measure(ctx: Context, title: str, calls: Sequence[Call]) -> None:
                 fail(call, "returned a wrong result")
                 continue
             call.samples.append(elapsed)
-            timings.append(f"{call.measurement.label} {work.format_seconds(elapsed)}")
+            timings.append(f"{call.measurement.label} {format_seconds(elapsed)}")
         ctx.progress(f"  round {round_no}/{ctx.repeats}: " + ", ".join(timings))
 
     for call in calls:
         if call.samples and call.measurement.error is None:
-            call.measurement.stats = work.summarize(call.samples)
+            call.measurement.stats = summarize(call.samples)
 
 
 def describe(exc: BaseException) -> str:
@@ -235,7 +237,7 @@ def opened(ctx: Context, label: str, pool: Any) -> Iterator[Any]:
         yield pool
     finally:
         try:
-            with work.deadline(CLOSE_DEADLINE_S, f"closing {label}"):
+            with deadline(CLOSE_DEADLINE_S, f"closing {label}"):
                 if hasattr(pool, "shutdown"):
                     pool.shutdown(wait=True)
                 else:
@@ -244,7 +246,7 @@ def opened(ctx: Context, label: str, pool: Any) -> Iterator[Any]:
         except Exception as exc:
             ctx.progress(f"closing {label} failed ({describe(exc)}); terminating it")
             try:
-                with work.deadline(CLOSE_DEADLINE_S, f"terminating {label}"):
+                with deadline(CLOSE_DEADLINE_S, f"terminating {label}"):
                     if hasattr(pool, "shutdown"):
                         pool.shutdown(wait=False, cancel_futures=True)
                     else:
@@ -256,7 +258,7 @@ def opened(ctx: Context, label: str, pool: Any) -> Iterator[Any]:
 def _value(figure: Figure, m: Measurement) -> str:
     if m.stats is None:
         return "failed" if m.error else "-"
-    text = work.format_rate(m.rate) if figure.show == "rate" else work.format_seconds(m.seconds)
+    text = format_rate(m.rate) if figure.show == "rate" else format_seconds(m.seconds)
     return f"{text} ±{m.stats.spread:.0%}"
 
 
@@ -272,10 +274,10 @@ def render_figures(figures: Sequence[Figure]) -> list[str]:
             f.name,
             _value(f, f.subject),
             _value(f, f.baseline),
-            work.format_ratio(f.ratio),
+            format_ratio(f.ratio),
             f.target_text,
             f.verdict,
         ]
         for f in figures
     ]
-    return work.render_table(headers, rows, [False, True, True, True, True, False])
+    return render_table(headers, rows, [False, True, True, True, True, False])

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import manycore
-from manycore import _benchwork as work
+from manycore._bench.guards import deadline
+from manycore._bench.stats import summarize
 
 from . import workloads
 from ._harness import CALL_DEADLINE_S, Call, Context, Figure, Measurement, measure, opened
@@ -393,10 +394,10 @@ def _timeout_latency(ctx: Context) -> list[Figure]:
         opened(ctx, "manycore.Pool", manycore.Pool(w)) as pool,
     ):
         try:
-            with work.deadline(CALL_DEADLINE_S, "timeout latency (warm-up)"):
+            with deadline(CALL_DEADLINE_S, "timeout latency (warm-up)"):
                 pool.map(started_then_sleep, [0.01] * (2 * w), chunksize=1)
             for number in range(runs):
-                with work.deadline(CALL_DEADLINE_S, f"timeout latency run {number + 1}"):
+                with deadline(CALL_DEADLINE_S, f"timeout latency run {number + 1}"):
                     landing = _one_timeout(pool, w, Path(tmp) / f"start-{number}")
                 landings.append(landing)
                 ctx.progress(
@@ -409,7 +410,7 @@ def _timeout_latency(ctx: Context) -> list[Figure]:
             ctx.progress(f"  failed: {error}")
 
     budget = Measurement(f"deadline + {BUDGET * 1000:.0f} ms")
-    budget.stats = work.summarize([TIMEOUT + BUDGET])
+    budget.stats = summarize([TIMEOUT + BUDGET])
     what = "task start to TaskTimeoutError and its worker gone"
     median_m = Measurement(f"{what}, median of {runs}")
     worst_m = Measurement(f"{what}, worst of {runs}")
@@ -418,8 +419,8 @@ def _timeout_latency(ctx: Context) -> list[Figure]:
     else:
         # The error comes first (at the deadline); the kill is counted by taking the later.
         settled = [max(x.raised, x.gone) for x in landings]
-        median_m.stats = work.summarize(settled)
-        worst_m.stats = work.summarize([max(settled)])
+        median_m.stats = summarize(settled)
+        worst_m.stats = summarize([max(settled)])
         past = [x.raised - TIMEOUT for x in landings]
         gone = [x.gone - TIMEOUT for x in landings]
         full = [x.full - TIMEOUT for x in landings if x.full == x.full]

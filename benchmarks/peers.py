@@ -1,6 +1,6 @@
 """The peers, when installed: joblib (loky), mpire and pebble, opened the way their users do.
 
-Each one that ``manycore._benchwork.find_peers`` reports usable gets a ``PeerPool``: a
+Each one that ``manycore._bench.peers.find_peers`` reports usable gets a ``PeerPool``: a
 map-style call and a one-task-per-item call, under the names the figures print. Missing
 peers are skipped (the report's notes say which), never an error. faster-fifo is
 a queue, not a pool, and has no figure here yet.
@@ -24,7 +24,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from manycore import _benchwork as work
+from manycore._bench.peers import find_peers, stop_joblib_workers
 
 from ._harness import Context, describe, opened
 
@@ -37,7 +37,7 @@ Fn = Callable[[Any], Any]
 class PeerPool:
     """One peer's pool, started: what the figures call it and how to run work on it."""
 
-    name: str  # the peer, as in work.PEERS
+    name: str  # the peer, as in PEERS
     map_label: str
     map: Callable[[Fn, range], list[Any]]
     each_label: str
@@ -49,7 +49,7 @@ class PeerPool:
 @contextlib.contextmanager
 def open_peers(ctx: Context, workers: int) -> Iterator[list[PeerPool]]:
     """Start a pool of every installed peer; close them all (under deadlines) at the end."""
-    found = work.find_peers()
+    found = find_peers()
     with contextlib.ExitStack() as stack:
         pools = []
         for name, opener in _OPENERS.items():
@@ -73,7 +73,7 @@ def _joblib(ctx: Context, stack: contextlib.ExitStack, workers: int) -> PeerPool
         opened(
             ctx,
             "joblib's loky executor",
-            _Closer(work.stop_joblib_workers, lambda: work.stop_joblib_workers(kill=True)),
+            _Closer(stop_joblib_workers, lambda: stop_joblib_workers(kill=True)),
         )
     )
 
@@ -158,5 +158,5 @@ _OPENERS: dict[str, Callable[[Context, contextlib.ExitStack, int], PeerPool]] = 
     "pebble": _pebble,
 }
 
-# The peers that have figures; the others in work.PEERS (faster-fifo) are only detected.
+# The peers that have figures; the others in PEERS (faster-fifo) are only detected.
 COMPARED = frozenset(_OPENERS)

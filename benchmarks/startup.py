@@ -26,7 +26,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from manycore import _benchwork as work
+from manycore._bench.render import format_seconds
+from manycore._bench.stats import summarize
 
 from ._harness import CALL_DEADLINE_S, Context, Figure, Measurement, describe
 
@@ -90,8 +91,8 @@ class _Variant:
         cold = Measurement(f"{self.label}, cold", error=self.error)
         second = Measurement(f"{self.label}, second pool", error=self.error)
         if self.error is None and self.cold:
-            cold.stats = work.summarize(self.cold)
-            second.stats = work.summarize(self.second)
+            cold.stats = summarize(self.cold)
+            second.stats = summarize(self.second)
         return cold, second
 
 
@@ -153,8 +154,7 @@ def run(ctx: Context) -> list[Figure]:
                 variant.cold.append(float(data["cold"]))
                 variant.second.append(float(data["second"]))
             timings.append(
-                f"{variant.label} {work.format_seconds(data['cold'])}"
-                f" / {work.format_seconds(data['second'])}"
+                f"{variant.label} {format_seconds(data['cold'])} / {format_seconds(data['second'])}"
             )
         what = "warm-up" if round_no == 0 else f"round {round_no}/{ctx.repeats}"
         ctx.progress(f"  {what} (cold / second): " + ", ".join(timings))

@@ -21,7 +21,7 @@ import multiprocessing
 from typing import Any, Callable
 
 import manycore
-from manycore import _benchwork as work
+from manycore._bench.peers import find_peers, stop_joblib_workers
 
 from . import workloads
 from ._harness import Call, Context, Figure, Measurement, measure, opened
@@ -75,11 +75,9 @@ def run(ctx: Context) -> list[Figure]:
             )
         )
         sides.append(("concurrent.futures.ProcessPoolExecutor", lambda fn: executor_call(cfe, fn)))
-        if work.find_peers()["joblib"].usable:
+        if find_peers()["joblib"].usable:
             joblib: Any = importlib.import_module("joblib")
-            stack.enter_context(
-                opened(ctx, "joblib's loky executor", _Closer(work.stop_joblib_workers))
-            )
+            stack.enter_context(opened(ctx, "joblib's loky executor", _Closer(stop_joblib_workers)))
 
             def joblib_call(fn: Callable[[Any], Any]) -> Callable[[], Any]:
                 def call() -> Any:

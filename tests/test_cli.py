@@ -19,8 +19,13 @@ from typing import Any
 
 import pytest
 
-from manycore import _bench, _bench_systems, _cli
-from manycore import _benchwork as work
+from manycore import _cli
+from manycore._bench import command
+from manycore._bench import systems as bench_systems
+from manycore._bench.capacity import Capacity, capacity_note, parallel_capacity
+from manycore._bench.optional import MissingExtra
+from manycore._bench.peers import PEERS, PeerStatus, peers_note
+from manycore._bench.render import Bar, Panel, draw_comparison
 from tests import helpers
 
 # `bench --quick --repeats 1` takes about 20 s on a 2-core machine; a hang is caught by the
@@ -134,34 +139,34 @@ def test_plot_without_matplotlib_names_the_install(
     assert _cli.main(["bench", "--quick", "--plot", str(tmp_path / "x.png")]) == 2
     assert "pip install matplotlib" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
-    with pytest.raises(work.MissingExtra, match="pip install matplotlib"):
-        work.draw_comparison(str(tmp_path / "y.png"), "t", [], [])
+    with pytest.raises(MissingExtra, match="pip install matplotlib"):
+        draw_comparison(str(tmp_path / "y.png"), "t", [], [])
 
 
 def test_plot_draws_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     panels = [
-        work.Panel(
+        Panel(
             "CPU-bound",
             "20 tasks",
             (
-                work.Bar("serial", 0.30, "300 ms", "reference", 0.29, 0.31),
-                work.Bar("manycore.Pool", 0.16, "160 ms", "manycore", 0.15, 0.17),
-                work.Bar("joblib", None, "failed"),
+                Bar("serial", 0.30, "300 ms", "reference", 0.29, 0.31),
+                Bar("manycore.Pool", 0.16, "160 ms", "manycore", 0.15, 0.17),
+                Bar("joblib", None, "failed"),
             ),
         ),
-        work.Panel(
+        Panel(
             "worker crash",
             "one task exits",
             (
-                work.Bar("multiprocessing.Pool", 5.0, "hung", "hung"),
-                work.Bar("manycore.Pool", 0.01, "error in 10 ms", "ok"),
+                Bar("multiprocessing.Pool", 5.0, "hung", "hung"),
+                Bar("manycore.Pool", 0.01, "error in 10 ms", "ok"),
             ),
         ),
-        work.Panel("trivial", "map", (work.Bar("a", 1e-4, "x", "stdlib"),)),
+        Panel("trivial", "map", (Bar("a", 1e-4, "x", "stdlib"),)),
     ]
     path = tmp_path / "bench.png"
-    work.draw_comparison(str(path), "manycore bench", panels, ["a note", "peers: x"])
+    draw_comparison(str(path), "manycore bench", panels, ["a note", "peers: x"])
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
@@ -170,19 +175,19 @@ def test_plot_draws_a_png(tmp_path: Path) -> None:
 
 def test_missing_numpy_and_peers_are_skipped_not_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "numpy", None)
-    workloads, skipped = _bench._workloads(quick=True, workers=2)
+    workloads, skipped = command._workloads(quick=True, workers=2)
     assert [w.key for w in workloads] == ["cpu", "io", "trivial"]
     assert [(s.key, "pip install numpy" in s.reason) for s in skipped] == [("numpy", True)]
 
-    nowhere = {p.name: work.PeerStatus(p) for p in work.PEERS}  # none installed
-    assert [s.key for s in _bench_systems.systems(nowhere)] == [*STDLIB, *MANYCORE]
-    note = work.peers_note(nowhere, set(POOL_PEERS))
+    nowhere = {p.name: PeerStatus(p) for p in PEERS}  # none installed
+    assert [s.key for s in bench_systems.systems(nowhere)] == [*STDLIB, *MANYCORE]
+    note = peers_note(nowhere, set(POOL_PEERS))
     assert note.startswith("peers: not installed: joblib, mpire, pebble, faster-fifo")
     assert "pip install 'manycore[bench]'" in note
 
 
 def test_parallel_capacity_and_its_note() -> None:
-    capacity = work.parallel_capacity(2, seconds=0.05, rounds=2)
+    capacity = parallel_capacity(2, seconds=0.05, rounds=2)
     assert capacity.processes == 2 and len(capacity.alone) == len(capacity.together) == 2
     assert min(capacity.alone) > 0 and min(capacity.together) > 0
     # How much the probe measured depends on the machine's load, so no bound on it here (a
@@ -190,9 +195,9 @@ def test_parallel_capacity_and_its_note() -> None:
     assert capacity.cpus > 0
 
     # the median of the together counts over the best alone count
-    assert work.Capacity(2, (100, 50), (190, 150, 170), 0.3).cpus == pytest.approx(1.7)
-    full = work.capacity_note(work.Capacity(2, (100,), (190,), 0.3), usable_cpus=2)
+    assert Capacity(2, (100, 50), (190, 150, 170), 0.3).cpus == pytest.approx(1.7)
+    full = capacity_note(Capacity(2, (100,), (190,), 0.3), usable_cpus=2)
     assert full.startswith("parallel capacity: 2 processes") and "fewer" not in full
-    starved = work.capacity_note(work.Capacity(4, (100,), (120, 100, 140), 0.3), 4, 1.1)
+    starved = capacity_note(Capacity(4, (100,), (120, 100, 140), 0.3), 4, 1.1)
     assert "fewer CPUs than it claims" in starved and "1.20x" in starved
     assert "best CPU-bound speedup measured was 1.10x" in starved

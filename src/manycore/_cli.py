@@ -11,8 +11,8 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
-from ._bench import bench_command
-from ._machine import machine_facts
+from ._bench.command import bench_command
+from ._bench.machine import machine_facts
 
 __all__ = ["main"]
 

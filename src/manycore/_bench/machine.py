@@ -1,6 +1,7 @@
 """Facts about this machine and Python that decide how parallel code performs.
 
-``manycore info`` prints them; benchmark results record them beside the figures.
+``manycore info`` prints them; benchmark results record them beside the figures, with the
+load average before and after the run.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import sys
 import sysconfig
 from typing import Any
 
-from . import _benchwork as work
-from ._cpu import cgroup_cpu_quota
+from .._cpu import cgroup_cpu_quota
 
-__all__ = ["machine_facts"]
+__all__ = ["load_average", "machine_facts"]
 
 
 def machine_facts() -> dict[str, Any]:
@@ -44,7 +44,7 @@ def machine_facts() -> dict[str, Any]:
             "os_cpu_count": os.cpu_count(),
             "affinity": affinity,
             "cgroup_quota": cgroup_cpu_quota(),
-            "load_average": work.load_average(),
+            "load_average": load_average(),
         },
         "start_methods": {
             "available": multiprocessing.get_all_start_methods(),
@@ -56,6 +56,14 @@ def machine_facts() -> dict[str, Any]:
         },
         "dev_shm": _shm_facts(),
     }
+
+
+def load_average() -> tuple[float, float, float] | None:
+    """The 1, 5 and 15 minute load averages, or None where the platform has none."""
+    try:
+        return os.getloadavg()
+    except (AttributeError, OSError):
+        return None
 
 
 def _version() -> str:

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from . import _benchwork as work
+from .peers import PeerStatus, stop_joblib_workers
 
 __all__ = ["ALWAYS", "MP_POOL", "SERIAL", "SYSTEMS", "Runner", "System", "systems"]
 
@@ -99,10 +99,10 @@ class _JoblibRunner:
         return list(parallel(call(x) for x in items))
 
     def close(self) -> None:
-        work.stop_joblib_workers()
+        stop_joblib_workers()
 
     def kill(self) -> None:
-        work.stop_joblib_workers(kill=True)
+        stop_joblib_workers(kill=True)
 
 
 class _MpireRunner:
@@ -161,7 +161,7 @@ class System:
     short: str  # for progress lines
     open: Callable[[int], Runner]
     group: str  # "reference" (serial, threads), "stdlib", "peer" or "manycore"
-    peer: str | None = None  # the peer (a name in work.PEERS) it needs installed
+    peer: str | None = None  # the peer (a name in PEERS) it needs installed
     # With this many workers or fewer it runs tasks in the caller's own process, so a task
     # that crashes would end the command: serial and threads always, joblib with n_jobs=1
     # (its sequential backend).
@@ -230,6 +230,6 @@ SYSTEMS: tuple[System, ...] = (
 )
 
 
-def systems(peers: dict[str, work.PeerStatus]) -> list[System]:
+def systems(peers: dict[str, PeerStatus]) -> list[System]:
     """The systems this run measures: every one whose peer (if it needs one) is usable."""
     return [s for s in SYSTEMS if s.peer is None or peers[s.peer].usable]
