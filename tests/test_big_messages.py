@@ -29,11 +29,11 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import pytest
 
-from manycore import _memfd, _queues, _serialize, _shm
+from manycore import _buffers, _memfd, _queues, _shm
+from manycore._buffers import SharedMemoryWarning
 from manycore._connection import BufferTooShort, Connection, Pipe
 from manycore._errors import ArgumentPicklingError
 from manycore._queues import SEG_FREE, SEG_HELD, SEG_SENT, SEG_SLOTS, Empty, Full, Queue
-from manycore._serialize import SharedMemoryWarning
 from tests import helpers
 from tests import workloads_bigmsg as w
 from tests.helpers import TIMEOUT, join_ok, start_process
@@ -520,7 +520,7 @@ def test_no_room_for_a_segment_warns_once_and_the_item_goes_in_band(
         real(fd, offset, length)
 
     monkeypatch.setattr(os, "posix_fallocate", fallocate)
-    monkeypatch.setattr(_serialize, "_warned", False)
+    monkeypatch.setattr(_buffers, "_warned", False)
     a = np.arange(32 * KIB, dtype=np.float64)  # 256 KiB
     _two_arrive_after_one_warning(q.put, lambda: q.get(timeout=TIMEOUT), a)
     assert len(refused) == 2  # a segment was tried for each item
@@ -541,7 +541,7 @@ def test_no_memory_for_a_memfd_warns_once_and_the_message_goes_through_the_socke
     a, b = Pipe()
     with a, b:
         monkeypatch.setattr(os, "posix_fallocate", no_room)  # no memfd can be made
-        monkeypatch.setattr(_serialize, "_warned", False)
+        monkeypatch.setattr(_buffers, "_warned", False)
         arr = np.arange(32 * KIB, dtype=np.float64)  # 256 KiB
         _two_arrive_after_one_warning(a.send, lambda: b.poll(TIMEOUT) and b.recv(), arr)
         assert a._outbox is not None and a._outbox.kept == []
@@ -549,12 +549,12 @@ def test_no_memory_for_a_memfd_warns_once_and_the_message_goes_through_the_socke
 
 @pytest.fixture
 def threshold_off() -> Iterator[None]:
-    before = _serialize.shm_threshold()
-    _serialize.set_shm_threshold(None)
+    before = _buffers.shm_threshold()
+    _buffers.set_shm_threshold(None)
     try:
         yield
     finally:
-        _serialize.set_shm_threshold(before)
+        _buffers.set_shm_threshold(before)
 
 
 def test_threshold_off_big_items_still_round_trip(threshold_off: None) -> None:

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from manycore import _queues, _serialize
+from manycore import _buffers, _queues
+from manycore._buffers import SharedMemoryWarning
 from manycore._errors import ArgumentPicklingError
 from manycore._queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
-from manycore._serialize import SharedMemoryWarning
 from tests import workloads_ipc as w
 from tests.helpers import TIMEOUT, join_ok, start_process
 
@@ -392,7 +392,7 @@ def test_full_shared_memory_raises_in_put_and_nothing_is_lost(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "posix_fallocate", full)  # /dev/shm is full from now on
-    monkeypatch.setattr(_serialize, "_warned", False)
+    monkeypatch.setattr(_buffers, "_warned", False)
     # Too big for the ring: no segment of its own can be made (one warning), then no
     # overflow block either.
     with (

@@ -24,6 +24,7 @@ from multiprocessing.util import get_logger as get_logger
 from multiprocessing.util import log_to_stderr as log_to_stderr
 from typing import TYPE_CHECKING, Any
 
+from ._buffers import SharedMemoryWarning as SharedMemoryWarning
 from ._context import get_all_start_methods as get_all_start_methods
 from ._context import get_context as get_context
 from ._context import get_start_method as get_start_method
@@ -46,7 +47,6 @@ from ._executor import ProcessPoolExecutor as ProcessPoolExecutor
 from ._pool import AsyncResult as AsyncResult
 from ._pool import Pool as Pool
 from ._process import Process as Process
-from ._serialize import SharedMemoryWarning as SharedMemoryWarning
 from ._stats import PoolStatistics as PoolStatistics
 from ._stats import WorkerStack as WorkerStack
 from ._stats import WorkerStatistics as WorkerStatistics

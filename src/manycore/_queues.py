@@ -65,7 +65,7 @@ Wire format (integers native-endian u64 unless said otherwise, records 8-byte al
     overflow block: the next block's name (64 bytes), then records
 
 Big buffers: an item whose NumPy arrays, ``bytearray``/``memoryview``/``PickleBuffer``
-objects and big ``bytes`` add up to ``_serialize.shm_threshold()`` bytes or more (64 KiB
+objects and big ``bytes`` add up to ``_buffers.shm_threshold()`` bytes or more (64 KiB
 by default), and a top-level ``bytes`` object too big for the ring, is split
 (``_serialize.split_buffers``): the buffers are copied once into a segment of their own,
 named after the queue (``<prefix>-s...``), and the record carries its name, the buffers'
@@ -94,20 +94,18 @@ import time
 import weakref
 from typing import Any, Iterable, Optional
 
-from . import _memfd, _serialize, _shm
-from ._errors import ArgumentPicklingError
-from ._memfd import NO_WAIT_S, WAIT_MIN, WAIT_S, reusable, round_up, wait_until
-from ._serialize import (
-    dumps,
+from . import _buffers, _reuse, _shm
+from ._buffers import (
     fill,
     has_big_bytes,
     inband_unless_big,
     layout,
-    loads,
     split_buffers,
     unpickle_buffers,
-    watched_views,
 )
+from ._errors import ArgumentPicklingError
+from ._reuse import NO_WAIT_S, WAIT_MIN, WAIT_S, reusable, round_up, wait_until, watched_views
+from ._serialize import dumps
 
 # The C semaphore behind multiprocessing's locks (typeshed has no stubs for it).
 _mp: Any = importlib.import_module("_multiprocessing")
@@ -152,6 +150,7 @@ SPIN = 200
 _PLAIN = frozenset({int, float, str, tuple, list, dict, type(None), bool})
 _MAIN = b"__main__"
 _pdumps = pickle.dumps
+_ploads = pickle.loads  # records hold plain pickles: never a pool payload
 
 # Control header, as indices of u64 words. What consumers write, what producers write and
 # the rest sit on separate cache lines, so a producer and a consumer running side by side do
@@ -181,7 +180,7 @@ BLOCK_MAPPINGS = 4  # overflow blocks each process keeps mapped
 # Big-buffer segments (see "Big buffers" above).
 SEG_RESERVED = 64  # bytes before a segment's data; the first u64 is its state
 # The state word's values are _memfd's: FREE, SENT, (reader pid << 2) | HELD.
-SEG_FREE, SEG_SENT, SEG_HELD = _memfd.FREE, _memfd.SENT, _memfd.HELD
+SEG_FREE, SEG_SENT, SEG_HELD = _reuse.FREE, _reuse.SENT, _reuse.HELD
 SEG_REUSE, SEG_BYTES = 1, 2  # record flags: a kept segment; the item is one bytes object
 SEG_MAPPINGS = 8  # big-buffer segments each process keeps mapped
 _CREATING = "*"
@@ -195,7 +194,7 @@ def _state(block: _File) -> memoryview:
 
 def _holds_big_bytes(obj: Any, size: int) -> bool:
     """Whether ``obj``, pickled in ``size`` bytes, holds bytes objects to take out of band."""
-    least = _serialize.shm_threshold()
+    least = _buffers.shm_threshold()
     return least is not None and size >= least and has_big_bytes(obj, least)
 
 
@@ -610,7 +609,7 @@ class Queue:
 
         A SEG record has claimed a segment: if it is not enqueued, pass it to ``_abandon``.
         """
-        threshold = _serialize.shm_threshold()
+        threshold = _buffers.shm_threshold()
         if type(obj) is bytes:
             if len(obj) > self._quarter and threshold is not None:
                 return self._to_segment(obj, b"", [memoryview(obj)], 0, SEG_BYTES)
@@ -642,7 +641,7 @@ class Queue:
         try:
             name, block, reuse = self._claim_segment(SEG_RESERVED + total)
         except OSError as exc:  # no room in shared memory: the item goes in band
-            _serialize._shm_failed(exc)
+            _buffers.shm_failed(exc)
             data = obj if flags & SEG_BYTES else dumps(obj)
             return (BYTES if flags & SEG_BYTES else PICKLE), [data], len(data)
         try:
@@ -783,7 +782,7 @@ class Queue:
 
     def _decode(self, kind: int, payload: bytes) -> Any:
         if kind == PICKLE:
-            return loads(payload)
+            return _ploads(payload)
         if kind == BYTES:
             return payload
         view = memoryview(payload)
@@ -798,7 +797,7 @@ class Queue:
         views: list[Any]
         if flags & SEG_REUSE:
             block = self._segment(name)
-            views = watched_views(block.map, SEG_RESERVED, spans, _memfd.hold(_state(block)))
+            views = watched_views(block.map, SEG_RESERVED, spans, _reuse.hold(_state(block)))
         else:
             block = _File(name)
             _File.unlink(name)  # a one-off: its memory goes with the last view
@@ -1024,7 +1023,7 @@ class Queue:
         for _ in range(wake):
             self._space.release()
         if kind == PICKLE:
-            return loads(payload)
+            return _ploads(payload)
         return self._decode(kind, payload)
 
     def get_nowait(self) -> Any:
@@ -1060,7 +1059,7 @@ class Queue:
         items = [first]
         for i, (kind, payload) in enumerate(records):
             try:
-                items.append(loads(payload) if kind == PICKLE else self._decode(kind, payload))
+                items.append(_ploads(payload) if kind == PICKLE else self._decode(kind, payload))
             except BaseException:
                 for later in records[i + 1 :]:  # lost with this one: free their segments
                     self._abandon((later[0], [later[1]], len(later[1])))
