@@ -54,9 +54,9 @@ from ._stats import WorkerStatistics as WorkerStatistics
 if TYPE_CHECKING:
     from ._connection import Pipe as Pipe
     from ._managers import Manager as Manager
-    from ._queues import JoinableQueue as JoinableQueue
-    from ._queues import Queue as Queue
-    from ._queues import SimpleQueue as SimpleQueue
+    from ._queue import JoinableQueue as JoinableQueue
+    from ._queue import Queue as Queue
+    from ._queue import SimpleQueue as SimpleQueue
     from ._sharedarray import SharedArray as SharedArray
     from ._sharedarray import shared_array as shared_array
     from ._sharedctypes import Array as Array
@@ -78,9 +78,9 @@ __version__ = "0.2.0"
 _LAZY = {
     "Pipe": "._connection",
     "Manager": "._managers",
-    "JoinableQueue": "._queues",
-    "Queue": "._queues",
-    "SimpleQueue": "._queues",
+    "JoinableQueue": "._queue",
+    "Queue": "._queue",
+    "SimpleQueue": "._queue",
     "Array": "._sharedctypes",
     "RawArray": "._sharedctypes",
     "RawValue": "._sharedctypes",
