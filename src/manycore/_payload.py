@@ -98,7 +98,6 @@ _MAGIC = b"MCSHM1"
 _HEAD = struct.Struct("<6sBBHH")
 _SPAN = struct.Struct("<QQ")  # offset, length of each buffer in the segment
 _HANDOFF = 1
-_ALIGN = 64
 MARK = _MAGIC[0]
 
 
