@@ -86,8 +86,6 @@ class Queue(ItemFifo):
 
     # --- sharing between processes ---
 
-    # --- sharing between processes ---
-
     def __getstate__(self) -> tuple[str, int]:
         return (self._prefix, self._maxsize)
 
