@@ -29,7 +29,7 @@ import multiprocessing
 from typing import Any, Callable
 
 import manycore._connection as mc_connection
-import manycore._queues as mc_queues
+import manycore._queue as mc_queues
 
 from ._harness import Call, Context, Figure, Measurement, measure
 

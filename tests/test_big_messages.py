@@ -29,11 +29,12 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import pytest
 
-from manycore import _memfd, _queues, _serialize, _shm
+from manycore import _buffers, _memfd, _shm
+from manycore._buffers import SharedMemoryWarning
 from manycore._connection import BufferTooShort, Connection, Pipe
 from manycore._errors import ArgumentPicklingError
-from manycore._queues import SEG_FREE, SEG_HELD, SEG_SENT, SEG_SLOTS, Empty, Full, Queue
-from manycore._serialize import SharedMemoryWarning
+from manycore._queue import Empty, Full, Queue, _layout
+from manycore._queue._layout import SEG_FREE, SEG_HELD, SEG_SENT, SEG_SLOTS
 from tests import helpers
 from tests import workloads_bigmsg as w
 from tests.helpers import TIMEOUT, join_ok, start_process
@@ -74,7 +75,7 @@ def _state(name: str) -> int:
 
 
 def _slot_names(q: Queue) -> list[str]:
-    return [q._name_at(_queues.SEG_SLOT0 + i * _queues.NAME_BYTES) for i in range(SEG_SLOTS)]
+    return [q._name_at(_layout.SEG_SLOT0 + i * _layout.NAME_BYTES) for i in range(SEG_SLOTS)]
 
 
 def _fds() -> int:
@@ -255,8 +256,8 @@ def test_queue_growing_items_replace_small_segments() -> None:
         assert np.array_equal(got, a)
         del got
         assert len(_segments(q, "s")) <= SEG_SLOTS and _segments(q, "o") == []
-        assert len(q._segments) <= _queues.SEG_MAPPINGS
-    assert _queues._CREATING not in _slot_names(q)
+        assert len(q._segments) <= _layout.SEG_MAPPINGS
+    assert _layout._CREATING not in _slot_names(q)
     for step in (1, 3, 8):  # smaller ones fit what is kept
         kept = _segments(q, "s")
         q.put(w.big_array(step, step * MIB // 8))
@@ -293,7 +294,7 @@ def test_queue_producers_and_consumers_never_see_a_segment_refilled_under_them()
 
 
 def test_joinable_queue_with_big_items() -> None:
-    from manycore._queues import JoinableQueue
+    from manycore._queue import JoinableQueue
 
     q = JoinableQueue()
     q.put_many([w.big_array(i) for i in range(3)])
@@ -437,7 +438,7 @@ def test_keeping_more_arrays_than_the_descriptor_limit_allows() -> None:
     code = """
 import resource
 import numpy as np
-from manycore._queues import Queue
+from manycore._queue import Queue
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
 q = Queue()
@@ -520,12 +521,12 @@ def test_no_room_for_a_segment_warns_once_and_the_item_goes_in_band(
         real(fd, offset, length)
 
     monkeypatch.setattr(os, "posix_fallocate", fallocate)
-    monkeypatch.setattr(_serialize, "_warned", False)
+    monkeypatch.setattr(_buffers, "_warned", False)
     a = np.arange(32 * KIB, dtype=np.float64)  # 256 KiB
     _two_arrive_after_one_warning(q.put, lambda: q.get(timeout=TIMEOUT), a)
     assert len(refused) == 2  # a segment was tried for each item
     assert _segments(q, "s") == [] and _segments(q, "o") == []
-    assert _queues._CREATING not in _slot_names(q)  # the slot claimed for it was given back
+    assert _layout._CREATING not in _slot_names(q)  # the slot claimed for it was given back
     monkeypatch.setattr(os, "posix_fallocate", real)  # room again: a segment again
     q.put(a + 2)
     assert len(_segments(q, "s")) == 1
@@ -541,7 +542,7 @@ def test_no_memory_for_a_memfd_warns_once_and_the_message_goes_through_the_socke
     a, b = Pipe()
     with a, b:
         monkeypatch.setattr(os, "posix_fallocate", no_room)  # no memfd can be made
-        monkeypatch.setattr(_serialize, "_warned", False)
+        monkeypatch.setattr(_buffers, "_warned", False)
         arr = np.arange(32 * KIB, dtype=np.float64)  # 256 KiB
         _two_arrive_after_one_warning(a.send, lambda: b.poll(TIMEOUT) and b.recv(), arr)
         assert a._outbox is not None and a._outbox.kept == []
@@ -549,12 +550,12 @@ def test_no_memory_for_a_memfd_warns_once_and_the_message_goes_through_the_socke
 
 @pytest.fixture
 def threshold_off() -> Iterator[None]:
-    before = _serialize.shm_threshold()
-    _serialize.set_shm_threshold(None)
+    before = _buffers.shm_threshold()
+    _buffers.set_shm_threshold(None)
     try:
         yield
     finally:
-        _serialize.set_shm_threshold(before)
+        _buffers.set_shm_threshold(before)
 
 
 def test_threshold_off_big_items_still_round_trip(threshold_off: None) -> None:

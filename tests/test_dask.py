@@ -30,7 +30,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import manycore
-from manycore import _dask, _serialize
+from manycore import _buffers, _dask, _payload
 from tests import helpers, workloads, workloads_dask
 from tests.helpers import TIMEOUT
 
@@ -532,8 +532,8 @@ def test_a_cluster_started_from_the_command_line(tmp_path: Path) -> None:
             # A buffer the local backend would put in this machine's shared memory: the
             # workers cannot reach that, so it must travel by value.
             big = pickle.PickleBuffer(bytearray(os.urandom(3 << 20)))
-            if _serialize.shm_threshold() is not None:
-                locally = _serialize.dumps_args(workloads_dask.nbytes, (big,), None)
+            if _buffers.shm_threshold() is not None:
+                locally = _payload.dumps_args(workloads_dask.nbytes, (big,), None)
                 assert type(locally) is not bytes, "not the shared-memory path: test nothing"
                 del locally  # frees its segment
             assert ex.submit(workloads_dask.nbytes, big).result(TIMEOUT) == 3 << 20

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from manycore import _queues, _serialize
+from manycore import _buffers
+from manycore._buffers import SharedMemoryWarning
 from manycore._errors import ArgumentPicklingError
-from manycore._queues import Empty, Full, JoinableQueue, Queue, SimpleQueue
-from manycore._serialize import SharedMemoryWarning
+from manycore._queue import Empty, Full, JoinableQueue, Queue, SimpleQueue, _fifo
 from tests import workloads_ipc as w
 from tests.helpers import TIMEOUT, join_ok, start_process
 
@@ -166,7 +166,7 @@ def test_numpy_arrays_out_of_band() -> None:
 
 
 def test_full_ring_spills_to_overflow_blocks_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_queues, "SPACE_WAIT", 0.01)
+    monkeypatch.setattr(_fifo, "SPACE_WAIT", 0.01)
     q = Queue()
     items = [bytes([i]) * MIB for i in range(12)] + [b"z" * (3 * MIB), ("small", 1)]
     for item in items:  # 8 MiB of ring: no consumer, so the rest must spill, not block
@@ -213,7 +213,7 @@ def test_simple_queue() -> None:
 
 
 def test_creator_unlinks_everything_when_collected(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_queues, "SPACE_WAIT", 0.0)
+    monkeypatch.setattr(_fifo, "SPACE_WAIT", 0.0)
     q = JoinableQueue(100)
     for _ in range(10):
         q.put(b"x" * MIB)  # leaves overflow blocks behind, unread
@@ -382,7 +382,7 @@ def test_full_shared_memory_raises_in_put_and_nothing_is_lost(
 
     from manycore._shm import ShmUnavailableError
 
-    monkeypatch.setattr(_queues, "SPACE_WAIT", 0.0)
+    monkeypatch.setattr(_fifo, "SPACE_WAIT", 0.0)
     q = Queue(50)
     items = [bytes([i]) * MIB for i in range(7)]
     q.put_many(items)  # most of the 8 MiB ring
@@ -392,7 +392,7 @@ def test_full_shared_memory_raises_in_put_and_nothing_is_lost(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "posix_fallocate", full)  # /dev/shm is full from now on
-    monkeypatch.setattr(_serialize, "_warned", False)
+    monkeypatch.setattr(_buffers, "_warned", False)
     # Too big for the ring: no segment of its own can be made (one warning), then no
     # overflow block either.
     with (

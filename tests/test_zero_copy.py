@@ -3,6 +3,8 @@ pack/unpack for queues, SharedArray, and the fallback when /dev/shm has no room.
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
 import os
 import pickle
 import signal
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import manycore
-from manycore import _serialize, _shm
+from manycore import _buffers, _payload, _reuse, _shm
 from manycore._executor import ProcessPoolExecutor
 from manycore._pool import Pool
 from manycore._sharedarray import SharedArray, shared_array
@@ -28,12 +30,12 @@ LOW = 64  # the threshold the tests use: tiny arrays already take the shared-mem
 
 @pytest.fixture
 def low_threshold() -> Iterator[None]:
-    before = _serialize.shm_threshold()
-    _serialize.set_shm_threshold(LOW)
+    before = _buffers.shm_threshold()
+    _buffers.set_shm_threshold(LOW)
     try:
         yield
     finally:
-        _serialize.set_shm_threshold(before)
+        _buffers.set_shm_threshold(before)
 
 
 def _ours() -> set[str]:
@@ -60,7 +62,7 @@ def shm_backed(a: Any) -> bool:
         base = base.base
     if isinstance(base, memoryview):
         base = base.obj
-    if isinstance(base, ctypes.Array):  # a reusable segment's view (see _serialize)
+    if isinstance(base, ctypes.Array):  # a reusable segment's view (see _reuse)
         base = next(iter(base._objects.values())).obj
     return isinstance(base, mmap.mmap)
 
@@ -75,12 +77,12 @@ def fail_with(a: Any) -> None:
 
 def die_mid_transfer(n: int) -> Any:
     # Put a result in a handed-off segment the way the worker does, then die before sending.
-    _serialize.dumps_payload(np.ones(n), handoff=True)
+    _payload.dumps_payload(np.ones(n), handoff=True)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def leave_segment_and_sleep(n: int) -> None:
-    _serialize.dumps_payload(np.ones(n), handoff=True)  # handed over, never sent
+    _payload.dumps_payload(np.ones(n), handoff=True)  # handed over, never sent
     time.sleep(120)
 
 
@@ -110,18 +112,18 @@ def add_one_in_place(shared: SharedArray, start: int, stop: int) -> None:
 
 def test_payload_moves_big_buffers_out_of_band(low_threshold: None) -> None:
     a = np.arange(1000, dtype=np.float64)
-    data = _serialize.dumps_payload(a)
+    data = _payload.dumps_payload(a)
     assert len(data) < 400  # the array is not in the bytes
-    assert _serialize.payload_size(data) == a.nbytes
-    back = _serialize.loads(data)
+    assert _payload.payload_size(data) == a.nbytes
+    back = _payload.loads(data)
     assert np.array_equal(back, a) and shm_backed(back)
     del data, back  # the owner's payload frees its segment
     assert not _ours()
 
 
 def test_small_payloads_stay_ordinary_pickles() -> None:
-    data = _serialize.dumps_payload((1, "two", np.arange(3)))
-    assert data[:1] == b"\x80" and _serialize.payload_size(data) == 0
+    data = _payload.dumps_payload((1, "two", np.arange(3)))
+    assert data[:1] == b"\x80" and _payload.payload_size(data) == 0
 
 
 @pytest.mark.parametrize(
@@ -138,10 +140,10 @@ def test_small_payloads_stay_ordinary_pickles() -> None:
     ids=["bytes", "bytearray", "picklebuffer", "strided", "fortran", "object", "structured"],
 )
 def test_byteslike_and_odd_arrays_round_trip(low_threshold: None, value: Any) -> None:
-    data = _serialize.dumps_payload(value)
+    data = _payload.dumps_payload(value)
     if not isinstance(value, np.ndarray) or (value.flags.forc and not value.dtype.hasobject):
-        assert _serialize.payload_size(data) > 0  # went through shared memory
-    back = _serialize.loads(data)
+        assert _payload.payload_size(data) > 0  # went through shared memory
+    back = _payload.loads(data)
     if isinstance(value, pickle.PickleBuffer):
         assert bytes(back) == bytes(value.raw())
     elif isinstance(value, np.ndarray):
@@ -157,9 +159,9 @@ def test_byteslike_and_odd_arrays_round_trip(low_threshold: None, value: Any) ->
 
 def test_memoryview_round_trips_with_its_format(low_threshold: None) -> None:
     a = np.arange(1000, dtype=np.float64).reshape(10, 100)
-    data = _serialize.dumps_payload([b"x" * 1000, memoryview(a), a, b"tiny"])
-    assert _serialize.payload_size(data) == 1000 + 2 * a.nbytes
-    blob, back, array, tiny = _serialize.loads(data)
+    data = _payload.dumps_payload([b"x" * 1000, memoryview(a), a, b"tiny"])
+    assert _payload.payload_size(data) == 1000 + 2 * a.nbytes
+    blob, back, array, tiny = _payload.loads(data)
     assert blob == b"x" * 1000 and tiny == b"tiny" and np.array_equal(array, a)
     assert isinstance(back, memoryview)
     assert back.format == "d" and back.shape == (10, 100)
@@ -168,19 +170,19 @@ def test_memoryview_round_trips_with_its_format(low_threshold: None) -> None:
 
 def test_pack_unpack_hand_over_and_release(low_threshold: None) -> None:
     a = np.arange(2000.0)
-    data = _serialize.pack({"a": a, "n": 1})
+    data = _payload.pack({"a": a, "n": 1})
     assert isinstance(data, bytes) and len(data) < 500
-    got = _serialize.unpack(data)
+    got = _payload.unpack(data)
     assert np.array_equal(got["a"], a) and got["n"] == 1
     assert not _ours()  # the reader took the segment over: the name is gone
     with pytest.raises(FileNotFoundError):
-        _serialize.unpack(data)  # a message is read once
-    unread = _serialize.pack(a)
+        _payload.unpack(data)  # a message is read once
+    unread = _payload.pack(a)
     assert len(_ours()) == 1
-    _serialize.release(unread)
-    _serialize.release(unread)
+    _payload.release(unread)
+    _payload.release(unread)
     assert not _ours()
-    _serialize.release(_serialize.pack(1))  # nothing to free
+    _payload.release(_payload.pack(1))  # nothing to free
 
 
 # --- through pools, under every start method ----------------------------------------------
@@ -258,6 +260,84 @@ def test_reused_segments_never_change_under_a_reader(low_threshold: None) -> Non
     assert helpers.wait_until(lambda: not _ours(), helpers.TIMEOUT), _ours()
 
 
+# --- one rule for reusing a payload segment (_reuse): forks and dead readers --------------
+
+_held: list[Any] = []  # what a forked child drops (its frames above the target never unwind)
+
+
+def _send_kept_result(conn: Any, n: int) -> None:
+    """In a child: a result placed as a pool worker places it (a kept segment), kept alive
+    until the parent says it is done."""
+    conn.send_bytes(_payload.dumps_payload(np.arange(n, dtype=float), handoff=True, reuse=True))
+    conn.recv_bytes()
+    _payload.drop_segments()
+
+
+def _drop_what_the_parent_holds() -> None:
+    _held.clear()
+    gc.collect()  # the views' finalizers run here, in the forked copy
+
+
+def _read_and_die(data: bytes) -> None:
+    _held.append(_payload.loads(data))
+    os._exit(0)  # holding the views: nothing is collected
+
+
+def _state_of(data: bytes) -> int:
+    seg = _shm.Segment.attach(_payload._parse(data)[1])
+    state = _reuse.state_word(seg.buf)
+    try:
+        return int(state[0])
+    finally:
+        state.release()
+        seg.close()
+
+
+def test_a_forked_copy_of_a_result_never_frees_the_readers_segment(low_threshold: None) -> None:
+    fork = multiprocessing.get_context("fork")
+    ours, theirs = fork.Pipe()
+    writer = fork.Process(target=_send_kept_result, args=(theirs, 5000))
+    writer.start()
+    try:
+        data = ours.recv_bytes()
+        _held.append(_payload.loads(data))
+        mine = (os.getpid() << 2) | _reuse.HELD
+        assert _state_of(data) == mine
+        child = fork.Process(target=_drop_what_the_parent_holds)
+        child.start()
+        child.join(helpers.TIMEOUT)
+        assert child.exitcode == 0
+        assert _state_of(data) == mine  # the child's drop left the parent's array alone
+        assert (_held[0] == np.arange(5000)).all()
+        _held.clear()
+        gc.collect()
+        assert _state_of(data) == _reuse.FREE  # the reader's own drop frees it
+    finally:
+        _held.clear()
+        ours.send_bytes(b"done")
+        writer.join(helpers.TIMEOUT)
+    assert writer.exitcode == 0
+
+
+def test_a_payload_segment_whose_reader_died_is_taken_back(low_threshold: None) -> None:
+    _payload.pool_opened()  # task arguments go in kept segments while a pool lives
+    try:
+        data = _payload.dumps_payload(np.ones(5000))
+        name = _payload._parse(data)[1]
+        reader = multiprocessing.get_context("fork").Process(target=_read_and_die, args=(data,))
+        reader.start()
+        reader.join(helpers.TIMEOUT)
+        assert reader.exitcode == 0
+        assert _state_of(data) == (reader.pid << 2) | _reuse.HELD  # held by a dead reader
+        del data  # the task settled: its lease on the segment goes
+        again = _payload.dumps_payload(np.full(5000, 2.0))
+        assert _payload._parse(again)[1] == name  # taken back and refilled
+        assert (_payload.loads(again) == 2.0).all()
+        del again
+    finally:
+        _payload.pool_closed()
+
+
 def test_executor_and_bytes(low_threshold: None) -> None:
     blob = os.urandom(100_000)
     with ProcessPoolExecutor(2) as ex:
@@ -311,13 +391,13 @@ def test_terminate_with_big_tasks_in_flight(low_threshold: None) -> None:
 
 _KILLED_CALLER = r"""
 import os, sys, numpy as np
-from manycore import _serialize
+from manycore import _buffers, _payload
 from manycore._pool import Pool
 from tests.test_zero_copy import sleepy
-_serialize.set_shm_threshold(64)
+_buffers.set_shm_threshold(64)
 pool = Pool(2)
 rs = [pool.apply_async(sleepy, (np.ones(20_000), 60.0)) for _ in range(2)]
-held = _serialize.pack(np.ones(5000))  # a message nobody reads
+held = _payload.pack(np.ones(5000))  # a message nobody reads
 import time
 deadline = time.monotonic() + 30
 while time.monotonic() < deadline:
@@ -343,10 +423,10 @@ def test_caller_sigkilled_the_tracker_frees_its_segments() -> None:
 
 _KILLED_TOGETHER = r"""
 import os, time, numpy as np
-from manycore import _serialize
+from manycore import _buffers
 from manycore._pool import Pool
 from tests.test_zero_copy import echo, leave_segment_and_sleep
-_serialize.set_shm_threshold(64)
+_buffers.set_shm_threshold(64)
 pool = Pool(1)
 pool.apply(echo, (np.ones(5000),))  # one result through shared memory
 pool.apply_async(leave_segment_and_sleep, (5000,))
@@ -427,7 +507,7 @@ def test_importing_manycore_does_not_import_numpy() -> None:
 def test_fallback_without_room_warns_once_and_works(
     low_threshold: None, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    monkeypatch.setattr(_serialize, "_warned", False)
+    monkeypatch.setattr(_buffers, "_warned", False)
     if how == "too small":
         monkeypatch.setenv(_shm.LIMIT_VAR, "1000")
     else:
@@ -435,14 +515,14 @@ def test_fallback_without_room_warns_once_and_works(
     a = np.arange(5000.0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        datas = [_serialize.dumps_payload(a) for _ in range(3)]
+        datas = [_payload.dumps_payload(a) for _ in range(3)]
         with Pool(1) as pool:
             back = pool.apply_async(echo, (a,)).get(helpers.TIMEOUT)
             pool.close()
             pool.join()
     assert all(d[:1] == b"\x80" for d in datas)  # ordinary pickles, through the pipe
-    assert all(np.array_equal(_serialize.loads(d), a) for d in datas)
+    assert all(np.array_equal(_payload.loads(d), a) for d in datas)
     assert np.array_equal(back, a)
-    shm_warnings = [w for w in caught if issubclass(w.category, _serialize.SharedMemoryWarning)]
+    shm_warnings = [w for w in caught if issubclass(w.category, _buffers.SharedMemoryWarning)]
     assert len(shm_warnings) == 1, [str(w.message) for w in caught]
     assert "shm" in str(shm_warnings[0].message)

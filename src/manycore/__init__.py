@@ -24,6 +24,7 @@ from multiprocessing.util import get_logger as get_logger
 from multiprocessing.util import log_to_stderr as log_to_stderr
 from typing import TYPE_CHECKING, Any
 
+from ._buffers import SharedMemoryWarning as SharedMemoryWarning
 from ._context import get_all_start_methods as get_all_start_methods
 from ._context import get_context as get_context
 from ._context import get_start_method as get_start_method
@@ -46,7 +47,6 @@ from ._executor import ProcessPoolExecutor as ProcessPoolExecutor
 from ._pool import AsyncResult as AsyncResult
 from ._pool import Pool as Pool
 from ._process import Process as Process
-from ._serialize import SharedMemoryWarning as SharedMemoryWarning
 from ._stats import PoolStatistics as PoolStatistics
 from ._stats import WorkerStack as WorkerStack
 from ._stats import WorkerStatistics as WorkerStatistics
@@ -54,9 +54,9 @@ from ._stats import WorkerStatistics as WorkerStatistics
 if TYPE_CHECKING:
     from ._connection import Pipe as Pipe
     from ._managers import Manager as Manager
-    from ._queues import JoinableQueue as JoinableQueue
-    from ._queues import Queue as Queue
-    from ._queues import SimpleQueue as SimpleQueue
+    from ._queue import JoinableQueue as JoinableQueue
+    from ._queue import Queue as Queue
+    from ._queue import SimpleQueue as SimpleQueue
     from ._sharedarray import SharedArray as SharedArray
     from ._sharedarray import shared_array as shared_array
     from ._sharedctypes import Array as Array
@@ -78,9 +78,9 @@ __version__ = "0.2.0"
 _LAZY = {
     "Pipe": "._connection",
     "Manager": "._managers",
-    "JoinableQueue": "._queues",
-    "Queue": "._queues",
-    "SimpleQueue": "._queues",
+    "JoinableQueue": "._queue",
+    "Queue": "._queue",
+    "SimpleQueue": "._queue",
     "Array": "._sharedctypes",
     "RawArray": "._sharedctypes",
     "RawValue": "._sharedctypes",

@@ -51,8 +51,9 @@ from multiprocessing.connection import Client as Client  # stdlib's: their ends 
 from multiprocessing.connection import Listener as Listener
 from typing import Any, Iterable, List, Optional, Union
 
-from . import _memfd, _serialize
-from ._serialize import BigBuffer, dumps, has_big_bytes, inband_unless_big, split_buffers
+from . import _buffers, _memfd, _reuse
+from ._buffers import BigBuffer, has_big_bytes, inband_unless_big, split_buffers
+from ._serialize import dumps
 
 __all__ = ["BufferTooShort", "Client", "Connection", "Listener", "Pipe", "wait"]
 
@@ -251,7 +252,7 @@ class Connection:
             except Exception:  # e.g. a memoryview, or what only cloudpickle can do
                 big = True
             else:
-                least = _serialize.shm_threshold()
+                least = _buffers.shm_threshold()
                 if least is not None and len(data) >= least and has_big_bytes(obj, least):
                     big = True  # big bytes inside: they can go out of band too
                 elif _MAIN not in data:
@@ -273,7 +274,7 @@ class Connection:
     def _send_memfd(self, obj: Any) -> bool:
         """Send ``obj`` with its big buffers in a memfd (see ``_memfd``); False when that
         does not apply (not a socket, shared memory off or out of room, nothing big)."""
-        threshold = _serialize.shm_threshold()
+        threshold = _buffers.shm_threshold()
         if threshold is None or not self._is_socket():
             return False
         try:
@@ -285,11 +286,11 @@ class Connection:
             return True
         if self._outbox is None:
             self._outbox = _memfd.Outbox()
-        spans, total = _serialize.layout(raws)
+        spans, total = _buffers.layout(raws)
         try:
-            memfd, kept = self._outbox.claim(_memfd.RESERVED + total)
+            memfd, kept = self._outbox.claim(_reuse.RESERVED + total)
         except OSError as exc:
-            _serialize._shm_failed(exc)
+            _buffers.shm_failed(exc)
             return False
         try:
             blob = _memfd.blob_for(memfd, kept, body, raws, spans, persistent)
@@ -305,7 +306,7 @@ class Connection:
                 self._write_all(memoryview(length + blob)[sent:])
         except BaseException:
             if kept:
-                memfd.state[0] = _memfd.FREE
+                memfd.state[0] = _reuse.FREE
             raise
         finally:
             if not kept:

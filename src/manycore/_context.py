@@ -157,17 +157,17 @@ class Context:
     # ---------------------------------------------------------------- communication
 
     def Queue(self, maxsize: int = 0) -> Any:
-        from ._queues import Queue
+        from ._queue import Queue
 
         return Queue(maxsize)
 
     def JoinableQueue(self, maxsize: int = 0) -> Any:
-        from ._queues import JoinableQueue
+        from ._queue import JoinableQueue
 
         return JoinableQueue(maxsize)
 
     def SimpleQueue(self) -> Any:
-        from ._queues import SimpleQueue
+        from ._queue import SimpleQueue
 
         return SimpleQueue()
 

@@ -68,6 +68,7 @@ from ._errors import (
 )
 from ._launch import Launcher, WorkerProcess
 from ._options import TaskOptions
+from ._payload import loads
 from ._scheduler import (
     IN_FLIGHT_BATCHES,
     Scheduler,
@@ -79,7 +80,7 @@ from ._scheduler import (
     outcome_error,
     unpickling_error,
 )
-from ._serialize import dumps, loads
+from ._serialize import dumps
 from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["DaskScheduler", "make_backend"]

@@ -25,7 +25,8 @@ from ._errors import (
     describe_call,
     format_remote,
 )
-from ._serialize import WorkerFunctionCache, dumps, loads
+from ._payload import loads
+from ._serialize import WorkerFunctionCache, dumps
 from ._worker import run_initializer
 
 __all__ = ["INIT_FAILED", "run_batch"]

@@ -27,9 +27,9 @@ from ._cpu import cpu_count
 from ._errors import PoolClosedError
 from ._jobs import MapJob, ResultIterator
 from ._options import DEFAULT, TaskOptions, merge_options, parse_memory
+from ._payload import dumps_args
 from ._pool import _check_chunksize, function_cache, make_scheduler
 from ._scheduler import Scheduler, Task
-from ._serialize import dumps_args
 from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["ProcessPoolExecutor"]

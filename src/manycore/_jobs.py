@@ -40,9 +40,10 @@ from typing import Any, Callable, Optional
 from ._chunking import ChunkSizer
 from ._errors import TimeoutError
 from ._options import TaskOptions
+from ._payload import dumps_payload
 from ._progress import Progress, make_progress
 from ._scheduler import IN_FLIGHT_BATCHES, Scheduler, Task
-from ._serialize import argument_error, dumps_payload
+from ._serialize import argument_error
 
 __all__ = ["MapJob"]
 

@@ -15,25 +15,23 @@ holding it died, SIGKILL included). No tracker, no name to guess, no /dev/shm si
 and a sender may exit right after ``send`` (the common case of a child sending its result).
 
 Reuse: creating and freeing a 64 MiB memfd costs ten times the copy into a warm one (the
-kernel zeroes and frees every page), so each sending end keeps up to ``KEPT`` memfds. A
-memfd starts with a state word: free, sent, or held by the reader whose pid it names. The
-reader sets it free again when the last object built on its memory is garbage-collected
-(``_serialize.watched_views``); the sender refills only a free one (or one whose reader has
-died), so nobody's array changes under it. (Received arrays are shared memory: a child
-forked while the reader holds one shares it, and only the reader's own drop frees it, so
-keep it in the parent while the child uses it.) Blocks under ``WAIT_MIN`` are made at once
-while fewer than ``KEPT`` exist; bigger ones, which cost far more to make, wait a moment for
-a busy one first (``WAIT_S``, then not again for ``NO_WAIT_S`` if the reader holds on to
-what it got). When every kept memfd is busy a message gets a
-one-off memfd, freed with the reader's last view. The memfds are sealed against shrinking:
-a reader never maps memory that can vanish under it (SIGBUS).
+kernel zeroes and frees every page), so each sending end keeps up to ``KEPT`` memfds, on the
+rule every reused block follows (``_reuse``): a memfd starts with a state word (free, sent,
+or held by the reader whose pid it names); the reader frees it when the last object built
+on its memory is garbage-collected, and the sender refills only a free one or one whose
+reader has died. Blocks under ``WAIT_MIN`` are made at once while fewer than ``KEPT``
+exist; bigger ones, which cost far more to make, wait a moment for a busy one first
+(``WAIT_S``, then not again for ``NO_WAIT_S`` if the reader holds on to what it got). When
+every kept memfd is busy a message gets a one-off memfd, freed with the reader's last view.
+The memfds are sealed against shrinking: a reader never maps memory that can vanish under
+it (SIGBUS).
 
 Wire format after the stdlib's 4-byte length word ``FD_MESSAGE`` (-2, which no stdlib
 message uses)::
 
     u64 blob length  (sent together with the descriptor, in one sendmsg)
     blob: u8 flags, u32 buffer count, u32 persistent count, (u64 offset, u64 length) per
-          buffer, then the pickle of the rest (``_serialize.split_buffers``)
+          buffer, then the pickle of the rest (``_buffers.split_buffers``)
 """
 
 from __future__ import annotations
@@ -47,9 +45,22 @@ import stat
 import struct
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from ._serialize import fill, unpickle_buffers, watched_views
+from ._buffers import fill, unpickle_buffers
+from ._reuse import (
+    NO_WAIT_S,
+    RESERVED,
+    SENT,
+    WAIT_MIN,
+    WAIT_S,
+    hold,
+    reusable,
+    round_up,
+    state_word,
+    wait_until,
+    watched_views,
+)
 from ._shm import map_shared
 
 __all__ = [
@@ -57,29 +68,12 @@ __all__ = [
     "Inbox",
     "Outbox",
     "blob_for",
-    "hold",
     "parse_fds",
-    "process_alive",
-    "reusable",
-    "round_up",
-    "wait_until",
 ]
 
 FD_MESSAGE = -2
 KEPT = 3  # memfds a sending end keeps for reuse
-# When every kept memfd that fits is busy, the sender polls them this long before making a
-# new one: its reader is usually a moment from dropping the last message, and a new 64 MiB
-# memfd costs about 40-60 ms against a 6 ms copy. A wait that runs out (the reader keeps
-# what it gets) turns the waiting off for NO_WAIT_S. Queues wait for their kept segments
-# the same way.
-WAIT_S = 0.02
-WAIT_MIN = 4 << 20  # smaller blocks are made at once while fewer than KEPT exist: cheap
-SPIN_S = 0.0005
-POLL_S = 0.0002
-NO_WAIT_S = 1.0
 MAPPED = 4  # memfds a receiving end keeps mapped
-RESERVED = 64  # bytes before the data; the first u64 is the state word
-FREE, SENT, HELD = 0, 1, 2  # held: (reader pid << 2) | HELD
 REUSE = 1  # blob flag: a kept memfd (the reader keeps it mapped and frees it when done)
 _BLOB_HEAD = struct.Struct("<BII")
 _SPAN = struct.Struct("<QQ")
@@ -90,59 +84,6 @@ _SEALS = (
 )
 _F_ADD_SEALS = getattr(fcntl, "F_ADD_SEALS", 1033)
 _F_GET_SEALS = getattr(fcntl, "F_GET_SEALS", 1034)
-
-
-def wait_until(ready: Callable[[], bool], seconds: float) -> bool:
-    """Whether ``ready()`` came true within ``seconds``: checked in a tight loop for
-    ``SPIN_S`` (a reader dropping a message it just got takes microseconds, less than one
-    sleep), then every ``POLL_S``."""
-    start = time.perf_counter()
-    spin_until, until = start + SPIN_S, start + seconds
-    while True:
-        if ready():
-            return True
-        now = time.perf_counter()
-        if now >= until:
-            return False
-        if now >= spin_until:
-            time.sleep(POLL_S)
-
-
-def round_up(need: int) -> int:
-    """Sizes come in steps (64 KiB, or 1 MiB above 1 MiB), so a kept memfd also fits the
-    next message when it is a little bigger."""
-    step = 1 << 20 if need > 1 << 20 else 1 << 16
-    return -(-need // step) * step
-
-
-def hold(state: memoryview) -> Callable[[], None]:
-    """Mark a block's state word as held by this process; return what frees it again (for
-    ``watched_views``). Only this process frees it, never a forked copy of its views."""
-    held = (os.getpid() << 2) | HELD
-    state[0] = held
-
-    def all_gone() -> None:
-        if state[0] == held and os.getpid() == held >> 2:
-            state[0] = FREE
-
-    return all_gone
-
-
-def reusable(state: int) -> bool:
-    """Whether a block with this state word may be refilled: free, or held by a reader that
-    has died (the queue's segments follow the same rule)."""
-    return state == FREE or (state & 3 == HELD and not process_alive(state >> 2))
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (a reader named in a state word)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists
-        return True
-    return True
 
 
 class _Memfd:
@@ -160,7 +101,7 @@ class _Memfd:
             raise
         self.fd = fd
         self.size = size
-        self.state = memoryview(self.map)[:8].cast("Q")
+        self.state = state_word(self.map)
 
     def free(self) -> bool:
         return reusable(self.state[0])
@@ -237,7 +178,7 @@ def blob_for(
     spans: list[tuple[int, int]],
     persistent: int,
 ) -> bytes:
-    """Copy ``raws`` into ``memfd`` at their ``spans`` (``_serialize.layout``); the blob
+    """Copy ``raws`` into ``memfd`` at their ``spans`` (``_buffers.layout``); the blob
     that describes them."""
     view = memoryview(memfd.map)
     try:
@@ -295,7 +236,7 @@ class Inbox:
                 )
             if flags & REUSE:
                 mm = self._map(fd, st)
-                buffers = watched_views(mm, RESERVED, spans, hold(memoryview(mm)[:8].cast("Q")))
+                buffers = watched_views(mm, RESERVED, spans, hold(state_word(mm)))
             else:
                 whole = memoryview(map_shared(fd, st.st_size))  # freed with the last view
                 buffers = [whole[RESERVED + o : RESERVED + o + n] for o, n in spans]

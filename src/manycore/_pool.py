@@ -29,8 +29,9 @@ from ._errors import PoolClosedError, TimeoutError
 from ._jobs import MapJob, ResultIterator
 from ._launch import resolve_start_method
 from ._options import DEFAULT, TaskOptions, merge_options, parse_memory
+from ._payload import dumps_args
 from ._scheduler import Scheduler, Task
-from ._serialize import FunctionCache, dumps_args
+from ._serialize import FunctionCache
 from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["AsyncResult", "MapResult", "Pool"]

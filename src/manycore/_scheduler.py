@@ -56,7 +56,8 @@ from collections import deque
 from typing import Any, Callable, Optional, Protocol, Union
 
 from . import _messages as m
-from . import _output, _serialize, _shm
+from . import _output, _payload, _shm
+from ._buffers import shm_threshold
 from ._chunking import ChunkSizer
 from ._errors import (
     InitializerError,
@@ -78,7 +79,8 @@ from ._launch import (
     start_helper_thread,
 )
 from ._options import TaskOptions
-from ._serialize import dumps, loads, shm_threshold
+from ._payload import loads
+from ._serialize import dumps
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 from ._transport import OwnerChannel
 from ._worker import BOARD_SKIPS, BOARD_SLOT, BOARD_STRIDE, STACK_SIGNAL, resident_memory
@@ -325,7 +327,7 @@ class Scheduler:
         self._lifeline_r, self._lifeline_w = os.pipe()
         internal_fd(self._lifeline_w)
         self._board_fd, self._board = _make_board(workers)
-        _serialize._pool_opened()
+        _payload.pool_opened()
         try:
             for _ in range(workers):
                 self._start_worker()
@@ -1084,7 +1086,7 @@ class Scheduler:
 
     def _release(self) -> None:
         _live.discard(self)
-        _serialize._pool_closed()
+        _payload.pool_closed()
         for fd in (self._wake_r, self._lifeline_w, self._lifeline_r, self._board_fd):
             forget_internal_fd(fd)
             try:
@@ -1097,7 +1099,7 @@ class Scheduler:
         # user threads may still call wake(), and a write nobody reads is harmless.
 
 
-_SHM_PAYLOAD = ord("M")  # the first byte of a shared-memory payload (_serialize)
+_SHM_PAYLOAD = _payload.MARK  # the first byte of a shared-memory payload
 
 
 def _track_worker_segments(slot: _Slot) -> None:

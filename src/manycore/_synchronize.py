@@ -54,6 +54,7 @@ sleep) leaves that lock held, as above: use timeouts.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 import secrets
@@ -354,12 +355,17 @@ class Event(_mps.Event):
         self._cond, self._flag = state
 
 
+_TwoInts = ctypes.c_int * 2
+
+
 class Barrier(_mps.Barrier):
     """A barrier for ``parties`` processes (``multiprocessing.Barrier``).
 
-    Its state and count live in two ints of shared memory (a ``RawArray``), guarded by a
-    ``Condition``; the algorithm is ``threading.Barrier``'s, which reads and writes them
-    through the stdlib class's ``_state``/``_count`` properties over ``self._array``.
+    Its state and count live in two ints of shared memory (a ctypes ``c_int * 2`` over a
+    ``_shm.Segment`` of its own, which pickles by name), guarded by a ``Condition``; the
+    algorithm is ``threading.Barrier``'s, which reads and writes them through the stdlib
+    class's ``_state``/``_count`` properties over ``self._array``. (Not a ``RawArray``:
+    ``_sharedctypes`` sits above this module, since its wrappers take an ``RLock``.)
     """
 
     _state: int  # annotations only: the stdlib's properties stay
@@ -373,15 +379,15 @@ class Barrier(_mps.Barrier):
     ) -> None:
         if not isinstance(parties, int) or isinstance(parties, bool) or parties < 1:
             raise ValueError(f"Barrier parties must be an int >= 1, not {parties!r}")
-        from ._sharedctypes import RawArray
-
-        self.__setstate__((parties, action, timeout, Condition(), RawArray("i", 2)))
+        segment = _shm.Segment.create(ctypes.sizeof(_TwoInts))  # zeroed: filling, 0 waiting
+        self.__setstate__((parties, action, timeout, Condition(), segment))
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self._parties, self._action, self._timeout, self._cond, self._array = state
+        self._parties, self._action, self._timeout, self._cond, self._segment = state
+        self._array = _TwoInts.from_buffer(self._segment.buf)
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self._parties, self._action, self._timeout, self._cond, self._array)
+        return (self._parties, self._action, self._timeout, self._cond, self._segment)
 
     def __repr__(self) -> str:
         try:

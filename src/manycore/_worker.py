@@ -44,7 +44,7 @@ import time
 from typing import Any, Callable, NoReturn
 
 from . import _messages as m
-from . import _output, _serialize
+from . import _output, _payload
 from ._errors import (
     ArgumentUnpicklingError,
     InitializerError,
@@ -52,7 +52,8 @@ from ._errors import (
     describe_call,
     format_remote,
 )
-from ._serialize import WorkerFunctionCache, dumps, dumps_payload, first_unpicklable, loads
+from ._payload import dumps_payload, loads
+from ._serialize import WorkerFunctionCache, dumps, first_unpicklable
 
 __all__ = [
     "BOARD_SKIPS",
@@ -102,8 +103,7 @@ def run_worker(chan_fd: int, lifeline_fd: int, board_fd: int) -> int:
     except EOFError:  # the owner closed our socket: it is terminating us
         return 0
     finally:
-        _serialize._spares.clear()  # the owner's views of our results stay valid
-        _serialize._drop_attached()
+        _payload.drop_segments()  # the owner's views of our results stay valid
         _flush_stdio()
 
 
@@ -211,7 +211,7 @@ class _Worker:
             from ._shm import DIR_VAR
 
             os.environ[DIR_VAR] = config.shm_dir
-        _serialize._configure_worker(config.shm_threshold, config.shm_prefix)
+        _payload.configure_worker(config.shm_threshold, config.shm_prefix)
         _adopt_paths(config)
         if config.authkey is not None:
             multiprocessing.current_process().authkey = config.authkey

@@ -1,0 +1,425 @@
+"""Queue, SimpleQueue and JoinableQueue: ``multiprocessing``'s queue API on an ``ItemFifo``.
+
+``put`` and ``get`` inline the path of a small plain item (a PICKLE record in the ring),
+which is most of a queue's traffic; everything else goes through ``ItemFifo`` and
+``RecordFifo``. The package docstring says who runs where and what is guaranteed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue as _stdqueue
+import secrets
+import weakref
+from typing import Any, Iterable, Optional
+
+from .. import _shm
+from .._buffers import inband_unless_big
+from .._serialize import MAIN as _MAIN
+from ._fifo import BIG_READ, SPIN
+from ._items import ItemFifo, _holds_big_bytes, _ploads
+from ._layout import (
+    FIRST_RESERVE,
+    H_CURSOR,
+    H_GETS,
+    H_HEAD,
+    H_JOIN_WAITERS,
+    H_OVF_COUNT,
+    H_PUTS,
+    H_RESERVED,
+    H_SPACE_WAITERS,
+    H_TAIL,
+    H_UNFINISHED,
+    HEADER_BYTES,
+    PICKLE,
+    RING_BYTES,
+    WRAP,
+    _cleanup,
+    _File,
+    _reserve,
+)
+
+__all__ = ["Empty", "Full", "JoinableQueue", "Queue", "SimpleQueue"]
+
+Empty = _stdqueue.Empty
+Full = _stdqueue.Full
+
+_PLAIN = frozenset({int, float, str, tuple, list, dict, type(None), bool})
+_pdumps = pickle.dumps
+
+
+class Queue(ItemFifo):
+    """A process-shared FIFO with the API of ``multiprocessing.Queue``, plus batches.
+
+    Args:
+        maxsize: the most items the queue holds; ``put`` blocks (or raises ``Full``) beyond
+            it. Zero or less means unbounded.
+
+    Pass it to processes as an argument (any start method), through another queue, or in a
+    pool's ``initargs``.
+    """
+
+    def __init__(self, maxsize: int = 0, *, ctx: Any = None) -> None:
+        del ctx  # accepted for signature compatibility with multiprocessing.queues.Queue
+        self._maxsize = maxsize if maxsize > 0 else 0
+        prefix = f"manycore-q{secrets.token_hex(8)}"
+        # If this process dies without cleaning up (SIGKILL), the shm tracker unlinks the
+        # ring, every overflow block and the semaphores, all named after the prefix.
+        _shm.track_prefix(prefix)
+        _shm.track_semaphores(prefix)
+        ring = _File(f"{prefix}-ring", HEADER_BYTES + RING_BYTES, create=True, keep_fd=True)
+        try:
+            _reserve(ring.fd, 0, HEADER_BYTES + FIRST_RESERVE)
+        except BaseException:
+            ring.close()
+            _File.unlink(ring.name)
+            _shm.untrack_prefix(prefix)
+            _shm.untrack_semaphores(prefix)
+            raise
+        ring.buf[:HEADER_BYTES].cast("Q")[H_RESERVED] = FIRST_RESERVE
+        sems = (
+            ("m", "i", "w") + (("s",) if self._maxsize else ()) + (("d",) if self._joinable else ())
+        )
+        self._finalizer: Any = weakref.finalize(self, _cleanup, os.getpid(), prefix, sems)
+        self._attach(prefix, ring, created=True)
+
+    # --- sharing between processes ---
+
+    def __getstate__(self) -> tuple[str, int]:
+        return (self._prefix, self._maxsize)
+
+    def __setstate__(self, state: tuple[str, int]) -> None:
+        prefix, self._maxsize = state
+        try:
+            ring = _File(f"{prefix}-ring", keep_fd=True)
+        except FileNotFoundError:
+            raise ValueError(
+                "the queue no longer exists: the process that created it collected it or "
+                "exited. Keep a reference to the queue in its creator while others use it."
+            ) from None
+        self._finalizer = None  # only the creator cleans up
+        self._attach(prefix, ring, created=False)
+
+    def __repr__(self) -> str:
+        return f"<manycore.{type(self).__name__} {self._prefix} maxsize={self._maxsize}>"
+
+    # --- public API ---
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{self!r} is closed; create a new queue or stop using this one")
+
+    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Put ``obj`` on the queue; it is pickled here, before this returns.
+
+        Raises:
+            Full: the queue is bounded and stayed full (``block=False`` or the timeout ran out).
+            ArgumentPicklingError: ``obj`` cannot be pickled; nothing was enqueued.
+            ValueError: the queue was closed in this process.
+        """
+        if self._closed:
+            self._check_open()
+        if type(obj) in _PLAIN:
+            # The hot path, inlined: plain data, C pickler, a record in the ring.
+            try:
+                data: Optional[bytes] = _pdumps(obj, 5, buffer_callback=inband_unless_big)
+            except Exception:  # also BigBuffer: a big array in a tuple, list or dict
+                data = None
+            if (
+                data is not None
+                and _MAIN not in data
+                and (len(data) < 4096 or not _holds_big_bytes(obj, len(data)))
+            ):
+                n = len(data)
+                size = 8 + ((n + 7) & ~7)
+                if self._slots is None and size <= self._quarter:
+                    cap = self._cap
+                    self._lock()
+                    hdr = self._hdr
+                    if not hdr[H_OVF_COUNT]:
+                        tail = hdr[H_TAIL]
+                        pos = tail % cap
+                        if pos + size <= self._reserved and cap - (tail - hdr[H_HEAD]) >= size:
+                            self._dataq[pos >> 3] = (n << 8) | PICKLE
+                            self._data[pos + 8 : pos + 8 + n] = data
+                            hdr[H_TAIL] = tail + size
+                            hdr[H_PUTS] += 1
+                            if self._joinable:
+                                hdr[H_UNFINISHED] += 1
+                            self._mutex.release()
+                            self._items.release()
+                            return
+                    self._mutex.release()
+                self._put_encoded((PICKLE, [data], n), block, timeout)
+                return
+        self._put_encoded(self._encode(obj), block, timeout)
+
+    def put_nowait(self, obj: Any) -> None:
+        """``put(obj, block=False)``."""
+        self.put(obj, False)
+
+    def put_many(
+        self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None
+    ) -> None:
+        """Put every item of ``items``, in order, in one critical section per batch.
+
+        Every item is pickled first, so an unpicklable one raises before any is enqueued. On
+        a bounded queue the items go in as slots free up; ``Full`` (or ``ShmUnavailableError``
+        when /dev/shm is full) means the items before the one that failed were enqueued.
+        """
+        self._check_open()
+        encoded: list[tuple[int, list[Any], int]] = []
+        try:
+            for obj in items:
+                encoded.append(self._encode(obj))
+        except BaseException:
+            for one in encoded:
+                self._abandon(one)
+            raise
+        written = 0
+        if self._slots is not None:
+            try:
+                for one in encoded:
+                    self._put_encoded(one, block, timeout)  # releases its own on failure
+                    written += 1
+            except BaseException:
+                for one in encoded[written + 1 :]:
+                    self._abandon(one)
+                raise
+            return
+        try:
+            self._lock()
+        except BaseException:
+            for one in encoded:
+                self._abandon(one)
+            raise
+        try:
+            hdr, cap, data, dataq = self._hdr, self._cap, self._data, self._dataq
+            for kind, pieces, length in encoded:
+                size = 8 + ((length + 7) & ~7)
+                if kind == PICKLE and not hdr[H_OVF_COUNT] and size <= self._quarter:
+                    tail = hdr[H_TAIL]  # the hot path of _write, inlined
+                    pos = tail % cap
+                    if pos + size <= self._reserved and cap - (tail - hdr[H_HEAD]) >= size:
+                        dataq[pos >> 3] = (length << 8) | PICKLE
+                        data[pos + 8 : pos + 8 + length] = pieces[0]
+                        hdr[H_TAIL] = tail + size
+                        hdr[H_PUTS] += 1
+                        written += 1
+                        continue
+                self._write_waiting(kind, pieces, length)  # may raise: /dev/shm is full
+                written += 1
+        except BaseException:
+            for one in encoded[written:]:
+                self._abandon(one)
+            raise
+        finally:
+            if self._joinable:
+                self._hdr[H_UNFINISHED] += written
+            self._mutex.release()
+            for _ in range(written):  # announce what went in, even if a later item failed
+                self._items.release()
+
+    def _put_encoded(
+        self, encoded: tuple[int, list[Any], int], block: bool, timeout: Optional[float]
+    ) -> None:
+        slots = self._slots
+        slot = locked = False
+        try:
+            if slots is not None:
+                if not slots.acquire(block, timeout):
+                    raise Full
+                slot = True
+            self._lock()
+            locked = True
+            self._write_waiting(*encoded)
+            if self._joinable:
+                self._hdr[H_UNFINISHED] += 1
+        except BaseException:  # Full, no room, or an interrupt while waiting
+            if slots is not None and slot:
+                slots.release()  # nothing went in: give the slot back
+            self._abandon(encoded)
+            raise
+        finally:
+            if locked:
+                self._mutex.release()
+        self._items.release()
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """Remove and return the oldest item.
+
+        Raises:
+            Empty: nothing arrived (``block=False``, or the timeout ran out).
+            ValueError: the queue was closed in this process.
+        """
+        if self._closed:
+            self._check_open()
+        items = self._items
+        if not items.acquire(False):
+            if not block:
+                raise Empty
+            # Spin a little before sleeping: a producer a few microseconds behind then costs
+            # neither side a futex wake-up (the stdlib pays one per item here).
+            for _ in range(SPIN):
+                if items.acquire(False):
+                    break
+            else:
+                if not items.acquire(True, timeout):
+                    raise Empty
+        self._lock()
+        hdr = self._hdr
+        try:
+            head = hdr[H_HEAD]
+            # The hot path, inlined: a small record in the ring, no big read in flight.
+            if hdr[H_PUTS] != hdr[H_GETS] and hdr[H_CURSOR] == head:
+                cap = self._cap
+                pos = head % cap
+                word = self._dataq[pos >> 3]
+                n = word >> 8
+                if word != WRAP and n < BIG_READ:
+                    payload = bytes(self._data[pos + 8 : pos + 8 + n])
+                    hdr[H_HEAD] = hdr[H_CURSOR] = head + 8 + ((n + 7) & ~7)
+                    hdr[H_GETS] += 1
+                    kind = word & 0xFF
+                else:
+                    kind, payload = self._take_ring()
+            else:
+                kind, payload = self._read()
+            wake = hdr[H_SPACE_WAITERS]
+            if wake:
+                hdr[H_SPACE_WAITERS] = 0
+        finally:
+            self._mutex.release()
+        if self._slots is not None:
+            self._slots.release()
+        for _ in range(wake):
+            self._space.release()
+        if kind == PICKLE:
+            return _ploads(payload)
+        return self._decode(kind, payload)
+
+    def get_nowait(self) -> Any:
+        """``get(block=False)``."""
+        return self.get(False)
+
+    def get_many(self, max_items: int, timeout: Optional[float] = None) -> list[Any]:
+        """Wait up to ``timeout`` for one item, then take up to ``max_items`` without waiting.
+
+        Raises:
+            Empty: no item arrived within ``timeout`` (``timeout=0`` does not wait).
+        """
+        if max_items < 1:
+            raise ValueError(f"max_items must be at least 1, not {max_items}")
+        first = self.get(timeout != 0, timeout if timeout else None)
+        taken = 0
+        while taken < max_items - 1 and self._items.acquire(False):
+            taken += 1
+        records = []
+        self._lock()
+        try:
+            for _ in range(taken):
+                records.append(self._read())
+            wake = self._hdr[H_SPACE_WAITERS]
+            self._hdr[H_SPACE_WAITERS] = 0
+        finally:
+            self._mutex.release()
+        if self._slots is not None:
+            for _ in range(taken):
+                self._slots.release()
+        for _ in range(wake):
+            self._space.release()
+        items = [first]
+        for i, (kind, payload) in enumerate(records):
+            try:
+                items.append(_ploads(payload) if kind == PICKLE else self._decode(kind, payload))
+            except BaseException:
+                for later in records[i + 1 :]:  # lost with this one: free their segments
+                    self._abandon((later[0], [later[1]], len(later[1])))
+                raise
+        return items
+
+    def qsize(self) -> int:
+        """How many items are in the queue now (exact at the moment it was read)."""
+        hdr = self._hdr
+        return int(hdr[H_PUTS] - hdr[H_GETS] + hdr[H_OVF_COUNT])
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        return bool(self._maxsize) and self.qsize() >= self._maxsize
+
+    def close(self) -> None:
+        """Stop using the queue in this process; items already put stay for the others."""
+        self._closed = True
+
+    def join_thread(self) -> None:
+        """Nothing to wait for: ``put`` writes to shared memory before it returns."""
+        if not self._closed:
+            raise ValueError(f"call close() before join_thread() on {self!r}")
+
+    def cancel_join_thread(self) -> None:
+        """Nothing to cancel: there is no feeder thread that could hold this process at exit."""
+
+    def _manycore_handed_to(self, process: Any) -> None:
+        """Nothing to do: the queue needs no per-process bookkeeping."""
+
+
+class SimpleQueue(Queue):
+    """``multiprocessing.SimpleQueue``: get, put, empty, close (the full Queue API works too)."""
+
+
+class JoinableQueue(Queue):
+    """A Queue that also counts unfinished items: ``task_done()`` and ``join()``."""
+
+    _joinable = True
+
+    def task_done(self) -> None:
+        """Mark one item taken with ``get`` as processed.
+
+        Raises:
+            ValueError: called more times than items were put.
+        """
+        assert self._done is not None
+        self._lock()
+        try:
+            if self._hdr[H_UNFINISHED] == 0:
+                raise ValueError("task_done() called more times than there were items put")
+            self._hdr[H_UNFINISHED] -= 1
+            wake = self._hdr[H_JOIN_WAITERS] if self._hdr[H_UNFINISHED] == 0 else 0
+            self._hdr[H_JOIN_WAITERS] -= wake
+        finally:
+            self._mutex.release()
+        for _ in range(wake):
+            self._done.release()
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every item put has been marked with ``task_done()``.
+
+        Returns True when they all have; False if ``timeout`` (an addition to the stdlib,
+        which has none) ran out first.
+        """
+        assert self._done is not None
+        self._lock()
+        try:
+            if self._hdr[H_UNFINISHED] == 0:
+                return True
+            self._hdr[H_JOIN_WAITERS] += 1
+        finally:
+            self._mutex.release()
+        if self._done.acquire(True, timeout):
+            return True
+        self._mutex.acquire()  # give up our turn, unless task_done() just counted us
+        try:
+            if self._hdr[H_UNFINISHED] == 0:
+                gone = False
+            else:
+                self._hdr[H_JOIN_WAITERS] -= 1
+                gone = True
+        finally:
+            self._mutex.release()
+        if not gone:
+            self._done.acquire()  # the post meant for us is on its way or there
+            return True
+        return False
