@@ -20,10 +20,8 @@ same fork, with the descriptors ``_process`` needs instead of a worker's.
 The default start method (``None``) is manycore's fork server unless
 ``set_default_start_method`` chose another; pools and ``Process`` both honour it.
 
-Descriptor hygiene: descriptors that belong to the owner's machinery (worker sockets,
-lifeline write ends, wake-up pipes, the server's control socket) are registered with
-``internal_fd``; any process forked from the owner closes them first thing, so a child can
-never keep a dead worker's socket or a lifeline open by accident.
+Descriptor hygiene: the fork server's control socket is registered with ``_fds.internal_fd``,
+so no process forked from the owner keeps it (see ``_fds``).
 """
 
 from __future__ import annotations
@@ -39,46 +37,34 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any, Callable, Optional, Union
 
+from ._fds import (
+    flush_stdio,
+    forget_internal_fd,
+    internal_fd,
+    neutralize_inherited,
+    os_thread_count,
+)
 from ._zygote import REPLY, STATUS
 
 __all__ = [
     "Launcher",
     "WorkerProcess",
     "default_start_method",
-    "forget_internal_fd",
+    "describe_status",
     "fork_server_pid",
     "fork_server_pids",
-    "internal_fd",
     "resolve_start_method",
     "set_default_start_method",
-    "start_helper_thread",
 ]
 
 StartMethod = Union[str, None, Any]  # a name, None, or a multiprocessing context
 START_METHODS = ("fork", "forkserver", "spawn")
 
-# ---------------------------------------------------------------- descriptor hygiene
-
-_internal_fds: set[int] = set()
-
-
-def internal_fd(fd: int) -> int:
-    """Register an owner-side descriptor that forked children must close."""
-    _internal_fds.add(fd)
-    return fd
-
-
-def forget_internal_fd(fd: int) -> None:
-    _internal_fds.discard(fd)
-
 
 def _after_fork_in_child() -> None:
     global _server, _fresh_server, _server_lock
-    _neutralize(_internal_fds)
-    _internal_fds.clear()
     # The servers belong to the parent; a child that needs one starts its own. The lock is
     # made anew: the fork server itself is forked while its creator holds it, and every
     # worker it forks would otherwise inherit it held (a nested pool would wait forever).
@@ -86,95 +72,7 @@ def _after_fork_in_child() -> None:
     _server_lock = threading.Lock()
 
 
-def _neutralize(fds: Iterable[int]) -> None:
-    """Point ``fds`` at /dev/null: the channel they were is closed in this process.
-
-    Rather than closing them: Python objects in this forked child may still wrap these
-    numbers and close them when collected; a closed number could by then be reused for
-    something else, and that close would hit the wrong file.
-    """
-    fds = list(fds)
-    if not fds:
-        return
-    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        for fd in fds:
-            if fd != null:
-                try:
-                    os.dup2(null, fd, inheritable=False)
-                except OSError:
-                    pass
-    finally:
-        os.close(null)
-
-
-def neutralize_inherited(keep: Iterable[int]) -> None:
-    """In a process forked from a user's process: let go of every descriptor but stdio and
-    ``keep``, so that the fork server never holds a user's pipe or socket open."""
-    keep = set(keep)
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:  # pragma: no cover - no procfs
-        fds = list(range(3, 1024))
-    _neutralize(fd for fd in fds if fd > 2 and fd not in keep)
-
-
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _flush_stdio() -> None:
-    # Unflushed output would be written twice: by the parent and by the child's copy.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass
-
-
-# Signals that a helper thread must never take: the kernel delivers a process-directed
-# signal to any thread that does not block it, and a Python handler runs only when the
-# main thread gets control. Were SIGINT delivered to a helper thread, a main thread blocked
-# in a wait would not see Ctrl-C until the wait ended.
-ASYNC_SIGNALS = frozenset(
-    getattr(signal, name)
-    for name in (
-        "SIGINT",
-        "SIGTERM",
-        "SIGHUP",
-        "SIGQUIT",
-        "SIGUSR1",
-        "SIGUSR2",
-        "SIGALRM",
-        "SIGCHLD",
-        "SIGWINCH",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGIO",
-        "SIGURG",
-    )
-    if hasattr(signal, name)
-)
-
-
-def start_helper_thread(thread: threading.Thread) -> None:
-    """Start ``thread`` with every asynchronous signal blocked, so signals reach the main thread."""
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - non-POSIX
-        thread.start()
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
-    try:
-        thread.start()  # the new thread inherits the blocked mask
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def os_thread_count() -> int:
-    """Threads of this process as the kernel counts them (C threads included)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
 
 
 def _child_env() -> dict[str, str]:
@@ -315,7 +213,7 @@ class ForkLauncher(Launcher):
     name = "fork"
 
     def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> WorkerProcess:
-        _flush_stdio()
+        flush_stdio()
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -410,7 +308,7 @@ class ForkServer:
         ours, theirs = socket.socketpair()
         self.forked = not fresh and os_thread_count() == 1
         if self.forked:
-            _flush_stdio()
+            flush_stdio()
             pid = os.fork()
             if pid == 0:
                 code = 1

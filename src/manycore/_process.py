@@ -67,6 +67,7 @@ from ._errors import (
     format_remote,
     with_remote_cause,
 )
+from ._fds import flush_stdio, forget_internal_fd, internal_fd
 from ._zygote import STATUS
 
 __all__ = [
@@ -214,7 +215,7 @@ class _Popen:
         if self._output is not None:
             self._output.started()
         for fd in self._owned:
-            _launch.internal_fd(fd)
+            internal_fd(fd)
         self._finalizer = multiprocessing.util.Finalize(self, _close_fds, (list(self._owned),))
 
     def _launch(self, process_obj: Process) -> None:
@@ -308,7 +309,7 @@ class _Popen:
 
 def _close_fds(fds: list[int]) -> None:
     for fd in fds:
-        _launch.forget_internal_fd(fd)  # before the number can be reused
+        forget_internal_fd(fd)  # before the number can be reused
         try:
             os.close(fd)
         except OSError:
@@ -340,7 +341,7 @@ class _ForkPopen(_ChildPopen):
         sentinel_r, sentinel_w = os.pipe()
         child_r, parent_w = os.pipe()
         report_r, report_w = os.pipe()
-        _launch._flush_stdio()
+        flush_stdio()
         try:
             pid = os.fork()
         except BaseException:
@@ -353,8 +354,8 @@ class _ForkPopen(_ChildPopen):
                     os.close(fd)
                 _output.redirect_child({} if self._output is None else self._output.write_fds)
                 # This child's own children must not hold these open.
-                _launch.internal_fd(sentinel_w)
-                _launch.internal_fd(report_w)
+                internal_fd(sentinel_w)
+                internal_fd(report_w)
                 _forget_inherited_exit_handlers()
                 code = _run(process_obj, child_r, report_w)
             finally:
@@ -613,7 +614,7 @@ def server_child_main(data_fd: int, report_fd: int, fds: list[int]) -> int:
     """Entry point of a Process child forked by the fork server; returns its exit code."""
     _forget_inherited_exit_handlers()
     for fd in (data_fd, report_fd):
-        _launch.internal_fd(fd)
+        internal_fd(fd)
     return _child_main(data_fd, report_fd, fds)
 
 
@@ -626,7 +627,7 @@ def spawn_main(nfds: int) -> None:
         for fd in (data_fd, sentinel_fd, report_fd, *fds):
             os.set_inheritable(fd, False)
         for fd in (data_fd, sentinel_fd, report_fd):
-            _launch.internal_fd(fd)
+            internal_fd(fd)
         code = _child_main(data_fd, report_fd, fds)
     finally:
         os._exit(code)
