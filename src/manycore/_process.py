@@ -204,10 +204,7 @@ class _Popen:
         # redirect), the child's go through pipes to them (see _output).
         self._output = _output.ProcessOutput.create()
         try:
-            if launcher.forks_caller:
-                self._child = self._start_forked(process_obj, launcher)
-            else:
-                self._child = self._start_pickled(process_obj, launcher)
+            self._child = self._start(process_obj, launcher)
         except BaseException:
             if self._output is not None:
                 self._output.abandon()
@@ -222,49 +219,45 @@ class _Popen:
             self, _release, (self._child, list(self._owned))
         )
 
-    def _start_forked(self, process_obj: Process, launcher: _launch.Launcher) -> _launch.Child:
-        child_r, parent_w = os.pipe()
+    def _start(self, process_obj: Process, launcher: _launch.Launcher) -> _launch.Child:
+        """Start the child by ``launcher``; set the descriptors this handle owns.
+
+        Two pipes: the parent keeps the write end of ``down`` (the payload goes through it,
+        and its EOF tells the child the parent is gone) and the read end of ``report``.
+        """
+        payload = b"" if launcher.forks_caller else self._payload(process_obj)
+        down_r, down_w = os.pipe()
         report_r, report_w = os.pipe()
-        write_fds = {} if self._output is None else self._output.write_fds
+        entry: _launch.Entry
+        fds: list[int] = []
+        if launcher.forks_caller:  # the child is a copy of this process: run the object
+            write_fds = {} if self._output is None else self._output.write_fds
 
-        def in_child() -> int:
-            for fd in (parent_w, report_r):
-                os.close(fd)
-            _output.redirect_child(write_fds)
-            internal_fd(report_w)  # this child's own children must not hold it
-            _forget_inherited_exit_handlers()
-            return _run(process_obj, child_r, report_w)
+            def in_child() -> int:
+                for fd in (down_w, report_r):
+                    os.close(fd)
+                _output.redirect_child(write_fds)
+                internal_fd(report_w)  # this child's own children must not hold it
+                _forget_inherited_exit_handlers()
+                return _run(process_obj, down_r, report_w)
 
-        try:
-            child = launcher.start_child(in_child, [], sentinel=True)
-        except BaseException:
-            _close_fds([parent_w, report_r])
-            raise
-        finally:
-            _close_fds([child_r, report_w])
-        self._report_fd = report_r
-        self._owned = [parent_w, report_r]
-        return child
-
-    def _start_pickled(self, process_obj: Process, launcher: _launch.Launcher) -> _launch.Child:
-        payload = self._payload(process_obj)
-        if launcher.fresh_interpreter:
-            entry = SPAWN_ENTRY
+            entry = in_child
         else:
-            entry = SERVER_ENTRY
-            _serve_exit_hook()
-        data_r, data_w = os.pipe()
-        report_r, report_w = os.pipe()
+            entry = SPAWN_ENTRY if launcher.fresh_interpreter else SERVER_ENTRY
+            if not launcher.fresh_interpreter:
+                _serve_exit_hook()
+            fds = [down_r, report_w, *self._fds]
         try:
-            child = launcher.start_child(entry, [data_r, report_w, *self._fds], sentinel=True)
+            child = launcher.start_child(entry, fds, sentinel=True)
         except BaseException:
-            _close_fds([data_w, report_r])
+            _close_fds([down_w, report_r])
             raise
         finally:
-            _close_fds([data_r, report_w])
+            _close_fds([down_r, report_w])
         self._report_fd = report_r
-        self._owned = [data_w, report_r]
-        _write_all(data_w, payload)
+        self._owned = [down_w, report_r]
+        if payload:
+            _write_all(down_w, payload)
         return child
 
     # -- the spawning-popen protocol (stdlib reducers call these while we pickle)
