@@ -402,7 +402,7 @@ def test_set_default_start_method():
         assert _launch.resolve_start_method(None).name == "spawn"
         p = Process(target=time.sleep, args=(0,))
         p.start()
-        assert type(p._popen).method == "spawn"
+        assert p._popen.method == "spawn"
         joined(p)
         assert p.exitcode == 0
         with pytest.raises(ValueError, match="unknown start method"):

@@ -7,7 +7,8 @@ start method (they pickle as handles to named shared memory and named semaphores
 relying on descriptors inherited through ``fork``).
 
 The default context (``start_method`` None) follows ``set_start_method``; until that is
-called it uses manycore's default fork server (see docs/design.md, "Start methods").
+called it uses manycore's default fork server (see docs/design.md, "Start methods"). The
+start methods themselves, and which one is the default, live in ``_launch``.
 
 Nothing here imports the heavier modules (queues, shared memory, managers) until a method
 that needs them is called, so ``import manycore`` stays cheap.
@@ -41,7 +42,7 @@ __all__ = [
 # What get_start_method() reports for manycore's default: children come from a fork server,
 # and like the stdlib's forkserver method they receive their target and arguments pickled.
 DEFAULT_NAME = "forkserver"
-START_METHODS = ("forkserver", "fork", "spawn")
+START_METHODS = _launch.START_METHODS  # manycore's default first
 
 
 class ForkProcess(_Process):
@@ -62,12 +63,11 @@ class ForkServerProcess(_Process):
     _start_method = "forkserver"
 
 
+# The stdlib's names for a Process bound to each method; the methods come from _launch.
 _PROCESS_CLASSES: dict[Optional[str], type[_Process]] = {
-    None: _Process,
-    "fork": ForkProcess,
-    "spawn": SpawnProcess,
-    "forkserver": ForkServerProcess,
+    cls._start_method: cls for cls in (_Process, ForkProcess, SpawnProcess, ForkServerProcess)
 }
+assert set(_PROCESS_CLASSES) == {None, *START_METHODS}
 
 
 class Context:
@@ -272,7 +272,6 @@ def _unknown(method: object) -> str:
 
 
 _contexts = {method: Context(method) for method in _PROCESS_CLASSES}
-_chosen: Optional[str] = None  # what set_start_method() fixed, if it was called
 
 
 def get_context(method: Optional[str] = None) -> Context:
@@ -285,9 +284,10 @@ def get_context(method: Optional[str] = None) -> Context:
 
 def get_start_method(allow_none: bool = False) -> str:
     """The default start method's name. manycore's own default reports ``"forkserver"``."""
-    if _chosen is None and allow_none:
+    chosen = _launch.default_start_method()
+    if chosen is None and allow_none:
         return None  # type: ignore[return-value]  # the stdlib's signature, kept
-    return _chosen or DEFAULT_NAME
+    return chosen or DEFAULT_NAME
 
 
 def set_start_method(method: Optional[str], force: bool = False) -> None:
@@ -297,15 +297,14 @@ def set_start_method(method: Optional[str], force: bool = False) -> None:
         RuntimeError: it was already set and ``force`` is false (as in the stdlib).
         ValueError: an unknown method.
     """
-    global _chosen
     if method is not None and method not in START_METHODS:
         raise ValueError(_unknown(method))
-    if _chosen is not None and not force:
+    chosen = _launch.default_start_method()
+    if chosen is not None and not force:
         raise RuntimeError(
-            f"the start method was already set to {_chosen!r}: pass force=True to change it"
+            f"the start method was already set to {chosen!r}: pass force=True to change it"
         )
     _launch.set_default_start_method(method)
-    _chosen = method
 
 
 def get_all_start_methods() -> list[str]:

@@ -1,8 +1,11 @@
-"""Starting worker processes: the start methods, and the owner's side of the fork server.
+"""Starting children: one layer for every start method, pool workers and ``Process`` alike.
 
-A launcher turns three descriptors (the worker's socket end, the pool's lifeline read end
-and the pool's board) into a running worker and returns a ``WorkerProcess`` handle, which
-tells the scheduler the worker's exit status once it has died.
+A launcher starts a child by one start method and returns a ``Child`` handle: ``pid``,
+``poll``, ``wait``, ``kill``, ``close``, and a ``sentinel`` descriptor when the caller asks
+for one. The launcher does not know what the child runs: the caller names an entry point,
+a ``"module:function"`` string that the child resolves with importlib and calls with its
+descriptors (``function(*fds) -> exit code``). Pool workers (``_worker.run_worker``) and
+``Process`` children (``_process``) are two such entry points; nothing here imports them.
 
 =============  ============================================  =========================
 method         how                                           exit status from
@@ -14,16 +17,22 @@ default        fork server forked from the caller when the    the server, via a 
 "spawn"        ``posix_spawn`` of ``python -c``               ``waitpid``
 =============  ============================================  =========================
 
-The fork server also starts ``Process`` children (``launch_process``, request ``P``): the
-same fork, with the descriptors ``_process`` needs instead of a worker's.
+``LAUNCHERS`` is the one table of start methods: ``resolve_start_method`` (pools),
+``Process`` and the contexts all read it. Under "fork" the entry may also be a callable
+(the child is a copy of the caller, so ``Process`` runs its object as it is).
+
+Descriptors of a child, as its handle holds them: with ``sentinel=True``, ``sentinel`` is
+readable once the child has exited (fork/spawn: a pipe whose write end only the child
+holds; fork server: the pipe the server writes the status into when it reaps the child),
+and stays open until ``close()``. Without it (pool workers), the status pipe of a server
+child is closed as soon as the status is read, and a direct child is polled by ``waitpid``.
 
 The default start method (``None``) is manycore's fork server unless
 ``set_default_start_method`` chose another; pools and ``Process`` both honour it.
 
-Descriptor hygiene: descriptors that belong to the owner's machinery (worker sockets,
-lifeline write ends, wake-up pipes, the server's control socket) are registered with
-``internal_fd``; any process forked from the owner closes them first thing, so a child can
-never keep a dead worker's socket or a lifeline open by accident.
+Guarantees: ``poll`` never blocks; a handle reads the exit status once (thread-safe) and
+then keeps it; ``kill`` never signals a child whose status is known (its pid may be
+reused); a forked or spawned child never keeps the owner's internal descriptors (``_fds``).
 """
 
 from __future__ import annotations
@@ -39,46 +48,46 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable
+import traceback
+from collections.abc import Sequence
 from typing import Any, Callable, Optional, Union
 
-from ._zygote import REPLY, STATUS
+from ._fds import (
+    flush_stdio,
+    forget_internal_fd,
+    internal_fd,
+    neutralize_inherited,
+    os_thread_count,
+)
+from ._zygote import REPLY, STATUS, encode_request, resolve_entry, serve
 
 __all__ = [
+    "LAUNCHERS",
+    "POOL_WORKER",
+    "START_METHODS",
+    "Child",
     "Launcher",
     "WorkerProcess",
     "default_start_method",
-    "forget_internal_fd",
+    "describe_status",
     "fork_server_pid",
     "fork_server_pids",
-    "internal_fd",
     "resolve_start_method",
     "set_default_start_method",
-    "start_helper_thread",
+    "spawned_main",
 ]
 
 StartMethod = Union[str, None, Any]  # a name, None, or a multiprocessing context
-START_METHODS = ("fork", "forkserver", "spawn")
+# What a child runs: a "module:function" string; under "fork" also a callable.
+Entry = Union[str, Callable[..., int]]
 
-# ---------------------------------------------------------------- descriptor hygiene
-
-_internal_fds: set[int] = set()
-
-
-def internal_fd(fd: int) -> int:
-    """Register an owner-side descriptor that forked children must close."""
-    _internal_fds.add(fd)
-    return fd
-
-
-def forget_internal_fd(fd: int) -> None:
-    _internal_fds.discard(fd)
+# The pool worker's entry point: what ``Launcher.start`` runs when its caller names none.
+POOL_WORKER = "manycore._worker:run_worker"
+UNKNOWN = -1  # the raw status of a child whose status was lost (reaped elsewhere)
 
 
 def _after_fork_in_child() -> None:
     global _server, _fresh_server, _server_lock
-    _neutralize(_internal_fds)
-    _internal_fds.clear()
     # The servers belong to the parent; a child that needs one starts its own. The lock is
     # made anew: the fork server itself is forked while its creator holds it, and every
     # worker it forks would otherwise inherit it held (a nested pool would wait forever).
@@ -86,95 +95,7 @@ def _after_fork_in_child() -> None:
     _server_lock = threading.Lock()
 
 
-def _neutralize(fds: Iterable[int]) -> None:
-    """Point ``fds`` at /dev/null: the channel they were is closed in this process.
-
-    Rather than closing them: Python objects in this forked child may still wrap these
-    numbers and close them when collected; a closed number could by then be reused for
-    something else, and that close would hit the wrong file.
-    """
-    fds = list(fds)
-    if not fds:
-        return
-    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        for fd in fds:
-            if fd != null:
-                try:
-                    os.dup2(null, fd, inheritable=False)
-                except OSError:
-                    pass
-    finally:
-        os.close(null)
-
-
-def neutralize_inherited(keep: Iterable[int]) -> None:
-    """In a process forked from a user's process: let go of every descriptor but stdio and
-    ``keep``, so that the fork server never holds a user's pipe or socket open."""
-    keep = set(keep)
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:  # pragma: no cover - no procfs
-        fds = list(range(3, 1024))
-    _neutralize(fd for fd in fds if fd > 2 and fd not in keep)
-
-
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _flush_stdio() -> None:
-    # Unflushed output would be written twice: by the parent and by the child's copy.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass
-
-
-# Signals that a helper thread must never take: the kernel delivers a process-directed
-# signal to any thread that does not block it, and a Python handler runs only when the
-# main thread gets control. Were SIGINT delivered to a helper thread, a main thread blocked
-# in a wait would not see Ctrl-C until the wait ended.
-ASYNC_SIGNALS = frozenset(
-    getattr(signal, name)
-    for name in (
-        "SIGINT",
-        "SIGTERM",
-        "SIGHUP",
-        "SIGQUIT",
-        "SIGUSR1",
-        "SIGUSR2",
-        "SIGALRM",
-        "SIGCHLD",
-        "SIGWINCH",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGIO",
-        "SIGURG",
-    )
-    if hasattr(signal, name)
-)
-
-
-def start_helper_thread(thread: threading.Thread) -> None:
-    """Start ``thread`` with every asynchronous signal blocked, so signals reach the main thread."""
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - non-POSIX
-        thread.start()
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
-    try:
-        thread.start()  # the new thread inherits the blocked mask
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def os_thread_count() -> int:
-    """Threads of this process as the kernel counts them (C threads included)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
 
 
 def _child_env() -> dict[str, str]:
@@ -186,7 +107,7 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _spawn_python(code: str, fds: list[int]) -> int:
+def _spawn_python(code: str, fds: Sequence[int]) -> int:
     """Start ``python -c code`` with ``fds`` at descriptors 3, 4, ...; return its pid."""
     targets = range(3, 3 + len(fds))
     actions: list[tuple[int, ...]]
@@ -204,30 +125,82 @@ def _spawn_python(code: str, fds: list[int]) -> int:
     return os.posix_spawn(sys.executable, argv, _child_env(), file_actions=actions)
 
 
-# ---------------------------------------------------------------- worker handles
+def spawned_main(entry: str, nfds: int, sentinel: bool) -> None:
+    """In a spawned child (``python -c``): run ``entry`` on descriptors 3, 4, ...; never returns.
+
+    With ``sentinel``, descriptor 3 is the sentinel's write end: it is held, never passed
+    to the entry, and closed only by this process's exit.
+    """
+    code = 1
+    try:
+        first = 3
+        if sentinel:
+            os.set_inheritable(first, False)
+            internal_fd(first)  # this child's own children must not hold it
+            first += 1
+        fds = range(first, first + nfds)
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        code = resolve_entry(entry)(*fds)
+    except Exception:
+        traceback.print_exc()
+    finally:
+        flush_stdio()
+        os._exit(code)
 
 
-class WorkerProcess:
-    """A started worker, as the scheduler sees it."""
+def _readable(fd: int, timeout: Optional[float]) -> bool:
+    """Whether ``fd`` is readable (data or EOF) within ``timeout`` seconds (None: wait)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
 
-    def __init__(self, pid: int) -> None:
+
+# ---------------------------------------------------------------- handles
+
+
+class Child:
+    """A started child, by any method: what the scheduler and ``Process`` hold."""
+
+    def __init__(self, pid: int, sentinel: int = -1) -> None:
         self.pid = pid
-        self.status: int | None = None  # raw wait status once known
+        self.status: int | None = None  # raw wait status once known (UNKNOWN: lost)
+        self.sentinel = sentinel  # readable once the child has exited; -1: none
+        self._lock = threading.Lock()  # one reader of the exit status at a time
+        if sentinel >= 0:
+            internal_fd(sentinel)
 
     def poll(self) -> int | None:
-        """The raw wait status if the process has been reaped, else None. Never blocks."""
+        """The raw wait status if the child has been reaped, else None. Never blocks."""
         raise NotImplementedError
 
-    def wait(self, timeout: float) -> int | None:
-        """Wait up to ``timeout`` seconds for the raw wait status; None if still unknown."""
-        deadline = time.monotonic() + timeout
+    def _collect(self) -> int | None:
+        """The sentinel is readable: the status (a direct child may take a moment)."""
+        return self.poll()
+
+    def wait(self, timeout: Optional[float]) -> int | None:
+        """Wait up to ``timeout`` seconds (None: for ever) for the raw wait status; None if
+        still unknown then."""
+        if self.status is not None:
+            return self.status
+        if self.sentinel >= 0:
+            return self._collect() if _readable(self.sentinel, timeout) else None
+        deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.0005
         while True:
             status = self.poll()
-            if status is not None or time.monotonic() >= deadline:
+            if status is not None or (deadline is not None and time.monotonic() >= deadline):
                 return status
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code as ``multiprocessing`` reports it (``-N``: killed by signal N);
+        None while the child runs, or if its status was taken by someone else."""
+        if self.status is None or self.status == UNKNOWN:
+            return None
+        return os.waitstatus_to_exitcode(self.status)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` unless the process is known to be gone (its pid may be reused)."""
@@ -238,50 +211,84 @@ class WorkerProcess:
                 pass
 
     def close(self) -> None:
-        """Release what the handle holds once the status is known or no longer wanted."""
+        """Release the handle's descriptor; the status, if known, stays readable."""
+        fd, self.sentinel = self.sentinel, -1
+        if fd >= 0:
+            forget_internal_fd(fd)  # before the number can be reused
+            os.close(fd)
 
 
-class ChildProcess(WorkerProcess):
-    """A worker that is our own child (fork, spawn): ``waitpid`` gives its status."""
+WorkerProcess = Child  # the scheduler's name for a started worker
+
+
+class OwnChild(Child):
+    """A child of this process (fork, spawn): ``waitpid`` gives its status."""
+
+    def poll(self) -> int | None:
+        return self._reap(os.WNOHANG)
+
+    def _collect(self) -> int | None:
+        # The sentinel closes as the child exits, a moment before it can be reaped.
+        return self._reap(0)
+
+    def _reap(self, flag: int) -> int | None:
+        if self.status is None:
+            with self._lock:
+                if self.status is None:
+                    try:
+                        pid, status = os.waitpid(self.pid, flag)
+                    except OSError:  # reaped by someone else: unknown
+                        self.status = UNKNOWN
+                    else:
+                        if pid:
+                            self.status = status
+        return self.status
+
+
+class ServerChild(Child):
+    """A child forked by a fork server, which writes its status into a pipe when it reaps it.
+
+    ``keep``: the pipe is the caller's sentinel and stays open until ``close()``; otherwise
+    it is closed as soon as the status has been read.
+    """
+
+    def __init__(self, pid: int, status_fd: int, keep: bool) -> None:
+        super().__init__(pid, status_fd if keep else -1)
+        self._fd = status_fd
+        self._keep = keep
 
     def poll(self) -> int | None:
         if self.status is None:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                self.status = -1  # reaped by someone else: unknown
-                return self.status
-            if pid:
-                self.status = status
+            with self._lock:
+                if self.status is None and self._fd >= 0 and _readable(self._fd, 0):
+                    try:
+                        data = os.read(self._fd, STATUS.size)
+                    except OSError:
+                        data = b""
+                    # EOF without data: the server died before reaping this child.
+                    self.status = STATUS.unpack(data)[0] if len(data) == STATUS.size else UNKNOWN
+                    if not self._keep:
+                        os.close(self._fd)
+                        self._fd = -1
         return self.status
 
-
-class ServerChild(WorkerProcess):
-    """A worker forked by the fork server; the server writes its status into a pipe."""
-
-    def __init__(self, pid: int, status_fd: int) -> None:
-        super().__init__(pid)
-        self._fd: int | None = status_fd
-
-    def poll(self) -> int | None:
-        if self.status is None and self._fd is not None:
-            ready, _, _ = select.select([self._fd], [], [], 0)
-            if ready:
-                data = os.read(self._fd, STATUS.size)
-                # EOF without data: the server died before reaping this worker.
-                self.status = STATUS.unpack(data)[0] if len(data) == STATUS.size else -1
-                self.close()
-        return self.status
-
-    def wait(self, timeout: float) -> int | None:
-        if self.status is None and self._fd is not None:
-            select.select([self._fd], [], [], timeout)
+    def wait(self, timeout: Optional[float]) -> int | None:
+        if self.status is None and self._fd >= 0:
+            _readable(self._fd, timeout)
         return self.poll()
 
+    @property
+    def returncode(self) -> int | None:
+        if self.status == UNKNOWN:
+            return 255  # its status is lost, as the stdlib's forkserver reports it
+        return super().returncode
+
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            fd, self._fd = self._fd, -1
+            if fd >= 0 and not self._keep:
+                os.close(fd)
+        super().close()
 
 
 def describe_status(status: int | None) -> tuple[int | None, int | None, str]:
@@ -303,51 +310,129 @@ def describe_status(status: int | None) -> tuple[int | None, int | None, str]:
 
 
 class Launcher:
-    """Starts workers by one start method."""
+    """Starts children by one start method.
+
+    ``forks_caller``: the child is a copy of the caller at start, so the entry may be a
+    callable and sees the caller's objects as they are; otherwise what the child needs
+    beyond its descriptors must be sent to it (pickled). ``fresh_interpreter``: the child
+    starts from nothing (spawn); a fork server's children are forks of the server.
+    """
 
     name = "?"
+    forks_caller = False
+    fresh_interpreter = False
 
-    def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> WorkerProcess:
+    def start_child(self, entry: Entry, fds: Sequence[int], *, sentinel: bool = False) -> Child:
+        """Start a child that runs ``entry(*fds)`` and exits with the code it returns.
+
+        ``fds`` are the caller's; the child gets copies (the caller closes its own).
+
+        Raises:
+            OSError: the child could not be started.
+            TypeError: a callable entry for a method that does not fork the caller.
+        """
         raise NotImplementedError
+
+    def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> Child:
+        """Start a pool worker (``POOL_WORKER``) on its socket end, the lifeline's read end
+        and the board: ``start_child(POOL_WORKER, [chan_fd, lifeline_fd, board_fd])``."""
+        return self.start_child(POOL_WORKER, [chan_fd, lifeline_fd, board_fd])
+
+
+def _entry_name(entry: Entry, method: str) -> str:
+    if not isinstance(entry, str):
+        raise TypeError(
+            f"the {method!r} start method runs an entry point named 'module:function', "
+            f"not {entry!r}"
+        )
+    return entry
 
 
 class ForkLauncher(Launcher):
     name = "fork"
+    forks_caller = True
 
-    def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> WorkerProcess:
-        _flush_stdio()
-        pid = os.fork()
+    def start_child(self, entry: Entry, fds: Sequence[int], *, sentinel: bool = False) -> Child:
+        run = resolve_entry(entry) if isinstance(entry, str) else entry
+        sentinel_r = sentinel_w = -1
+        if sentinel:
+            sentinel_r, sentinel_w = os.pipe()
+        flush_stdio()
+        try:
+            pid = os.fork()
+        except BaseException:
+            for fd in (sentinel_r, sentinel_w):
+                if fd >= 0:
+                    os.close(fd)
+            raise
         if pid == 0:
             code = 1
             try:
-                from ._worker import run_worker
-
-                code = run_worker(chan_fd, lifeline_fd, board_fd)
+                if sentinel:
+                    os.close(sentinel_r)
+                    internal_fd(sentinel_w)  # this child's own children must not hold it
+                code = run(*fds)
             finally:
                 os._exit(code)
-        return ChildProcess(pid)
+        if sentinel:
+            os.close(sentinel_w)
+        return OwnChild(pid, sentinel_r)
 
 
 class SpawnLauncher(Launcher):
     name = "spawn"
-    CODE = "from manycore._worker import spawn_main; spawn_main(3, 4, 5)"
+    fresh_interpreter = True
 
-    def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> WorkerProcess:
-        return ChildProcess(_spawn_python(self.CODE, [chan_fd, lifeline_fd, board_fd]))
+    def start_child(self, entry: Entry, fds: Sequence[int], *, sentinel: bool = False) -> Child:
+        name = _entry_name(entry, self.name)
+        code = (
+            "from manycore._launch import spawned_main; "
+            f"spawned_main({name!r}, {len(fds)}, {sentinel})"
+        )
+        if not sentinel:
+            return OwnChild(_spawn_python(code, fds))
+        sentinel_r, sentinel_w = os.pipe()
+        try:
+            pid = _spawn_python(code, [sentinel_w, *fds])
+        except BaseException:
+            os.close(sentinel_r)
+            raise
+        finally:
+            os.close(sentinel_w)
+        return OwnChild(pid, sentinel_r)
 
 
 class ServerLauncher(Launcher):
-    """Workers forked by this process's fork server (started fresh if ``fresh``)."""
+    """Children forked by this process's fork server (started fresh if ``fresh``)."""
 
     def __init__(self, fresh: bool) -> None:
         self.fresh = fresh
         self.name = "forkserver" if fresh else "default"
 
-    def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> WorkerProcess:
-        return _get_server(self.fresh).launch(chan_fd, lifeline_fd, board_fd)
+    def start_child(self, entry: Entry, fds: Sequence[int], *, sentinel: bool = False) -> Child:
+        name = _entry_name(entry, self.name)
+        pid, status_r = get_server(self.fresh).start(name, fds)
+        return ServerChild(pid, status_r, keep=sentinel)
 
+
+# The one table of start methods, manycore's default first (the order
+# ``get_all_start_methods`` reports). ``None`` is the default launcher.
+LAUNCHERS: dict[str, Launcher] = {
+    "forkserver": ServerLauncher(fresh=True),
+    "fork": ForkLauncher(),
+    "spawn": SpawnLauncher(),
+}
+START_METHODS = tuple(LAUNCHERS)
+_DEFAULT = ServerLauncher(fresh=False)
 
 _default_method: Optional[str] = None  # set_default_start_method(); None: the fork server
+
+
+def _unknown(method: object) -> str:
+    return (
+        f"unknown start method {method!r}: use one of {', '.join(START_METHODS)}, or None "
+        "for manycore's default fork server"
+    )
 
 
 def set_default_start_method(method: Optional[str]) -> None:
@@ -357,11 +442,8 @@ def set_default_start_method(method: Optional[str]) -> None:
         ValueError: an unknown start method name.
     """
     global _default_method
-    if method is not None and method not in START_METHODS:
-        raise ValueError(
-            f"unknown start method {method!r}: use one of {', '.join(START_METHODS)}, or None "
-            "for manycore's default fork server"
-        )
+    if method is not None and method not in LAUNCHERS:
+        raise ValueError(_unknown(method))
     _default_method = method
 
 
@@ -371,7 +453,8 @@ def default_start_method() -> Optional[str]:
 
 
 def resolve_start_method(method: StartMethod) -> Launcher:
-    """A launcher for ``context=`` / ``mp_context=``; ``None`` follows the default.
+    """The launcher for ``context=`` / ``mp_context=`` / a ``Process``'s start method;
+    ``None`` follows the default.
 
     Raises:
         ValueError: an unknown start method name.
@@ -379,7 +462,7 @@ def resolve_start_method(method: StartMethod) -> Launcher:
     if method is None:
         method = _default_method
         if method is None:
-            return ServerLauncher(fresh=False)
+            return _DEFAULT
     if not isinstance(method, str):
         get = getattr(method, "get_start_method", None)
         if get is None:
@@ -388,16 +471,12 @@ def resolve_start_method(method: StartMethod) -> Launcher:
                 "'forkserver', a multiprocessing context, or None for manycore's default"
             )
         method = get()
-    if method == "fork":
-        return ForkLauncher()
-    if method == "spawn":
-        return SpawnLauncher()
-    if method == "forkserver":
-        return ServerLauncher(fresh=True)
-    raise ValueError(
-        f"unknown start method {method!r}: use one of {', '.join(START_METHODS)}, or None "
-        f"for manycore's default (available here: {multiprocessing.get_all_start_methods()})"
-    )
+    try:
+        return LAUNCHERS[method]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"{_unknown(method)} (available here: {multiprocessing.get_all_start_methods()})"
+        ) from None
 
 
 # ---------------------------------------------------------------- the fork server client
@@ -410,7 +489,7 @@ class ForkServer:
         ours, theirs = socket.socketpair()
         self.forked = not fresh and os_thread_count() == 1
         if self.forked:
-            _flush_stdio()
+            flush_stdio()
             pid = os.fork()
             if pid == 0:
                 code = 1
@@ -421,8 +500,6 @@ class ForkServer:
                     # Never examine the caller's objects again: fewer pages copied in
                     # every worker, and no stray finalizer runs on inherited objects.
                     gc.freeze()
-                    from ._zygote import serve
-
                     serve(control)
                 finally:
                     os._exit(code)
@@ -434,23 +511,17 @@ class ForkServer:
         internal_fd(ours.fileno())
         self.lock = threading.Lock()
 
-    def launch(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> ServerChild:
-        pid, status_r = self._request(b"L", [chan_fd, lifeline_fd, board_fd])
-        return ServerChild(pid, status_r)
-
-    def launch_process(self, fds: list[int]) -> tuple[int, int]:
-        """Fork a ``Process`` child that gets ``fds`` (see ``_process``); (pid, status fd).
+    def start(self, entry: str, fds: Sequence[int]) -> tuple[int, int]:
+        """Have the server fork a child that runs ``entry(*fds)``; (pid, status fd).
 
         The status fd becomes readable when the child has been reaped: it then holds the
         raw wait status (4 bytes), followed by EOF.
         """
-        return self._request(b"P", fds)
-
-    def _request(self, kind: bytes, fds: list[int]) -> tuple[int, int]:
+        request = encode_request(entry)
         status_r, status_w = os.pipe()
         try:
             with self.lock:
-                socket.send_fds(self.sock, [kind], [*fds, status_w])
+                socket.send_fds(self.sock, [request], [*fds, status_w])
                 reply = _recv_exactly(self.sock, REPLY.size)
         except BaseException:
             os.close(status_r)
@@ -460,6 +531,8 @@ class ForkServer:
         (pid,) = REPLY.unpack(reply)
         if pid < 0:
             os.close(status_r)
+            if -pid == errno.ENOENT:
+                raise OSError(-pid, f"the fork server found no entry point {entry!r}")
             raise OSError(-pid, f"the fork server could not fork a child: {os.strerror(-pid)}")
         return pid, status_r
 
@@ -474,7 +547,7 @@ class ForkServer:
         """Close the control socket (the server exits on EOF) and reap the server."""
         forget_internal_fd(self.sock.fileno())
         self.sock.close()
-        proc = ChildProcess(self.pid)
+        proc = OwnChild(self.pid)
         if proc.wait(1.0) is None:  # it should exit at once; never let exit hang on it
             proc.kill(signal.SIGKILL)
             proc.wait(1.0)
@@ -497,10 +570,6 @@ _server_lock = threading.Lock()
 
 def get_server(fresh: bool) -> ForkServer:
     """This process's fork server (the default one, or the fresh one if ``fresh``)."""
-    return _get_server(fresh)
-
-
-def _get_server(fresh: bool) -> ForkServer:
     global _server, _fresh_server
     with _server_lock:
         current = _fresh_server if fresh else _server

@@ -63,6 +63,8 @@ import threading
 import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
+from ._fds import forget_internal_fd, internal_fd, start_helper_thread
+
 __all__ = [
     "ENV_VAR",
     "MESSAGES",
@@ -477,8 +479,6 @@ class ProcessOutput:
         except BaseException:
             self.abandon()
             raise
-        from ._launch import internal_fd
-
         for fd in self.parent_fds:  # no forked child (this one included) keeps them
             internal_fd(fd)
 
@@ -508,8 +508,6 @@ class ProcessOutput:
         thread = threading.Thread(
             target=self._pump, args=(readers,), name="manycore-process-output", daemon=True
         )
-        from ._launch import start_helper_thread
-
         start_helper_thread(thread)
         self._thread = thread
 
@@ -586,8 +584,6 @@ def _copy(fd: int, stream_no: int, decoder: Any) -> bool:
 
 
 def _close(fd: int) -> None:
-    from ._launch import forget_internal_fd
-
     forget_internal_fd(fd)  # before the number can be reused
     try:
         os.close(fd)

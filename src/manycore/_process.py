@@ -7,18 +7,19 @@ the stdlib, in the parent and in the child.
 
 Who runs where::
 
-    parent: Process.start() ──► _Popen ──┬─ "fork": os.fork(); the child runs the object as is
-                                         ├─ "spawn": posix_spawn(python -c spawn_main(n))
-                                         └─ None / "forkserver": the fork server forks it
-                                             (request ``P``, see ``_zygote``)
+    parent: Process.start() ──► _Popen ──► _launch (the start method's launcher)
+              ├─ "fork": the child is a fork of the caller and runs the object as is
+              ├─ "spawn": a fresh interpreter runs the entry point ``spawn_main``
+              └─ None / "forkserver": the fork server forks a child that runs
+                 ``server_child_main`` (the server is told the entry point by name)
     spawn and server children read a payload from a pipe, adopt the parent's sys.path,
     working directory, argv and authkey, unpickle the process object, then run
     ``process._bootstrap()`` and ``os._exit(code)``. The main module is never imported.
 
 Descriptors of one child, as the parent holds them:
 
-* ``sentinel``: readable once the child has exited (fork/spawn: a pipe whose write end only
-  the child holds; server children: the status pipe the fork server writes when it reaps).
+* ``sentinel``: readable once the child has exited (the launcher's handle holds it, see
+  ``_launch``).
 * the payload pipe's write end, kept open for the child's life: EOF on the read end tells
   the child its parent is gone (``parent_process().is_alive()``).
 * the report pipe's read end: if the target raised, the child writes the exception and its
@@ -28,8 +29,8 @@ Payload wire format (spawn and server children): two little-endian 8-byte length
 plain pickle of the preparation data (a dict of builtins), then the pickled process object
 (``multiprocessing``'s reducers plus cloudpickle for what only the caller knows: lambdas,
 closures, functions and classes from ``__main__``). Descriptors the object refers to
-(stdlib Connections, through ``DupFd``) travel beside it: at 6, 7, ... for spawn, by
-SCM_RIGHTS to the fork server otherwise; the child finds them by index.
+(stdlib Connections, through ``DupFd``) travel beside it, after the payload and report
+pipes, as the entry point's arguments; the child finds them by index.
 
 Guarantees: a child never re-executes the main module; an exception that escapes the
 target is printed in the child (as the stdlib does) and is ``Process.exception`` in the
@@ -67,7 +68,7 @@ from ._errors import (
     format_remote,
     with_remote_cause,
 )
-from ._zygote import STATUS
+from ._fds import forget_internal_fd, internal_fd
 
 __all__ = [
     "Process",
@@ -83,7 +84,10 @@ LENGTHS = struct.Struct("<QQ")
 # A report must fit in the report pipe: the child writes it without blocking just before
 # it exits, and the parent reads it only after that. Linux pipes hold 64 KiB.
 REPORT_LIMIT = 60_000
-SPAWN_FIRST_FD = 3  # payload, sentinel, report, then the inherited descriptors
+# The entry points of children that start from a pickle (see _launch): their arguments
+# are the payload pipe's read end, the report pipe's write end, then inherited descriptors.
+SERVER_ENTRY = f"{__name__}:server_child_main"
+SPAWN_ENTRY = f"{__name__}:spawn_main"
 
 current_process = multiprocessing.current_process
 parent_process = multiprocessing.parent_process
@@ -179,46 +183,82 @@ def _write_all(fd: int, data: bytes) -> None:
         pass  # the child died before reading: its exit status tells the story
 
 
-def _readable(fd: int, timeout: Optional[float]) -> bool:
-    from multiprocessing.connection import wait
-
-    return bool(wait([fd], timeout))
-
-
 class _Popen:
     """What ``BaseProcess`` drives: ``pid``, ``returncode``, ``sentinel``, ``poll``, ``wait``,
     ``terminate``, ``kill``, ``close``; plus the spawning-popen protocol
-    (``duplicate_for_child``, ``DupFd``) that stdlib objects use while being pickled."""
+    (``duplicate_for_child``, ``DupFd``) that stdlib objects use while being pickled.
 
-    method = "?"
+    The child itself is started, watched and reaped by the launcher's ``Child`` handle; this
+    class adds the payload, the report of an escaping exception and the output pipes."""
 
-    def __init__(self, process_obj: Process) -> None:
-        self.pid = 0
+    def __init__(self, process_obj: Process, launcher: _launch.Launcher) -> None:
+        self.method = launcher.name
         self.returncode: Optional[int] = None
-        self.sentinel = -1
         self._owned: list[int] = []  # descriptors to close with the handle
         self._report_fd: Optional[int] = None
         self._report = b""
         self._exception: Optional[BaseException] = None
         self._fds: list[int] = []
-        self._lock = threading.Lock()  # one reader of the exit status at a time
+        self._lock = threading.Lock()  # the exit is finished (report read) once
         # Where the parent's sys.stdout/stderr are not descriptors 1/2 (Jupyter, a
         # redirect), the child's go through pipes to them (see _output).
         self._output = _output.ProcessOutput.create()
         try:
-            self._launch(process_obj)
+            self._child = self._start(process_obj, launcher)
         except BaseException:
             if self._output is not None:
                 self._output.abandon()
             raise
         if self._output is not None:
             self._output.started()
+        self.pid = self._child.pid
+        self.sentinel = self._child.sentinel
         for fd in self._owned:
-            _launch.internal_fd(fd)
-        self._finalizer = multiprocessing.util.Finalize(self, _close_fds, (list(self._owned),))
+            internal_fd(fd)
+        self._finalizer = multiprocessing.util.Finalize(
+            self, _release, (self._child, list(self._owned))
+        )
 
-    def _launch(self, process_obj: Process) -> None:
-        raise NotImplementedError
+    def _start(self, process_obj: Process, launcher: _launch.Launcher) -> _launch.Child:
+        """Start the child by ``launcher``; set the descriptors this handle owns.
+
+        Two pipes: the parent keeps the write end of ``down`` (the payload goes through it,
+        and its EOF tells the child the parent is gone) and the read end of ``report``.
+        """
+        payload = b"" if launcher.forks_caller else self._payload(process_obj)
+        down_r, down_w = os.pipe()
+        report_r, report_w = os.pipe()
+        entry: _launch.Entry
+        fds: list[int] = []
+        if launcher.forks_caller:  # the child is a copy of this process: run the object
+            write_fds = {} if self._output is None else self._output.write_fds
+
+            def in_child() -> int:
+                for fd in (down_w, report_r):
+                    os.close(fd)
+                _output.redirect_child(write_fds)
+                internal_fd(report_w)  # this child's own children must not hold it
+                _forget_inherited_exit_handlers()
+                return _run(process_obj, down_r, report_w)
+
+            entry = in_child
+        else:
+            entry = SPAWN_ENTRY if launcher.fresh_interpreter else SERVER_ENTRY
+            if not launcher.fresh_interpreter:
+                _serve_exit_hook()
+            fds = [down_r, report_w, *self._fds]
+        try:
+            child = launcher.start_child(entry, fds, sentinel=True)
+        except BaseException:
+            _close_fds([down_w, report_r])
+            raise
+        finally:
+            _close_fds([down_r, report_w])
+        self._report_fd = report_r
+        self._owned = [down_w, report_r]
+        if payload:
+            _write_all(down_w, payload)
+        return child
 
     # -- the spawning-popen protocol (stdlib reducers call these while we pickle)
 
@@ -276,21 +316,26 @@ class _Popen:
         return self._exception
 
     def poll(self, flag: int = os.WNOHANG) -> Optional[int]:
-        raise NotImplementedError
+        if self.returncode is None:
+            # Block (flag 0) without holding the lock: another thread may poll meanwhile.
+            self._child.wait(None) if flag == 0 else self._child.poll()
+            returncode = self._child.returncode
+            if returncode is not None:
+                with self._lock:
+                    if self.returncode is None:
+                        self._finish(returncode)
+        return self.returncode
 
     def wait(self, timeout: Optional[float] = None) -> Optional[int]:
         if self.returncode is None:
-            if timeout is not None and not _readable(self.sentinel, timeout):
+            if timeout is not None and self._child.wait(timeout) is None:
                 return None
             return self.poll(os.WNOHANG if timeout == 0.0 else 0)
         return self.returncode
 
     def _send_signal(self, sig: int) -> None:
         if self.poll() is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
+            self._child.kill(sig)
 
     def terminate(self) -> None:
         self._send_signal(signal.SIGTERM)
@@ -306,137 +351,19 @@ class _Popen:
         self._finalizer()
 
 
+def _release(child: _launch.Child, fds: list[int]) -> None:
+    child.close()
+    _close_fds(fds)
+
+
 def _close_fds(fds: list[int]) -> None:
     for fd in fds:
-        _launch.forget_internal_fd(fd)  # before the number can be reused
+        forget_internal_fd(fd)  # before the number can be reused
         try:
             os.close(fd)
         except OSError:
             pass
 
-
-class _ChildPopen(_Popen):
-    """A child of this process (fork, spawn): ``waitpid`` gives its status."""
-
-    def poll(self, flag: int = os.WNOHANG) -> Optional[int]:
-        if self.returncode is None:
-            if flag == 0:
-                _readable(self.sentinel, None)  # wait here, not holding the lock
-            with self._lock:
-                if self.returncode is None:
-                    try:
-                        pid, status = os.waitpid(self.pid, flag)
-                    except OSError:
-                        return None  # as the stdlib: reaped elsewhere, or not created yet
-                    if pid == self.pid:
-                        self._finish(os.waitstatus_to_exitcode(status))
-        return self.returncode
-
-
-class _ForkPopen(_ChildPopen):
-    method = "fork"
-
-    def _launch(self, process_obj: Process) -> None:
-        sentinel_r, sentinel_w = os.pipe()
-        child_r, parent_w = os.pipe()
-        report_r, report_w = os.pipe()
-        _launch._flush_stdio()
-        try:
-            pid = os.fork()
-        except BaseException:
-            _close_fds([sentinel_r, sentinel_w, child_r, parent_w, report_r, report_w])
-            raise
-        if pid == 0:
-            code = 1
-            try:
-                for fd in (sentinel_r, parent_w, report_r):
-                    os.close(fd)
-                _output.redirect_child({} if self._output is None else self._output.write_fds)
-                # This child's own children must not hold these open.
-                _launch.internal_fd(sentinel_w)
-                _launch.internal_fd(report_w)
-                _forget_inherited_exit_handlers()
-                code = _run(process_obj, child_r, report_w)
-            finally:
-                os._exit(code)
-        for fd in (sentinel_w, child_r, report_w):
-            os.close(fd)
-        self.pid, self.sentinel, self._report_fd = pid, sentinel_r, report_r
-        self._owned = [sentinel_r, parent_w, report_r]
-
-
-class _SpawnPopen(_ChildPopen):
-    method = "spawn"
-
-    def _launch(self, process_obj: Process) -> None:
-        payload = self._payload(process_obj)
-        data_r, data_w = os.pipe()
-        sentinel_r, sentinel_w = os.pipe()
-        report_r, report_w = os.pipe()
-        code = f"from manycore._process import spawn_main; spawn_main({len(self._fds)})"
-        try:
-            pid = _launch._spawn_python(code, [data_r, sentinel_w, report_w, *self._fds])
-        except BaseException:
-            _close_fds([data_w, sentinel_r, report_r])
-            raise
-        finally:
-            _close_fds([data_r, sentinel_w, report_w])
-        self.pid, self.sentinel, self._report_fd = pid, sentinel_r, report_r
-        self._owned = [sentinel_r, data_w, report_r]
-        _write_all(data_w, payload)
-
-
-class _ServerPopen(_Popen):
-    """A child forked by a fork server: the server writes its wait status into ``sentinel``."""
-
-    fresh = False
-    method = "default"
-
-    def _launch(self, process_obj: Process) -> None:
-        payload = self._payload(process_obj)
-        server = _launch.get_server(self.fresh)
-        _serve_exit_hook()
-        data_r, data_w = os.pipe()
-        report_r, report_w = os.pipe()
-        try:
-            pid, status_r = server.launch_process([data_r, report_w, *self._fds])
-        except BaseException:
-            _close_fds([data_w, report_r])
-            raise
-        finally:
-            _close_fds([data_r, report_w])
-        self.pid, self.sentinel, self._report_fd = pid, status_r, report_r
-        self._owned = [status_r, data_w, report_r]
-        _write_all(data_w, payload)
-
-    def poll(self, flag: int = os.WNOHANG) -> Optional[int]:
-        if self.returncode is None and _readable(self.sentinel, None if flag == 0 else 0):
-            with self._lock:
-                if self.returncode is None:
-                    try:
-                        data = os.read(self.sentinel, STATUS.size)
-                    except OSError:
-                        data = b""
-                    if len(data) == STATUS.size:
-                        self._finish(os.waitstatus_to_exitcode(STATUS.unpack(data)[0]))
-                    else:
-                        # The server died before reaping the child: its status is lost.
-                        # 255, as the stdlib's forkserver reports in that case.
-                        self._finish(255)
-        return self.returncode
-
-
-class _FreshServerPopen(_ServerPopen):
-    fresh = True
-    method = "forkserver"
-
-
-_POPENS: dict[Optional[str], type[_Popen]] = {
-    None: _ServerPopen,
-    "fork": _ForkPopen,
-    "spawn": _SpawnPopen,
-    "forkserver": _FreshServerPopen,
-}
 
 _hooked = False
 
@@ -609,27 +536,21 @@ def _child_main(data_fd: int, report_fd: int, fds: list[int]) -> int:
     return _run(process_obj, data_fd, report_fd)
 
 
-def server_child_main(data_fd: int, report_fd: int, fds: list[int]) -> int:
+def server_child_main(data_fd: int, report_fd: int, *fds: int) -> int:
     """Entry point of a Process child forked by the fork server; returns its exit code."""
     _forget_inherited_exit_handlers()
+    # A Process child takes Ctrl-C like any program (the server and its children ignore it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for fd in (data_fd, report_fd):
-        _launch.internal_fd(fd)
-    return _child_main(data_fd, report_fd, fds)
+        internal_fd(fd)
+    return _child_main(data_fd, report_fd, list(fds))
 
 
-def spawn_main(nfds: int) -> None:
-    """Entry point of a spawned Process child (``python -c``); never returns."""
-    code = 1
-    try:
-        data_fd, sentinel_fd, report_fd = range(SPAWN_FIRST_FD, SPAWN_FIRST_FD + 3)
-        fds = list(range(SPAWN_FIRST_FD + 3, SPAWN_FIRST_FD + 3 + nfds))
-        for fd in (data_fd, sentinel_fd, report_fd, *fds):
-            os.set_inheritable(fd, False)
-        for fd in (data_fd, sentinel_fd, report_fd):
-            _launch.internal_fd(fd)
-        code = _child_main(data_fd, report_fd, fds)
-    finally:
-        os._exit(code)
+def spawn_main(data_fd: int, report_fd: int, *fds: int) -> int:
+    """Entry point of a spawned Process child (a fresh interpreter); returns its exit code."""
+    for fd in (data_fd, report_fd):
+        internal_fd(fd)
+    return _child_main(data_fd, report_fd, list(fds))
 
 
 # ---------------------------------------------------------------- Process
@@ -668,14 +589,7 @@ class Process(multiprocessing.process.BaseProcess):
 
     @staticmethod
     def _Popen(process_obj: Process) -> _Popen:
-        method = process_obj._start_method or _launch.default_start_method()
-        try:
-            popen_class = _POPENS[method]
-        except KeyError:
-            raise ValueError(
-                f"unknown start method {method!r}: use 'fork', 'spawn', 'forkserver' or None"
-            ) from None
-        return popen_class(process_obj)
+        return _Popen(process_obj, _launch.resolve_start_method(process_obj._start_method))
 
     def start(self) -> None:
         """Start the child.

@@ -70,14 +70,8 @@ from ._errors import (
     describe_call,
     with_remote_cause,
 )
-from ._launch import (
-    Launcher,
-    WorkerProcess,
-    describe_status,
-    forget_internal_fd,
-    internal_fd,
-    start_helper_thread,
-)
+from ._fds import forget_internal_fd, internal_fd, start_helper_thread
+from ._launch import Launcher, WorkerProcess, describe_status
 from ._options import TaskOptions
 from ._payload import loads
 from ._serialize import dumps

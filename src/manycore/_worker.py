@@ -52,6 +52,7 @@ from ._errors import (
     describe_call,
     format_remote,
 )
+from ._fds import start_helper_thread
 from ._payload import dumps_payload, loads
 from ._serialize import WorkerFunctionCache, dumps, first_unpicklable
 
@@ -127,8 +128,6 @@ def _start_watchdog(lifeline_fd: int) -> None:
                     except Exception:
                         pass
                 os._exit(EXIT_ORPHANED)
-
-    from ._launch import start_helper_thread
 
     start_helper_thread(threading.Thread(target=watch, name="manycore-watchdog", daemon=True))
 

@@ -1,49 +1,76 @@
-"""The fork server: a single-threaded process that forks workers on request.
+"""The fork server: a single-threaded process that forks children on request.
 
 Who runs where::
 
     owner process                          fork server (this module's serve())
     -------------                          -----------------------------------
-    ForkServer.launch(fds) ── b"L" + 4 fds over SCM_RIGHTS ──►  fork()
-                                                                ├─ child: run_worker(fds)
-                           ◄── pid (8 bytes) ─────────────────  └─ keep status fd
-    worker's status pipe   ◄── raw wait status (4 bytes), then EOF, when it is reaped
+    ForkServer.start(entry, fds) ── request + fds over SCM_RIGHTS ──►  fork()
+                                                       ├─ child: entry(*fds)
+                           ◄── pid (8 bytes) ──────────┘  server keeps the status fd
+    child's status pipe    ◄── raw wait status (4 bytes), then EOF, when it is reaped
 
-Wire format on the control socket (a socketpair, so only the owner can reach it):
-a request is one byte naming its kind, with descriptors; the last one is always the
-child's status pipe write end, which the server keeps.
+The server knows nothing of what it starts: each request names the entry point, a
+``"module:function"`` string. The server imports the module once (so each child starts
+with it loaded), then forks; the child calls ``function(*fds)`` and exits with the int it
+returns. Pool workers and ``Process`` children are two such entry points (see ``_launch``).
 
-* ``L``, a pool worker: worker socket end, lifeline read end, board, status pipe.
-* ``P``, a ``Process`` child: its payload pipe's read end, its report pipe's write end,
-  then any descriptors its pickled process object refers to (see ``_process``), status pipe.
-
-The reply is a signed 8-byte pid, or ``-errno`` if the request was malformed or fork failed.
+Wire format on the control socket (a socketpair, so only the owner can reach it): a
+request is ``b"R"``, the entry's length (2 bytes, little-endian) and the entry in UTF-8,
+sent with descriptors; the last descriptor is always the child's status pipe write end,
+which the server keeps; the others are the child's, in order. The reply is a signed
+8-byte pid, or ``-errno`` if the request was malformed (``EINVAL``), the entry point could
+not be found (``ENOENT``) or fork failed.
 
 Why a server: forking from a process that has threads can copy a lock held by another
 thread into the child, where it stays held forever (Python 3.12 warns about it). The
 server never has a second thread, so its forks are safe, and they are as cheap as fork.
 
 Guarantees: the server exits when the owner closes the control socket (the owner exited or
-died); it ignores SIGINT; each worker's exit status is written to its status pipe exactly
-once, and the pipe is closed, when the worker is reaped.
+died); it ignores SIGINT, and its children start with SIGINT ignored too (an entry point
+that wants Ctrl-C installs its own handler); each child's exit status is written to its
+status pipe exactly once, and the pipe is closed, when the child is reaped.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import select
 import signal
 import socket
 import struct
 import sys
-from typing import NoReturn
+from typing import Callable, NoReturn
 
-__all__ = ["REPLY", "serve"]
+__all__ = ["REPLY", "REQUEST", "STATUS", "encode_request", "resolve_entry", "serve"]
 
+REQUEST = struct.Struct("<cH")  # b"R", then the entry's length; the entry follows
 REPLY = struct.Struct("<q")
-MAX_FDS = 253  # SCM_MAX_FD: the most descriptors one message can carry
 STATUS = struct.Struct("<i")
+MAX_FDS = 253  # SCM_MAX_FD: the most descriptors one message can carry
+MAX_ENTRY = 1024  # bytes of a "module:function" entry point
+
+
+def encode_request(entry: str) -> bytes:
+    """The request bytes that ask the server to run ``entry`` in a new child."""
+    name = entry.encode()
+    if len(name) > MAX_ENTRY:
+        raise ValueError(f"entry point name too long: {entry!r}")
+    return REQUEST.pack(b"R", len(name)) + name
+
+
+def resolve_entry(entry: str) -> Callable[..., int]:
+    """The function a ``"module:function"`` string names, its module imported if needed.
+
+    Raises:
+        ImportError, AttributeError, ValueError: no such module or function.
+    """
+    module, sep, name = entry.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"entry point {entry!r} is not 'module:function'")
+    func: Callable[..., int] = getattr(importlib.import_module(module), name)
+    return func
 
 
 def serve(control_fd: int) -> NoReturn:
@@ -80,20 +107,28 @@ def serve(control_fd: int) -> NoReturn:
 
 def _handle(control: socket.socket, status_fds: dict[int, int], own: tuple[int, int]) -> bool:
     try:
-        data, fds, _flags, _addr = socket.recv_fds(control, 16, MAX_FDS)
+        data, fds, _flags, _addr = socket.recv_fds(control, REQUEST.size + MAX_ENTRY, MAX_FDS)
     except OSError:
         return False
     if not data:
         return False
-    kind = data[:1]
-    if not ((kind == b"L" and len(fds) == 4) or (kind == b"P" and len(fds) >= 3)):
+    error = 0
+    entry: Callable[..., int] | None = None
+    kind, size = REQUEST.unpack_from(data) if len(data) >= REQUEST.size else (b"", 0)
+    name = data[REQUEST.size : REQUEST.size + size]
+    if kind != b"R" or len(name) != size or not fds:
+        error = errno.EINVAL
+    else:
+        try:  # imported here once rather than in every child
+            entry = resolve_entry(name.decode())
+        except Exception:
+            error = errno.ENOENT
+    if entry is None:
         for fd in fds:
             os.close(fd)
-        control.sendall(REPLY.pack(-errno.EINVAL))
+        control.sendall(REPLY.pack(-(error or errno.EINVAL)))
         return True
     *child_fds, status_w = fds
-    if kind == b"P":  # imported once here rather than in every child
-        from . import _process  # noqa: F401
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -111,16 +146,7 @@ def _handle(control: socket.socket, status_fds: dict[int, int], own: tuple[int, 
                 os.close(fd)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            if kind == b"L":
-                from ._worker import run_worker
-
-                code = run_worker(*child_fds)
-            else:
-                # A Process child takes Ctrl-C like any program (the server ignores it).
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                from ._process import server_child_main
-
-                code = server_child_main(child_fds[0], child_fds[1], child_fds[2:])
+            code = entry(*child_fds)
         finally:
             os._exit(code)
     for fd in child_fds:

@@ -1,0 +1,156 @@
+"""Descriptor hygiene and helper threads: what every process-owning module needs.
+
+This module sits at the bottom of the package (it imports nothing of manycore), so the
+scheduler, the workers, ``Process`` and the output forwarding can all use it without
+importing the launcher.
+
+Descriptor hygiene: descriptors that belong to the owner's machinery (worker sockets,
+lifeline write ends, wake-up pipes, the fork server's control socket, a ``Process``'s
+pipes) are registered with ``internal_fd``. Any process forked from the owner lets go of
+them first thing (an ``os.register_at_fork`` hook), so a child never keeps a dead worker's
+socket or a lifeline open by accident. ``forget_internal_fd`` must be called before such a
+descriptor is closed, so a number the kernel hands out again is not dropped in children.
+
+Helper threads: ``start_helper_thread`` starts a thread with every asynchronous signal
+blocked, so Ctrl-C and friends always reach the main thread.
+
+Guarantees: in a forked child every registered descriptor points at /dev/null (closed as
+far as the channel is concerned) before any other code of the child runs, and the registry
+starts empty there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterable
+
+__all__ = [
+    "ASYNC_SIGNALS",
+    "flush_stdio",
+    "forget_internal_fd",
+    "internal_fd",
+    "neutralize",
+    "neutralize_inherited",
+    "os_thread_count",
+    "start_helper_thread",
+]
+
+# ---------------------------------------------------------------- descriptor hygiene
+
+_internal_fds: set[int] = set()
+
+
+def internal_fd(fd: int) -> int:
+    """Register an owner-side descriptor that forked children must let go of; returns it."""
+    _internal_fds.add(fd)
+    return fd
+
+
+def forget_internal_fd(fd: int) -> None:
+    """Unregister ``fd``; call it before closing the descriptor."""
+    _internal_fds.discard(fd)
+
+
+def _after_fork_in_child() -> None:
+    neutralize(_internal_fds)
+    _internal_fds.clear()
+
+
+def neutralize(fds: Iterable[int]) -> None:
+    """Point ``fds`` at /dev/null: the channel they were is closed in this process.
+
+    Rather than closing them: Python objects in this forked child may still wrap these
+    numbers and close them when collected; a closed number could by then be reused for
+    something else, and that close would hit the wrong file.
+    """
+    fds = list(fds)
+    if not fds:
+        return
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for fd in fds:
+            if fd != null:
+                try:
+                    os.dup2(null, fd, inheritable=False)
+                except OSError:
+                    pass
+    finally:
+        os.close(null)
+
+
+def neutralize_inherited(keep: Iterable[int]) -> None:
+    """In a process forked from a user's process: let go of every descriptor but stdio and
+    ``keep``, so that the fork server never holds a user's pipe or socket open."""
+    keep = set(keep)
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # pragma: no cover - no procfs
+        fds = list(range(3, 1024))
+    neutralize(fd for fd in fds if fd > 2 and fd not in keep)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def flush_stdio() -> None:
+    """Flush sys.stdout and sys.stderr, ignoring any error.
+
+    Before a fork: unflushed output would be written twice, by the parent and by the
+    child's copy. Before ``os._exit``: nothing else would write it.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------- helper threads
+
+# Signals that a helper thread must never take: the kernel delivers a process-directed
+# signal to any thread that does not block it, and a Python handler runs only when the
+# main thread gets control. Were SIGINT delivered to a helper thread, a main thread blocked
+# in a wait would not see Ctrl-C until the wait ended.
+ASYNC_SIGNALS = frozenset(
+    getattr(signal, name)
+    for name in (
+        "SIGINT",
+        "SIGTERM",
+        "SIGHUP",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGCHLD",
+        "SIGWINCH",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGIO",
+        "SIGURG",
+    )
+    if hasattr(signal, name)
+)
+
+
+def start_helper_thread(thread: threading.Thread) -> None:
+    """Start ``thread`` with every asynchronous signal blocked, so signals reach the main thread."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - non-POSIX
+        thread.start()
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
+    try:
+        thread.start()  # the new thread inherits the blocked mask
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def os_thread_count() -> int:
+    """Threads of this process as the kernel counts them (C threads included)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
