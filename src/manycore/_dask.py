@@ -60,7 +60,7 @@ from typing import Any, Callable, Optional, Union
 from . import _messages as m
 from ._chunking import ChunkSizer
 from ._dask_cluster import allowed_failures, connect, import_distributed, kill_children
-from ._dask_worker import INIT_FAILED, run_batch
+from ._dask_worker import run_batch
 from ._errors import (
     PoolBrokenError,
     PoolClosedError,
@@ -68,6 +68,7 @@ from ._errors import (
 )
 from ._launch import Launcher, WorkerProcess
 from ._options import TaskOptions
+from ._outcome import initializer_error, outcome_error, unpickling_error
 from ._scheduler import (
     IN_FLIGHT_BATCHES,
     Scheduler,
@@ -75,9 +76,6 @@ from ._scheduler import (
     Task,
     call_sink,
     fresh_error,
-    initializer_error,
-    outcome_error,
-    unpickling_error,
 )
 from ._serialize import dumps, loads
 from ._stats import PoolStatistics, WorkerStack
@@ -644,7 +642,7 @@ class DaskScheduler(Scheduler):
 
     def _settle_outcomes(self, batch: _Batch, outcomes: list[tuple[int, bytes, float]]) -> None:
         batch.future.release()
-        if outcomes and outcomes[0][0] == INIT_FAILED:
+        if outcomes and outcomes[0][0] == m.INIT_FAILED:
             failure = initializer_error(outcomes[0][1])
             self._break(failure)
             for task in batch.tasks:

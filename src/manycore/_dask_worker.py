@@ -16,25 +16,33 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import _messages as m
-from ._errors import (
-    ArgumentUnpicklingError,
-    ResultPicklingError,
-    describe_call,
-    format_remote,
-)
-from ._serialize import WorkerFunctionCache, dumps, loads
-from ._worker import run_initializer
+from ._outcome import CallRunner, run_initializer
+from ._serialize import WorkerFunctionCache, dumps
 
-__all__ = ["INIT_FAILED", "run_batch"]
-
-INIT_FAILED = -1  # a batch outcome status: the pool's initializer failed in that worker
+__all__ = ["run_batch"]
 
 _worker_lock = threading.Lock()  # a Dask worker may run several batches on its threads
 _worker_fns = WorkerFunctionCache()
 _initialized: dict[str, Optional[bytes]] = {}  # pool token -> None, or the init failure
+
+
+def _rebuild(fn_blob: bytes) -> Callable[..., Any]:
+    with _worker_lock:  # the function cache is not thread-safe
+        return _worker_fns.get(fn_blob)
+
+
+# Dask moves bytes only, and a Dask worker may be on another machine: results are pickled
+# in-band (never handed over in this machine's shared memory).
+_runner = CallRunner(
+    _rebuild,
+    dumps,
+    "the Dask worker",
+    "Their module must be importable on every worker (install it there, or send it by "
+    "value with cloudpickle.register_pickle_by_value).",
+)
 
 
 def run_batch(
@@ -49,12 +57,13 @@ def run_batch(
     if init >= 0:
         failure = _initialize(token, parts[init])
         if failure is not None:
-            return [(INIT_FAILED, failure, 0.0)]
+            return [(m.INIT_FAILED, failure, 0.0)]
     outcomes = []
     clock = time.perf_counter
+    run = _runner.run
     for kind, fn_part, payload_part in calls:
         start = clock()
-        status, payload = _run_call(kind, parts[fn_part], parts[payload_part])
+        status, payload = run(kind, parts[fn_part], parts[payload_part])
         outcomes.append((status, payload, clock() - start))
     return outcomes
 
@@ -66,67 +75,3 @@ def _initialize(token: str, blob: bytes) -> Optional[bytes]:
         failure = run_initializer(blob)
         _initialized[token] = failure
         return failure
-
-
-def _run_call(kind: int, fn_blob: bytes, payload_blob: bytes) -> tuple[int, bytes]:
-    try:
-        with _worker_lock:
-            fn = _worker_fns.get(fn_blob)
-        payload = loads(payload_blob)
-    except BaseException as exc:
-        error = ArgumentUnpicklingError(
-            f"the Dask worker could not rebuild the task's function or arguments: {exc!r}. "
-            "Their module must be importable on every worker (install it there, or send it "
-            "by value with cloudpickle.register_pickle_by_value).",
-            remote=format_remote(exc),
-        )
-        return m.FAILED, dumps(error)
-    values: list[Any] = []
-    try:
-        if kind == m.CALL:
-            value = fn(*payload)
-        elif kind == m.CALL_KW:
-            value = fn(*payload[0], **payload[1])
-        elif kind == m.MAP:
-            for item in payload:
-                values.append(fn(item))
-            value = values
-        else:
-            for args in payload:
-                values.append(fn(*args))
-            value = values
-    except BaseException as exc:
-        mapped = kind == m.MAP or kind == m.STARMAP
-        return m.RAISED, _dump_raised(exc, values if mapped else None, fn)
-    try:
-        return m.OK, dumps(value)
-    except Exception as exc:
-        error = ResultPicklingError(
-            f"the result of {describe_call(fn)} cannot be pickled to send it back: {exc!r}. "
-            "Return plain data (convert the object, or save it to a file and return the path)."
-        )
-        return m.FAILED, dumps(error)
-
-
-def _dump_raised(exc: BaseException, partial: list[Any] | None, fn: Any) -> bytes:
-    tb = format_remote(exc)
-    try:
-        summary = f"{type(exc).__qualname__}: {exc}"
-    except Exception:
-        summary = type(exc).__qualname__
-    try:
-        exc_blob = dumps(exc)
-    except Exception:
-        exc_blob = dumps(
-            ResultPicklingError(
-                f"{describe_call(fn)} raised {summary}, and that exception cannot be pickled "
-                "to send it back; the worker's traceback is attached.",
-                remote=tb,
-            )
-        )
-    if partial is not None:
-        try:
-            return dumps((exc_blob, summary, tb, partial))
-        except Exception:
-            pass
-    return dumps((exc_blob, summary, tb, None))

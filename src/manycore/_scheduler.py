@@ -39,7 +39,6 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import itertools
-import mmap
 import multiprocessing
 import os
 import pickle
@@ -57,17 +56,16 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 from . import _messages as m
 from . import _output, _serialize, _shm
+from ._board import BOARD_SKIPS, BOARD_SLOT, BOARD_STRIDE, make_board
 from ._chunking import ChunkSizer
 from ._errors import (
     InitializerError,
     ManycoreError,
     PoolBrokenError,
     PoolClosedError,
-    ResultUnpicklingError,
     TaskTimeoutError,
     WorkerLostError,
     describe_call,
-    with_remote_cause,
 )
 from ._launch import (
     Launcher,
@@ -78,10 +76,11 @@ from ._launch import (
     start_helper_thread,
 )
 from ._options import TaskOptions
+from ._outcome import initializer_error, outcome_error, unpickling_error
 from ._serialize import dumps, loads, shm_threshold
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 from ._transport import OwnerChannel
-from ._worker import BOARD_SKIPS, BOARD_SLOT, BOARD_STRIDE, STACK_SIGNAL, resident_memory
+from ._worker import STACK_SIGNAL, resident_memory
 
 __all__ = ["Scheduler", "Sink", "Source", "Task"]
 
@@ -324,7 +323,7 @@ class Scheduler:
         weakref.finalize(self, _close_quietly, self._wake_w)
         self._lifeline_r, self._lifeline_w = os.pipe()
         internal_fd(self._lifeline_w)
-        self._board_fd, self._board = _make_board(workers)
+        self._board_fd, self._board = make_board(workers)
         _serialize._pool_opened()
         try:
             for _ in range(workers):
@@ -1121,21 +1120,6 @@ def _free_worker_segments(slot: _Slot) -> None:
             pass
 
 
-def _make_board(workers: int) -> tuple[int, mmap.mmap]:
-    """A shared page where each worker writes the id of the task it is running."""
-    size = max(mmap.PAGESIZE, workers * BOARD_STRIDE)
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("manycore-board", os.MFD_CLOEXEC)
-    else:  # pragma: no cover - non-Linux
-        import tempfile
-
-        handle, path = tempfile.mkstemp(prefix="manycore-board-")
-        os.unlink(path)
-        fd = handle
-    os.ftruncate(fd, size)
-    return fd, mmap.mmap(fd, size)
-
-
 def _cwd() -> str:
     try:
         return os.getcwd()
@@ -1264,55 +1248,6 @@ def _read_dump(path: str, offset: int, deadline: float) -> str:
             return file.read(1 << 20).decode("utf-8", "replace")
     except OSError:
         return ""
-
-
-def unpickling_error(task: Task, exc: Exception) -> ResultUnpicklingError:
-    """The error for a task whose result could not be unpickled in the caller."""
-    error = ResultUnpicklingError(
-        f"the result of {task.describe()} could not be unpickled in the caller: "
-        f"{exc!r}. Its class must be importable here with the same definition.",
-    )
-    error.__cause__ = exc
-    return error
-
-
-def outcome_error(task: Task, status: int, payload: bytes) -> tuple[BaseException, Any]:
-    """(error, values computed before it) for a RAISED or FAILED outcome's payload."""
-    partial = None
-    try:
-        if status == m.RAISED:
-            exc_blob, summary, tb, partial = loads(payload)
-            try:
-                error: BaseException = loads(exc_blob)
-            except Exception as inner:
-                error = ResultUnpicklingError(
-                    f"{task.describe()} raised {summary}, and that exception could not "
-                    f"be unpickled in the caller: {inner!r}. Give the exception class an "
-                    "__init__ that accepts its args, or a __reduce__."
-                )
-            with_remote_cause(error, tb)
-        else:
-            error = loads(payload)
-    except Exception as inner:
-        error = ResultUnpicklingError(
-            f"the outcome of {task.describe()} could not be unpickled in the caller: {inner!r}."
-        )
-    return error, partial
-
-
-def initializer_error(blob: bytes) -> InitializerError:
-    try:
-        exc, tb = loads(blob)
-    except Exception as inner:
-        return InitializerError(f"the pool's initializer failed (details lost: {inner!r})")
-    if isinstance(exc, InitializerError):
-        return exc
-    error = InitializerError(
-        f"the pool's initializer raised {type(exc).__name__}: {exc}; every task fails. "
-        "Fix the initializer (its traceback is the cause below)."
-    )
-    error.__cause__ = with_remote_cause(exc, tb)
-    return error
 
 
 def fresh_error(exc: BaseException) -> BaseException:
