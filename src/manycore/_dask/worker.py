@@ -18,9 +18,9 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from . import _messages as m
-from ._outcome import CallRunner, run_initializer
-from ._serialize import WorkerFunctionCache, dumps
+from .. import _messages as m
+from .._outcome import CallRunner, run_initializer
+from .._serialize import WorkerFunctionCache, dumps
 
 __all__ = ["run_batch"]
 

@@ -59,16 +59,16 @@ import uuid
 from collections import OrderedDict, deque
 from typing import Any, Callable, NamedTuple, Optional, Union
 
-from . import _engine
-from . import _messages as m
-from ._dask_cluster import allowed_failures, connect, import_distributed, kill_children
-from ._dask_worker import run_batch
-from ._engine import IN_FLIGHT_BATCHES, Engine, Task, call_sink
-from ._errors import PoolBrokenError, WorkerLostError
-from ._options import TaskOptions
-from ._outcome import initializer_error, outcome_error, unpickling_error
-from ._serialize import dumps, loads
-from ._stats import PoolStatistics, WorkerStack
+from .. import _engine
+from .. import _messages as m
+from .._engine import IN_FLIGHT_BATCHES, Engine, Task, call_sink
+from .._errors import PoolBrokenError, WorkerLostError
+from .._options import TaskOptions
+from .._outcome import initializer_error, outcome_error, unpickling_error
+from .._serialize import dumps, loads
+from .._stats import PoolStatistics, WorkerStack
+from .cluster import allowed_failures, connect, import_distributed, kill_children
+from .worker import run_batch
 
 __all__ = ["DaskScheduler", "make_backend"]
 
