@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 import manycore
-from manycore._dask_cluster import start_local_cluster
+from manycore._dask.cluster import start_local_cluster
 
 from . import workloads
 from ._harness import Call, Context, Figure, Measurement, measure, opened

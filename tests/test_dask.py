@@ -30,7 +30,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import manycore
-from manycore import _buffers, _dask, _payload
+from manycore import _buffers, _payload
+from manycore._dask import scheduler as dask_scheduler
 from tests import helpers, workloads, workloads_dask
 from tests.helpers import TIMEOUT
 
@@ -241,7 +242,8 @@ def test_a_raised_floor_keeps_tail_chunks_whole() -> None:
 
 def test_dask_maps_are_never_cut_below_the_dask_floor(pool: manycore.Pool) -> None:
     results = pool.imap(workloads.square, range(100))
-    assert results._job.sizer.floor == _dask.DASK_FLOOR_SECONDS / _dask.CHUNK_SCALE
+    floor = dask_scheduler.DASK_FLOOR_SECONDS / dask_scheduler.CHUNK_SCALE
+    assert results._job.sizer.floor == floor
     assert helpers.drain(results) == [x * x for x in range(100)]
 
 
@@ -266,7 +268,7 @@ def test_closures_and_lambdas_travel_by_value(pool: manycore.Pool) -> None:
 
 
 def test_a_large_function_is_scattered_once(pool: manycore.Pool) -> None:
-    blob = os.urandom(_dask.SCATTER_BYTES * 3)
+    blob = os.urandom(dask_scheduler.SCATTER_BYTES * 3)
 
     def byte_at(i: int) -> int:
         return blob[i]
@@ -281,7 +283,7 @@ def test_a_large_function_is_scattered_once(pool: manycore.Pool) -> None:
 
 
 def test_a_large_argument_is_scattered(pool: manycore.Pool) -> None:
-    data = os.urandom(_dask.SCATTER_BYTES * 2)
+    data = os.urandom(dask_scheduler.SCATTER_BYTES * 2)
     assert pool.apply_async(len, (data,)).get(TIMEOUT) == len(data)
 
 

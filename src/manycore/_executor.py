@@ -24,12 +24,12 @@ from typing import Any, Callable, Optional
 from . import _messages as m
 from ._chunking import ChunkSizer
 from ._cpu import cpu_count
+from ._engine import Engine, Task
 from ._errors import PoolClosedError
 from ._jobs import MapJob, ResultIterator
 from ._options import DEFAULT, TaskOptions, merge_options, parse_memory
 from ._payload import dumps_args
 from ._pool import _check_chunksize, function_cache, make_scheduler
-from ._scheduler import Scheduler, Task
 from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["ProcessPoolExecutor"]
@@ -54,7 +54,7 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
 
     sizer: Optional[ChunkSizer] = None  # single tasks are sized by the pool's own sizer
 
-    def __init__(self, scheduler: Scheduler | None = None) -> None:
+    def __init__(self, scheduler: Engine | None = None) -> None:
         # The stdlib's __init__, minus the eager condition.
         self._scheduler = scheduler  # to stop the task if it is cancelled while running
         self._lazy_condition: threading.Condition | None = None
@@ -336,7 +336,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
     def __repr__(self) -> str:
         return (
             f"<manycore.ProcessPoolExecutor max_workers={self._max_workers} "
-            f"start_method={self._scheduler.launcher.name}>"
+            f"start_method={self._scheduler.start_method}>"
         )
 
 

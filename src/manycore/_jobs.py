@@ -22,9 +22,10 @@ Guarantees: every chunk cut is settled exactly once (value, error, or abort); an
 the input iterator or an unpicklable item becomes the error of the chunk at its position,
 and no later chunk is cut.
 
-With a ``task_timeout``, every chunk is one item, so the timeout is per item and a task
-stopped at its deadline takes no other item with it; the scheduler still sends several of
-those one-item chunks per batch. A job's progress (``_progress``) advances as chunks settle.
+How big a chunk is, and what ``chunksize`` means with a ``task_timeout`` (one-item chunks,
+``chunksize`` of them per batch), is the engine's chunking policy (``_engine``): a job asks
+the engine for its sizer (``job_sizer``) and for each chunk's size (``chunk_items``). A
+job's progress (``_progress``) advances as chunks settle.
 """
 
 from __future__ import annotations
@@ -37,12 +38,11 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sized
 from typing import Any, Callable, Optional
 
-from ._chunking import ChunkSizer
+from ._engine import IN_FLIGHT_BATCHES, Engine, Task, chunk_items
 from ._errors import TimeoutError
 from ._options import TaskOptions
 from ._payload import dumps_payload
 from ._progress import Progress, make_progress
-from ._scheduler import IN_FLIGHT_BATCHES, Scheduler, Task
 from ._serialize import argument_error
 
 __all__ = ["MapJob"]
@@ -55,7 +55,7 @@ class MapJob:
 
     def __init__(
         self,
-        scheduler: Scheduler,
+        scheduler: Engine,
         fn: Callable[..., Any],
         fn_blob: bytes,
         iterable: Iterable[Any],
@@ -66,11 +66,7 @@ class MapJob:
         options: TaskOptions | None = None,
         progress: Any = None,
     ) -> None:
-        self.sizer = ChunkSizer(scheduler.workers, chunksize)
-        # A repeated map of the same function starts from the last measurement instead of
-        # a one-item probe. A stale estimate does bounded harm: with a known length the
-        # balance rule caps the chunk, without one the growth cap does.
-        self.sizer.per_item = scheduler.per_item.get(fn_blob)
+        self.sizer = scheduler.job_sizer(fn_blob, chunksize)
         self._scheduler = scheduler
         self._fn = fn
         self._fn_blob = fn_blob
@@ -82,7 +78,7 @@ class MapJob:
         self._cond = threading.Condition(threading.RLock())
         self._input_lock = threading.Lock()  # the input iterator is read by one thread at a time
         self._options = options
-        # One item per chunk, so that a timeout stops one item (see the module docstring).
+        # One item per chunk, so that a timeout stops one item (the engine's chunking policy).
         self.timed = options is not None and options.timeout is not None
         total: int | None
         if lazy:
@@ -119,7 +115,7 @@ class MapJob:
         with self._input_lock:
             if self._exhausted or self._cancelled:
                 return None
-            size = 1 if self.timed else self.sizer.next_size(self._remaining)
+            size = chunk_items(self.sizer, self._remaining, self.timed)
             index = self._cut
             try:
                 items = list(itertools.islice(self._input, size))
@@ -171,10 +167,10 @@ class MapJob:
 
     # ------------------------------------------------------------ Source, for the scheduler
 
-    def _take(self, scheduler: Scheduler) -> Task | None:
+    def _take(self, engine: Engine) -> Task | None:
         if self._ready:
             return self._ready.popleft()
-        if not self._lazy or scheduler.closing:
+        if not self._lazy or engine.closing:
             return self._cut_chunk()
         return None
 

@@ -39,6 +39,7 @@ __all__ = [
     "CALL",
     "CALL_KW",
     "FAILED",
+    "INIT_FAILED",
     "MAP",
     "OK",
     "RAISED",
@@ -61,10 +62,13 @@ CALL_KW = 3  # payload is (args, kwargs): fn(*args, **kwargs)
 MAP = 1  # payload is a list of items: [fn(x) for x in items]
 STARMAP = 2  # payload is a list of argument tuples: [fn(*a) for a in items]
 
-# Outcome status.
+# Outcome status (the payload's codec is _outcome's).
 OK = 0  # payload: the pickled value (a list for MAP/STARMAP)
 RAISED = 1  # payload: pickled (exception bytes, its text, traceback text, values before it)
 FAILED = 2  # payload: a pickled manycore error (the call could not be run or sent back)
+# Only as the first and only outcome of a Dask batch: the pool's initializer failed in that
+# Dask worker; payload: pickled (exception, traceback text), as in InitFailed.
+INIT_FAILED = -1
 
 
 class WorkerConfig(NamedTuple):

@@ -25,12 +25,13 @@ from typing import Any, Callable, Optional
 from . import _messages as m
 from ._chunking import ChunkSizer
 from ._cpu import cpu_count
+from ._engine import Engine, Task
 from ._errors import PoolClosedError, TimeoutError
 from ._jobs import MapJob, ResultIterator
 from ._launch import resolve_start_method
 from ._options import DEFAULT, TaskOptions, merge_options, parse_memory
 from ._payload import dumps_args
-from ._scheduler import Scheduler, Task
+from ._scheduler import Scheduler
 from ._serialize import FunctionCache
 from ._stats import PoolStatistics, WorkerStack
 
@@ -131,6 +132,9 @@ class AsyncResult:
     # Sink, called by the scheduler thread.
     def _claim(self) -> bool:
         return not self._ready
+
+    def _cancel(self) -> None:
+        self.cancel()
 
     def _resolve(self, task: Task | None, value: Any) -> None:
         if self._ready:  # cancelled before it finished
@@ -599,7 +603,7 @@ class Pool:
     def __repr__(self) -> str:
         return (
             f"<manycore.Pool state={self._state} processes={self._processes} "
-            f"start_method={self._scheduler.launcher.name}>"
+            f"start_method={self._scheduler.start_method}>"
         )
 
     def _check_running(self) -> None:
@@ -624,7 +628,7 @@ def make_scheduler(
     max_tasks: int | None,
     options: TaskOptions | None,
     max_memory: int | None,
-) -> Scheduler:
+) -> Engine:
     """The scheduler behind a Pool or an executor: local worker processes, or Dask."""
     if backend == "local" and address is None:
         return Scheduler(

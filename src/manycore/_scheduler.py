@@ -1,4 +1,10 @@
-"""The scheduler: one thread per pool that owns the workers and every task in flight.
+"""The local scheduler: the engine core (``_engine``) with worker processes on this machine.
+
+One thread per pool owns the workers and every task in flight. What this module adds to the
+core is the transport: worker seats and their sockets, the board (``_board``) that says
+what each worker runs, timers (task timeouts, cancels of running tasks, memory samples),
+worker deaths and replacements, and stack dumps. Its messages about lost workers are
+built in ``_diagnosis``.
 
 Who runs where::
 
@@ -36,10 +42,7 @@ Guarantees (see docs/design.md for the reasoning):
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
-import itertools
-import mmap
 import multiprocessing
 import os
 import pickle
@@ -48,40 +51,29 @@ import select
 import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 import weakref
 from collections import deque
-from typing import Any, Callable, Optional, Protocol, Union
+from typing import Any, Callable
 
+from . import _board, _output, _payload, _shm
 from . import _messages as m
-from . import _output, _payload, _shm
+from ._board import make_board
 from ._buffers import shm_threshold
-from ._chunking import ChunkSizer
-from ._errors import (
-    InitializerError,
-    ManycoreError,
-    PoolBrokenError,
-    PoolClosedError,
-    ResultUnpicklingError,
-    TaskTimeoutError,
-    WorkerLostError,
-    describe_call,
-    with_remote_cause,
-)
+from ._diagnosis import dump_stacks, lost_error, size, startup_error
+from ._engine import IN_FLIGHT_BATCHES, Engine, Request, Sink, Task, call_sink
+from ._errors import PoolBrokenError, TaskTimeoutError
 from ._fds import forget_internal_fd, internal_fd, start_helper_thread
 from ._launch import Launcher, WorkerProcess, describe_status
-from ._options import TaskOptions
+from ._outcome import initializer_error, outcome_error, unpickling_error
 from ._payload import loads
-from ._serialize import dumps
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 from ._transport import OwnerChannel
-from ._worker import BOARD_SKIPS, BOARD_SLOT, BOARD_STRIDE, STACK_SIGNAL, resident_memory
+from ._worker import resident_memory
 
-__all__ = ["Scheduler", "Sink", "Source", "Task"]
+__all__ = ["Scheduler"]
 
-IN_FLIGHT_BATCHES = 2  # per worker: one running, one waiting, so a worker never idles on IPC
 STARTUP_FAILURES = 3  # consecutive deaths before "ready" that break the pool
 KILLED_AT_START_WEIGHT = 3  # SIGKILLed before ready: that many count as one such death
 STATUS_WAIT = 2.0  # seconds to wait for a dead worker's exit status before killing it
@@ -89,99 +81,6 @@ TERMINATE_GRACE = 0.5  # seconds between SIGTERM and SIGKILL when terminating
 KILL_GRACE = 0.5  # seconds a worker stopped for a timeout or a cancel gets after SIGTERM
 WATCH_TICK = 0.01  # seconds between board checks while a timed or cancelled task waits
 SAMPLE_EVERY = 0.5  # seconds between memory samples of busy workers
-MAX_TIMED_BATCH = 256  # one-item chunks of a timed map per batch, at most
-
-
-class Sink(Protocol):
-    """Where a task's outcome goes: an AsyncResult, a Future, or a map job."""
-
-    @property
-    def sizer(self) -> Optional[ChunkSizer]:
-        """The sizer fed this sink's run times; None for single tasks (the pool's own)."""
-
-    def _claim(self) -> bool:
-        """Called once, just before the task is first sent; False drops it (cancelled)."""
-
-    def _resolve(self, task: Task, value: Any) -> None: ...
-
-    def _reject(self, task: Task, exc: BaseException, partial: Optional[list[Any]]) -> None: ...
-
-
-class Source(Protocol):
-    """A map job as the scheduler sees it: a supply of chunk tasks."""
-
-    def _take(self, scheduler: Scheduler) -> Optional[Task]:
-        """The next chunk to run, or None if none is ready now."""
-
-    def _drained(self) -> bool:
-        """True once no more chunks will come."""
-
-    def _abort(self, exc: BaseException) -> None:
-        """Fail everything not yet run (the pool was terminated or broke)."""
-
-
-_task_ids = itertools.count()
-
-
-class Task:
-    """One unit sent to a worker: a call, or a chunk of a map."""
-
-    __slots__ = (
-        "attempts",
-        "claimed",
-        "fn",
-        "fn_blob",
-        "id",
-        "index",
-        "items",
-        "kind",
-        "options",
-        "payload",
-        "sink",
-    )
-
-    def __init__(
-        self,
-        kind: int,
-        fn: Callable[..., Any],
-        fn_blob: bytes,
-        payload: bytes,
-        sink: Sink,
-        index: int = 0,
-        items: int = 1,
-        options: TaskOptions | None = None,
-    ) -> None:
-        self.options = options  # timeout and retries; None when both are off
-        self.attempts = 0  # runs that failed and were retried
-        self.id = next(_task_ids)
-        self.kind = kind
-        self.fn = fn
-        self.fn_blob = fn_blob
-        self.payload = payload
-        self.sink = sink
-        self.index = index  # chunk number within its job
-        self.items = items
-        self.claimed = False
-
-    def describe(self) -> str:
-        """``task 17: square(3)``, unpickling the arguments only for this message."""
-        try:
-            args = loads(self.payload)
-            if self.kind == m.CALL:
-                shown = args
-            elif self.kind == m.CALL_KW:
-                shown = args[0]
-            else:
-                first = describe_call(self.fn, args[0] if self.kind == m.STARMAP else (args[0],))
-                if self.items == 1:
-                    return f"task {self.id}: chunk {self.index} of a map (1 item), {first}"
-                return (
-                    f"task {self.id}: chunk {self.index} of a map ({self.items} item"
-                    f"{'s' if self.items != 1 else ''}, the first {first})"
-                )
-        except Exception:
-            shown = ("...",)
-        return f"task {self.id}: {describe_call(self.fn, shown)}"
 
 
 class _Slot:
@@ -240,37 +139,12 @@ class _Seat:
         self.reasons: deque[str] = deque(maxlen=20)
 
 
-class _Request:
-    """A function a user thread asks the scheduler thread to run (statistics, cancels)."""
-
-    __slots__ = ("done", "error", "fn", "value")
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn = fn
-        self.done = threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.value = self.fn()
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.done.set()
-
-
-SourceOrTask = Union[Task, Source]
-_CANCEL_QUEUED: Any = object()  # an inbox marker: cancel every queued task and job
-
-_live: weakref.WeakSet[Scheduler] = weakref.WeakSet()
-# A forked child has copies of its parent's pools but none of their threads: they are not its
-# own to stop at exit (and waiting for their threads would only delay its exit).
-os.register_at_fork(after_in_child=_live.clear)
-
-
-class Scheduler:
+class Scheduler(Engine):
     """Runs tasks on a set of worker processes; see the module docstring."""
+
+    name = "manycore-scheduler"
+    role = "scheduler"
+    join_grace = TERMINATE_GRACE + STATUS_WAIT
 
     def __init__(
         self,
@@ -281,35 +155,22 @@ class Scheduler:
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
     ) -> None:
+        super().__init__(workers, initializer, initargs)
         self.launcher = launcher
-        self.workers = workers
+        self.start_method = launcher.name
         self.max_tasks = max_tasks_per_child
         self.max_memory = max_memory_per_child
         self._output = _output.worker_settings()
-        self._started = time.perf_counter()
         self._seats = [_Seat() for _ in range(workers)]
-        self._done = self._failed = self._retried = self._timed_out = self._cancelled = 0
         self._ipc_time = 0.0
         self._watching = False  # some worker has a timed or cancelled task
         self._next_sample = 0.0
         self._shm_threshold = shm_threshold()  # workers use the value of pool creation time
         self._shm_dir = _shm.shm_dir()
-        self._init_blob = dumps((initializer, tuple(initargs))) if initializer else None
-        self.single_sizer = ChunkSizer(workers)
-        # Seconds per item last measured for each mapped function (by its pickled bytes), so
-        # a repeated map of the same function starts at a good chunk size, not at 1.
-        self.per_item: dict[bytes, float] = {}
-        self._inbox: deque[Any] = deque()  # tasks, jobs, _Requests, _CANCEL_QUEUED
-        self._fifo: deque[SourceOrTask] = deque()
         self._slots: dict[int, _Slot] = {}  # by socket fd
         self._free_indexes = list(range(workers))
         self._startup_failures: float = 0
-        self._asleep = False
-        self._room = True  # some worker could take a batch now (kept by the scheduler)
-        self._closing = False
-        self._terminating = False
-        self._broken: BaseException | None = None
-        self._finished = threading.Event()
+        self._asleep = False  # true only while blocked in poll(): a submit must wake it then
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -320,7 +181,9 @@ class Scheduler:
         weakref.finalize(self, _close_quietly, self._wake_w)
         self._lifeline_r, self._lifeline_w = os.pipe()
         internal_fd(self._lifeline_w)
-        self._board_fd, self._board = _make_board(workers)
+        self._board_fd, self._board = make_board(workers)
+        self._poller = select.poll()
+        self._poller.register(self._wake_r, select.POLLIN)
         _payload.pool_opened()
         try:
             for _ in range(workers):
@@ -329,187 +192,35 @@ class Scheduler:
             self._kill_all()
             self._release()
             raise
-        self._thread = threading.Thread(target=self._run, name="manycore-scheduler", daemon=True)
-        start_helper_thread(self._thread)
-        _live.add(self)
+        self._start(start_helper_thread)
 
     # ------------------------------------------------------------ any thread
 
-    @property
-    def broken(self) -> BaseException | None:
-        return self._broken
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
-    def check_open(self, broken_raises: bool = True) -> None:
-        """Raise PoolClosedError if no new work is accepted.
-
-        A broken pool raises its breakage too unless ``broken_raises`` is false: then work
-        is accepted and rejected with the breakage (a Pool reports errors through results).
-        """
-        if self._broken is not None:
-            if broken_raises:
-                raise fresh_error(self._broken)
-            return
-        if self._closing or self._terminating:
-            raise PoolClosedError(
-                "the pool is closed: it accepts no new work after close(), shutdown() or "
-                "terminate(); create a new pool"
-            )
-
-    def submit(self, item: SourceOrTask) -> None:
-        """Hand a task or a map job to the scheduler thread."""
-        self._inbox.append(item)
-        if self._finished.is_set():
-            # The scheduler is gone (the pool broke or closed while we were submitting).
-            # It drains the inbox once more after setting _finished, so between it and us
-            # every item is settled; nothing waits forever.
-            self._reject_leftovers()
-        # Wake the scheduler only if it sleeps and some worker has room: when all are busy,
-        # it drains the inbox anyway as results arrive, and a submit costs no system call.
-        elif self._asleep and self._room:
-            self.wake()
-
-    def _reject_leftovers(self) -> None:
-        exc = self._broken or PoolClosedError(
-            "the pool was closed before this work could start; create a new pool"
-        )
-        inbox = self._inbox
-        while True:
-            try:
-                item = inbox.popleft()
-            except IndexError:
-                return
-            if type(item) is _Request:
-                item.run()
-            elif item is not _CANCEL_QUEUED:
-                self._reject_item(item, exc)
-
     def wake(self) -> None:
+        """A byte on the wake-up pipe, which the scheduler's poll() watches."""
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
             pass  # already pending, or the scheduler is gone
-
-    def close(self) -> None:
-        """Finish all submitted work, then stop the workers."""
-        self._closing = True
-        self.wake()
-
-    def terminate(self) -> None:
-        """Stop now: reject everything pending, kill the workers."""
-        self._closing = True
-        self._terminating = True
-        self.wake()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the scheduler thread to finish; True when it has."""
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("cannot join a pool from one of its own callbacks")
-        return self._finished.wait(timeout)
-
-    def cancel_queued(self) -> None:
-        """Cancel what has not been sent to a worker yet (``shutdown(cancel_futures=True)``)."""
-        self.submit(_CANCEL_QUEUED)
-
-    def check_options(self, options: TaskOptions | None) -> TaskOptions | None:
-        """``options`` if this scheduler can honour them (the Dask one cannot time out)."""
-        return options
 
     def stop_running(self, sink: Sink) -> None:
         """Stop the tasks of ``sink`` that are in workers: a running one at once (its worker
         is stopped and replaced); one waiting in a worker's batch goes on the worker's skip
         list, or (past four) is stopped as soon as it starts. The sink has already settled
         itself as cancelled; what they produce is dropped."""
-        self._ask(_Request(lambda: self._stop_sink(sink)))
-
-    def statistics(self) -> PoolStatistics:
-        """A consistent snapshot of the counters (see ``_stats.PoolStatistics``)."""
-        return self._ask(_Request(self._statistics), wait=True)  # type: ignore[no-any-return]
+        self._ask(Request(lambda: self._stop_sink(sink)))
 
     def stacks(self, timeout: float = 2.0) -> tuple[WorkerStack, ...]:
         """The running task and the stack dump of each busy worker."""
         busy: list[tuple[int, int, int, Task, float]] = self._ask(
-            _Request(self._busy_workers), wait=True
+            Request(self._busy_workers), wait=True
         )
-        return _dump_stacks(busy, timeout)
-
-    def _ask(self, request: _Request, wait: bool = False) -> Any:
-        if threading.current_thread() is getattr(self, "_thread", None) or self._finished.is_set():
-            request.run()
-        else:
-            self._inbox.append(request)
-            if self._finished.is_set():
-                self._reject_leftovers()  # it runs requests too
-            else:
-                self.wake()
-            if not wait:
-                return None
-            if not request.done.wait(30.0):
-                raise RuntimeError("the pool's scheduler did not answer within 30 seconds")
-        if request.error is not None:
-            raise request.error
-        return request.value
+        return dump_stacks(busy, timeout)
 
     # ------------------------------------------------------------ scheduler thread
 
-    def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self._wake_r, select.POLLIN)
-        try:
-            while True:
-                self._drain_inbox()
-                if self._terminating:
-                    self._shutdown(graceful=False)
-                    return
-                self._dispatch()
-                if self._closing and self._idle():
-                    self._shutdown(graceful=True)
-                    return
-                self._wait(poller)
-        except BaseException as exc:  # a bug in manycore: fail loudly, never hang
-            report = PoolBrokenError(
-                f"manycore's scheduler failed: {exc!r}; every pending task was failed. "
-                "This is a bug; please report it with the traceback."
-            )
-            report.__cause__ = exc
-            traceback.print_exc()
-            self._break(report)
-            self._shutdown(graceful=False)
-        finally:
-            self._release()
-            self._finished.set()
-            self._reject_leftovers()
-
-    def _drain_inbox(self) -> None:
-        inbox, fifo = self._inbox, self._fifo
-        while inbox:
-            item = inbox.popleft()
-            if type(item) is _Request:
-                item.run()
-            elif item is _CANCEL_QUEUED:
-                for queued in fifo:
-                    cancel = getattr(
-                        queued.sink if isinstance(queued, Task) else queued, "_cancel", None
-                    )
-                    if cancel is not None:
-                        cancel()
-            elif self._broken is not None:
-                self._reject_item(item, self._broken)
-            else:
-                fifo.append(item)
-
-    def _closing_idle(self) -> bool:
-        return self._closing and self._idle()
-
-    def _idle(self) -> bool:
-        if self._inbox or self._fifo:
-            return False
-        return all(not slot.tasks for slot in self._slots.values())
-
-    def _wait(self, poller: select.poll) -> None:
+    def _wait(self) -> None:
+        poller = self._poller
         for fd, slot in self._slots.items():
             flags = select.POLLIN
             if slot.chan.wants_write:
@@ -537,18 +248,18 @@ class Scheduler:
                 continue
             slot = found
             if event & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                self._read(slot, poller)
+                self._read(slot)
             elif event & select.POLLOUT:
-                self._flush(slot, poller)
+                self._flush(slot)
 
-    def _read(self, slot: _Slot, poller: select.poll) -> None:
+    def _read(self, slot: _Slot) -> None:
         start = time.perf_counter()
         frames, closed = slot.chan.receive()
         for frame in frames:
             self._handle(slot, loads(frame))
         self._ipc_time += time.perf_counter() - start  # with the settling of outcomes
         if closed:
-            self._worker_died(slot, poller)
+            self._worker_died(slot)
 
     # timeouts, cancels, memory samples ---------------------------------------
 
@@ -586,7 +297,7 @@ class Scheduler:
             if not slot.watched():
                 continue
             watching = True
-            running, started = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_STRIDE)
+            running, started = _board.read_slot(self._board, slot.index)
             task = slot.tasks.get(running)
             if task is None:  # between tasks: look again soon
                 wait = _sooner(wait, WATCH_TICK)
@@ -640,7 +351,7 @@ class Scheduler:
         for slot in list(self._slots.values()):
             if slot.stopping:
                 continue
-            running = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_STRIDE)[0]
+            running = _board.read_slot(self._board, slot.index)[0]
             for task in list(slot.tasks.values()):
                 if task.sink is sink:
                     if task.id == running:
@@ -649,35 +360,7 @@ class Scheduler:
                     slot.cancels.add(task.id)
                     self._watching = True
             if slot.cancels:  # the worker skips these when it comes to them
-                first = sorted(slot.cancels)[: BOARD_SKIPS.size // 8]
-                first += [-1] * (BOARD_SKIPS.size // 8 - len(first))
-                BOARD_SKIPS.pack_into(
-                    self._board, slot.index * BOARD_STRIDE + BOARD_SLOT.size, *first
-                )
-
-    def _fail(self, task: Task, error: BaseException, partial: Any) -> None:
-        """Settle ``task`` with ``error``, or run it again if its retries allow."""
-        options = task.options
-        if (
-            options is not None
-            and task.attempts < options.retries
-            and isinstance(error, options.retry_on)
-            and self._broken is None
-            and not self._terminating
-        ):
-            task.attempts += 1
-            self._retried += 1
-            self._fifo.appendleft(task)
-            return
-        if task.attempts:
-            try:
-                error.attempts = task.attempts + 1  # type: ignore[attr-defined]
-                if hasattr(error, "add_note"):
-                    error.add_note(f"(the last of {task.attempts + 1} attempts)")
-            except Exception:
-                pass
-        self._failed += 1
-        call_sink(task.sink._reject, task, error, partial)
+                _board.write_skips(self._board, slot.index, slot.cancels)
 
     # statistics and stacks ---------------------------------------------------
 
@@ -701,37 +384,24 @@ class Scheduler:
                     restart_reasons=tuple(seat.reasons),
                 )
             )
-        queued = sum(1 for item in self._fifo if isinstance(item, Task))
-        queued += sum(1 for item in self._inbox if isinstance(item, Task))
-        return PoolStatistics(
-            workers=tuple(workers),
-            tasks_queued=queued,
-            tasks_running=sum(len(slot.tasks) for slot in self._slots.values()),
-            tasks_done=self._done,
-            tasks_failed=self._failed,
-            tasks_retried=self._retried,
-            tasks_timed_out=self._timed_out,
-            tasks_cancelled=self._cancelled,
-            jobs_pending=sum(1 for item in self._fifo if not isinstance(item, Task)),
-            ipc_time=self._ipc_time,
-            uptime=now - self._started,
-        )
+        running = sum(len(slot.tasks) for slot in self._slots.values())
+        return self._pool_statistics(tuple(workers), running, self._ipc_time)
 
     def _busy_workers(self) -> list[tuple[int, int, int, Task, float]]:
         now = time.perf_counter()
         busy = []
         for slot in self._slots.values():
-            running, started = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_STRIDE)
+            running, started = _board.read_slot(self._board, slot.index)
             task = slot.tasks.get(running)
             if task is not None:
                 busy.append((slot.index, slot.proc.pid, slot.stack_fd, task, now - started))
         return sorted(busy, key=lambda entry: entry[0])
 
-    def _flush(self, slot: _Slot, poller: select.poll) -> None:
+    def _flush(self, slot: _Slot) -> None:
         try:
             slot.chan.flush()
         except EOFError:
-            self._worker_died(slot, poller)
+            self._worker_died(slot)
 
     def _handle(self, slot: _Slot, message: Any) -> None:
         if type(message) is m.ResultBatch:
@@ -746,8 +416,8 @@ class Scheduler:
             slot.retiring = True
             if message.reason == "memory":
                 slot.retire_reason = (
-                    f"retired: its resident memory, {_size(message.rss)}, went over "
-                    f"max_memory_per_child ({_size(self.max_memory or 0)})"
+                    f"retired: its resident memory, {size(message.rss)}, went over "
+                    f"max_memory_per_child ({size(self.max_memory or 0)})"
                 )
             else:
                 slot.retire_reason = f"retired after {message.tasks_done} tasks (its quota)"
@@ -807,12 +477,6 @@ class Scheduler:
         seat.busy += busy
         self._done += settled  # failures are taken back out in _settle_failure
 
-    def _remember(self, fn_blob: bytes, sizer: ChunkSizer) -> None:
-        if sizer.per_item is not None:
-            if len(self.per_item) >= 256 and fn_blob not in self.per_item:
-                self.per_item.clear()  # a crude bound: estimates are cheap to relearn
-            self.per_item[fn_blob] = sizer.per_item
-
     def _settle_failure(
         self, task: Task, status: int, payload: bytes, unpickling: Exception | None
     ) -> None:
@@ -834,65 +498,16 @@ class Scheduler:
         slots = self._slots.values()
         for slot in slots:  # an idle worker gets work before a busy one gets more
             if not slot.batches and slot.has_room():
-                calls = self._next_batch(slot)
+                calls = self._next_batch(slot.quota)
                 if not calls:
                     return
                 self._send(slot, calls)
         for slot in slots:
             while slot.has_room():
-                calls = self._next_batch(slot)
+                calls = self._next_batch(slot.quota)
                 if not calls:
                     return
                 self._send(slot, calls)
-
-    def _next_batch(self, slot: _Slot) -> list[Task]:
-        fifo = self._fifo
-        for _ in range(len(fifo)):
-            head = fifo[0]
-            if isinstance(head, Task):
-                return self._take_singles(slot)
-            task = head._take(self)
-            if task is not None:
-                if task.claimed or task.sink._claim():
-                    task.claimed = True
-                    if getattr(head, "timed", False):
-                        return self._take_timed(head, task)
-                    return [task]
-                continue
-            if head._drained():
-                fifo.popleft()
-            else:
-                fifo.rotate(-1)  # a lazy job waiting for its consumer: let others go first
-        return []
-
-    def _take_timed(self, job: Source, first: Task) -> list[Task]:
-        """One-item chunks of a job with a timeout: as many per batch as a chunk would hold."""
-        sizer = first.sink.sizer
-        want = min(MAX_TIMED_BATCH, sizer.next_size(None) if sizer is not None else 1)
-        batch = [first]
-        while len(batch) < want:
-            task = job._take(self)
-            if task is None or not (task.claimed or task.sink._claim()):
-                break
-            task.claimed = True
-            batch.append(task)
-        return batch
-
-    def _take_singles(self, slot: _Slot) -> list[Task]:
-        fifo = self._fifo
-        size = self.single_sizer.next_size(remaining=len(fifo))
-        if slot.quota is not None:
-            size = min(size, slot.quota)
-        batch: list[Task] = []
-        while fifo and len(batch) < size:
-            task = fifo[0]
-            if not isinstance(task, Task):
-                break
-            fifo.popleft()
-            if task.claimed or task.sink._claim():
-                task.claimed = True
-                batch.append(task)
-        return batch
 
     def _send(self, slot: _Slot, calls: list[Task]) -> None:
         start = time.perf_counter()
@@ -917,8 +532,7 @@ class Scheduler:
     def _start_worker(self) -> None:
         index = self._free_indexes.pop(0)
         ours, theirs = socket.socketpair()
-        BOARD_SLOT.pack_into(self._board, index * BOARD_STRIDE, -1, 0.0)
-        BOARD_SKIPS.pack_into(self._board, index * BOARD_STRIDE + BOARD_SLOT.size, -1, -1, -1, -1)
+        _board.reset(self._board, index)
         try:
             proc = self.launcher.start(theirs.fileno(), self._lifeline_r, self._board_fd)
         except BaseException:
@@ -948,13 +562,13 @@ class Scheduler:
         self._slots[chan.fileno()] = _Slot(index, proc, chan, self.max_tasks, prefix or "")
         self._seats[index].since = time.perf_counter()
 
-    def _worker_died(self, slot: _Slot, poller: select.poll) -> None:
+    def _worker_died(self, slot: _Slot) -> None:
         fd = slot.chan.fileno()
-        poller.unregister(fd)
+        self._poller.unregister(fd)
         del self._slots[fd]
         forget_internal_fd(fd)
         slot.chan.close()
-        running = BOARD_SLOT.unpack_from(self._board, slot.index * BOARD_STRIDE)[0]
+        running = _board.read_slot(self._board, slot.index)[0]
         self._free_indexes.append(slot.index)
         status = slot.proc.wait(STATUS_WAIT)
         if status is None:  # its socket closed but it lives on: make sure it is gone
@@ -979,7 +593,7 @@ class Scheduler:
             self._fifo.extendleft(reversed(list(slot.tasks.values())))
         reason = slot.stopping or slot.retire_reason
         if blamed is not None:
-            error = _lost_error(slot, status, blamed)
+            error = lost_error(slot.index, slot.proc.pid, slot.rss, status, blamed)
             reason = f"lost: {error.args[0].split(' while running ')[0]}"
             self._fail(blamed, error, None)
         elif not reason:
@@ -993,7 +607,10 @@ class Scheduler:
             killed = describe_status(status)[1] == signal.SIGKILL
             self._startup_failures += 1 if not killed else 1 / KILLED_AT_START_WEIGHT
             if self._startup_failures >= STARTUP_FAILURES - 1e-9 and self._broken is None:
-                self._break(self._startup_error(slot, status))
+                failure = startup_error(
+                    STARTUP_FAILURES, slot.proc.pid, status, self._init_blob is not None
+                )
+                self._break(failure)
         if self._broken is None and not self._terminating and not self._closing_idle():
             try:
                 self._start_worker()
@@ -1004,49 +621,18 @@ class Scheduler:
                     )
                 )
 
-    def _startup_error(self, slot: _Slot, status: int | None) -> PoolBrokenError:
-        _, _, words = describe_status(status)
-        what = f"{STARTUP_FAILURES} workers in a row died before they were ready"
-        last = f"the last one, pid {slot.proc.pid}, {words}"
-        if self._init_blob is not None:
-            return InitializerError(
-                f"{what}, while running the pool's initializer ({last}); no worker can start, "
-                "so every task fails. Fix the initializer."
-            )
-        return PoolBrokenError(
-            f"{what} ({last}); the pool cannot start workers. Check what the worker imports "
-            "and the machine's limits (memory, processes)."
-        )
+    def _busy(self) -> bool:
+        return any(slot.tasks for slot in self._slots.values())
 
-    def _break(self, exc: BaseException) -> None:
-        """Fail everything pending and in flight with ``exc``; later submits fail too."""
-        if self._broken is None:
-            self._broken = exc
-        self._closing = True
-        self._reject_all(self._broken)
-
-    def _reject_all(self, exc: BaseException) -> None:
-        self._drain_inbox()
-        pending = list(self._fifo)
-        self._fifo.clear()
+    def _take_in_flight(self) -> list[Task]:
+        tasks: list[Task] = []
         for slot in self._slots.values():
-            pending.extend(slot.tasks.values())
+            tasks.extend(slot.tasks.values())
             slot.tasks.clear()
             slot.batches.clear()
-        for item in pending:
-            self._reject_item(item, exc)
+        return tasks
 
-    def _reject_item(self, item: SourceOrTask, exc: BaseException) -> None:
-        if isinstance(item, Task):
-            call_sink(item.sink._reject, item, fresh_error(exc), None)
-        else:
-            item._abort(fresh_error(exc))
-
-    def _shutdown(self, graceful: bool) -> None:
-        if not graceful:
-            self._reject_all(
-                PoolClosedError("the pool was terminated before this task could finish")
-            )
+    def _stop(self, graceful: bool) -> None:
         for slot in self._slots.values():
             if slot.stopping:  # stopped for a timeout or a cancel: no grace left to give
                 slot.proc.kill(signal.SIGKILL)
@@ -1079,7 +665,6 @@ class Scheduler:
         self._slots.clear()
 
     def _release(self) -> None:
-        _live.discard(self)
         _payload.pool_closed()
         for fd in (self._wake_r, self._lifeline_w, self._lifeline_r, self._board_fd):
             forget_internal_fd(fd)
@@ -1117,88 +702,11 @@ def _free_worker_segments(slot: _Slot) -> None:
             pass
 
 
-def _make_board(workers: int) -> tuple[int, mmap.mmap]:
-    """A shared page where each worker writes the id of the task it is running."""
-    size = max(mmap.PAGESIZE, workers * BOARD_STRIDE)
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("manycore-board", os.MFD_CLOEXEC)
-    else:  # pragma: no cover - non-Linux
-        import tempfile
-
-        handle, path = tempfile.mkstemp(prefix="manycore-board-")
-        os.unlink(path)
-        fd = handle
-    os.ftruncate(fd, size)
-    return fd, mmap.mmap(fd, size)
-
-
 def _cwd() -> str:
     try:
         return os.getcwd()
     except OSError:
         return ""
-
-
-def _lost_error(slot: _Slot, status: int | None, task: Task) -> WorkerLostError:
-    exitcode, sig, words = describe_status(status)
-    described = task.describe()  # unpickles the task's arguments: once
-    cause = ""
-    memory = ""
-    if slot.rss:
-        share = slot.rss / _TOTAL_MEMORY if _TOTAL_MEMORY else 0.0
-        memory = f" Its last known resident memory was {_size(slot.rss)}"
-        if share:
-            shown = f"{share:.0%}" if share >= 0.01 else "under 1%"
-            memory += f" ({shown} of this machine's {_size(_TOTAL_MEMORY)})"
-        memory += "."
-    if sig == signal.SIGKILL:
-        likely = "most likely" if share_of(slot.rss) >= 0.1 else "possibly"
-        cause = (
-            f"{memory} manycore did not send that SIGKILL: it was {likely} the kernel's OOM "
-            "killer, which does this when memory runs out (check `dmesg` or the container's "
-            "memory limit). Lower the number of workers or the memory each task uses, or set "
-            "max_memory_per_child."
-        )
-    elif sig == signal.SIGSEGV:
-        cause = (
-            " A segmentation fault is a crash in C code (an extension module, ctypes): the "
-            f"Python code did not cause it directly.{memory}"
-        )
-    elif memory:
-        cause = memory
-    return WorkerLostError(
-        f"worker {slot.index} (pid {slot.proc.pid}) {words} while running {described}."
-        f"{cause} The pool replaced the worker; other tasks are unaffected.",
-        pid=slot.proc.pid,
-        exitcode=exitcode,
-        signal=sig,
-        task=described,
-    )
-
-
-def _machine_memory() -> int:
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
-
-
-_TOTAL_MEMORY = _machine_memory()
-
-
-def share_of(rss: int) -> float:
-    """``rss`` as a share of this machine's memory (0.0 when unknown)."""
-    return rss / _TOTAL_MEMORY if _TOTAL_MEMORY else 0.0
-
-
-def _size(count: int) -> str:
-    """``1.5 GiB``: a byte count for people."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
 
 
 def _close_quietly(fd: int) -> None:
@@ -1211,127 +719,3 @@ def _close_quietly(fd: int) -> None:
 
 def _sooner(wait: float | None, other: float) -> float:
     return other if wait is None or other < wait else wait
-
-
-def _dump_stacks(
-    busy: list[tuple[int, int, int, Task, float]], timeout: float
-) -> tuple[WorkerStack, ...]:
-    """Ask each busy worker's faulthandler for its stacks; read what each wrote."""
-    asked = []
-    for index, pid, fd, task, running_for in busy:
-        path = f"/proc/{pid}/fd/{fd}"
-        try:
-            before = os.stat(path).st_size if fd >= 0 else -1
-            if before >= 0:
-                os.kill(pid, STACK_SIGNAL)
-        except OSError:
-            before = -1
-        asked.append((index, pid, path, before, task, running_for))
-    deadline = time.monotonic() + timeout
-    stacks = []
-    for index, pid, path, before, task, running_for in asked:
-        text = ""
-        if before >= 0:
-            text = _read_dump(path, before, deadline)
-        stacks.append(WorkerStack(index, pid, task.describe(), running_for, text))
-    return tuple(stacks)
-
-
-def _read_dump(path: str, offset: int, deadline: float) -> str:
-    """What was appended to ``path`` after ``offset``, once it stops growing."""
-    last = offset
-    steady = 0
-    while time.monotonic() < deadline:
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            return ""
-        if size > offset and size == last:
-            steady += 1
-            if steady >= 2:
-                break
-        else:
-            steady = 0
-        last = size
-        time.sleep(0.01)
-    try:
-        with open(path, "rb") as file:
-            file.seek(offset)
-            return file.read(1 << 20).decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def unpickling_error(task: Task, exc: Exception) -> ResultUnpicklingError:
-    """The error for a task whose result could not be unpickled in the caller."""
-    error = ResultUnpicklingError(
-        f"the result of {task.describe()} could not be unpickled in the caller: "
-        f"{exc!r}. Its class must be importable here with the same definition.",
-    )
-    error.__cause__ = exc
-    return error
-
-
-def outcome_error(task: Task, status: int, payload: bytes) -> tuple[BaseException, Any]:
-    """(error, values computed before it) for a RAISED or FAILED outcome's payload."""
-    partial = None
-    try:
-        if status == m.RAISED:
-            exc_blob, summary, tb, partial = loads(payload)
-            try:
-                error: BaseException = loads(exc_blob)
-            except Exception as inner:
-                error = ResultUnpicklingError(
-                    f"{task.describe()} raised {summary}, and that exception could not "
-                    f"be unpickled in the caller: {inner!r}. Give the exception class an "
-                    "__init__ that accepts its args, or a __reduce__."
-                )
-            with_remote_cause(error, tb)
-        else:
-            error = loads(payload)
-    except Exception as inner:
-        error = ResultUnpicklingError(
-            f"the outcome of {task.describe()} could not be unpickled in the caller: {inner!r}."
-        )
-    return error, partial
-
-
-def initializer_error(blob: bytes) -> InitializerError:
-    try:
-        exc, tb = loads(blob)
-    except Exception as inner:
-        return InitializerError(f"the pool's initializer failed (details lost: {inner!r})")
-    if isinstance(exc, InitializerError):
-        return exc
-    error = InitializerError(
-        f"the pool's initializer raised {type(exc).__name__}: {exc}; every task fails. "
-        "Fix the initializer (its traceback is the cause below)."
-    )
-    error.__cause__ = with_remote_cause(exc, tb)
-    return error
-
-
-def fresh_error(exc: BaseException) -> BaseException:
-    """A new instance of a shared error, so each caller gets its own traceback."""
-    if isinstance(exc, ManycoreError):
-        copy = type(exc)(str(exc), **exc.__dict__)
-        copy.__cause__ = exc.__cause__
-        return copy
-    return exc
-
-
-def call_sink(method: Callable[..., None], *args: Any) -> None:
-    try:
-        method(*args)
-    except Exception:  # a user callback raised: report it, keep the pool running
-        traceback.print_exc()
-
-
-@atexit.register
-def _terminate_all() -> None:
-    """At interpreter exit, stop every pool still running (as the stdlib does)."""
-    schedulers = list(_live)
-    for scheduler in schedulers:
-        scheduler.terminate()
-    for scheduler in schedulers:
-        scheduler.join(TERMINATE_GRACE + STATUS_WAIT)

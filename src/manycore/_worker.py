@@ -30,14 +30,13 @@ Guarantees:
 
 from __future__ import annotations
 
-import concurrent.futures
 import faulthandler
+import functools
 import mmap
 import multiprocessing
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -45,21 +44,13 @@ from typing import Any, Callable, NoReturn
 
 from . import _messages as m
 from . import _output, _payload
-from ._errors import (
-    ArgumentUnpicklingError,
-    InitializerError,
-    ResultPicklingError,
-    describe_call,
-    format_remote,
-)
+from ._board import BOARD_SKIPS, BOARD_SLOT, BOARD_STRIDE
 from ._fds import start_helper_thread
+from ._outcome import CANCELLED, CallRunner, run_initializer
 from ._payload import dumps_payload, loads
-from ._serialize import WorkerFunctionCache, dumps, first_unpicklable
+from ._serialize import WorkerFunctionCache, dumps
 
 __all__ = [
-    "BOARD_SKIPS",
-    "BOARD_SLOT",
-    "BOARD_STRIDE",
     "EXIT_INIT_FAILED",
     "EXIT_ORPHANED",
     "STACK_SIGNAL",
@@ -68,14 +59,6 @@ __all__ = [
     "spawn_main",
 ]
 
-# The running task's id (-1 when idle) and when it started, on the clock that
-# time.perf_counter and time.monotonic share on Linux (CLOCK_MONOTONIC, machine-wide), so
-# the owner can tell how long it has run.
-BOARD_SLOT = struct.Struct("<qd")
-# After it, the ids of up to four tasks of this worker's batches that were cancelled before
-# they started: the owner writes them, the worker skips them (-1: none).
-BOARD_SKIPS = struct.Struct("<4q")
-BOARD_STRIDE = BOARD_SLOT.size + BOARD_SKIPS.size  # bytes per worker on the board
 STACK_SIGNAL = signal.SIGRTMIN + 6  # faulthandler dumps the stacks on this one
 EXIT_INIT_FAILED = 3
 EXIT_ORPHANED = 4
@@ -169,29 +152,19 @@ class _Channel:
         return loads(self._chan.recv())
 
 
-def run_initializer(blob: bytes) -> bytes | None:
-    """Run a pool's pickled ``(initializer, initargs)``: None if it returned, else the pickled
-    ``(exception, traceback text)`` to report (an ``InitializerError`` carrying the text when
-    the exception itself cannot be pickled)."""
-    try:
-        fn, args = loads(blob)
-        fn(*args)
-    except BaseException as exc:
-        tb = format_remote(exc)
-        try:
-            return dumps((exc, tb))
-        except Exception:
-            return dumps(
-                (InitializerError(f"the pool's initializer raised {exc!r}", remote=tb), tb)
-            )
-    return None
-
-
 class _Worker:
     def __init__(self, chan: _Channel, board: mmap.mmap) -> None:
         self.chan = chan
         self.board = board
-        self.fns = WorkerFunctionCache()
+        self.runner = CallRunner(
+            WorkerFunctionCache().get,
+            # Big buffers of a result are handed over in shared memory, in a block this
+            # worker may reuse once the owner has read it.
+            functools.partial(dumps_payload, handoff=True, reuse=True),
+            "the worker",
+            "Their class or module must be importable in the worker (check sys.path and "
+            "that the module does not fail on import).",
+        )
         self.offset = 0
         self.tasks_done = 0
         self.max_tasks: int | None = None
@@ -243,13 +216,14 @@ class _Worker:
         board, offset, pack = self.board, self.offset, BOARD_SLOT.pack_into
         skips, skips_at = BOARD_SKIPS.unpack_from, offset + BOARD_SLOT.size
         max_memory = self.max_memory
+        run = self.runner.run
         for task_id, kind, fn_blob, call_payload in batch.calls:
             if task_id in skips(board, skips_at):  # cancelled before it started
-                outcomes.append((task_id, m.FAILED, _CANCELLED, 0.0))
+                outcomes.append((task_id, m.FAILED, CANCELLED, 0.0))
                 continue
             start = clock()
             pack(board, offset, task_id, start)
-            status, payload = self._run_call(kind, fn_blob, call_payload)
+            status, payload = run(kind, fn_blob, call_payload)
             now = clock()
             outcomes.append((task_id, status, payload, now - start))
             self.tasks_done += 1
@@ -265,38 +239,6 @@ class _Worker:
         pack(board, offset, -1, 0.0)
         if outcomes:
             self.chan.send(m.ResultBatch(outcomes))
-
-    def _run_call(self, kind: int, fn_blob: bytes, call_payload: bytes) -> tuple[int, bytes]:
-        try:
-            fn = self.fns.get(fn_blob)
-            payload = loads(call_payload)
-        except BaseException as exc:
-            error = ArgumentUnpicklingError(
-                f"the worker could not rebuild the task's function or arguments: {exc!r}. "
-                "Their class or module must be importable in the worker (check sys.path "
-                "and that the module does not fail on import).",
-                remote=format_remote(exc),
-            )
-            return m.FAILED, _dump_error(error)
-        if kind == m.CALL or kind == m.CALL_KW:
-            try:
-                if kind == m.CALL:
-                    value = fn(*payload)
-                else:
-                    args, kwargs = payload
-                    value = fn(*args, **kwargs)
-            except BaseException as exc:
-                return m.RAISED, _dump_raised(exc, None, fn, payload)
-            return _dump_value(value, fn)
-        values: list[Any] = []
-        try:
-            if kind == m.MAP:
-                values.extend(map(fn, payload))
-            else:
-                values.extend(_starmap(fn, payload))
-        except BaseException as exc:
-            return m.RAISED, _dump_raised(exc, values, fn, payload[len(values)])
-        return _dump_value(values, fn)
 
 
 _statm: list[int] = []  # an open /proc/self/statm, once needed
@@ -329,68 +271,6 @@ def _stack_file() -> int:
     except (AttributeError, OSError, RuntimeError, ValueError):
         return -1
     return fd
-
-
-_CANCELLED = dumps(concurrent.futures.CancelledError())
-
-
-def _starmap(fn: Callable[..., Any], items: list[Any]) -> Any:
-    for args in items:
-        yield fn(*args)
-
-
-def _dump_value(value: Any, fn: Callable[..., Any]) -> tuple[int, bytes]:
-    try:
-        return m.OK, dumps_payload(value, handoff=True, reuse=True)
-    except Exception as exc:
-        detail = _first_unpicklable(value) if isinstance(value, list) else ""
-        error = ResultPicklingError(
-            f"the result of {describe_call(fn)} cannot be pickled to send it back{detail}: "
-            f"{exc!r}. Return plain data (convert the object, or save it to a file and "
-            "return the path).",
-        )
-        return m.FAILED, _dump_error(error)
-
-
-def _first_unpicklable(values: list[Any]) -> str:
-    culprit = first_unpicklable((f"item {i}", v) for i, v in enumerate(values))
-    return "" if culprit is None else f" ({culprit[0]}, a {type(culprit[1]).__name__})"
-
-
-def _dump_raised(exc: BaseException, partial: list[Any] | None, fn: Any, args: Any) -> bytes:
-    """A RAISED payload: (exception bytes, its text, traceback text, values before it).
-
-    The exception is pickled on its own, so that if the caller cannot rebuild it, the
-    caller still has its type, text and traceback to report.
-    """
-    tb = format_remote(exc)
-    summary = _summary(exc)
-    try:
-        exc_blob = dumps(exc)
-    except Exception:
-        error = ResultPicklingError(
-            f"{describe_call(fn)} raised {summary}, and that exception cannot be pickled to "
-            "send it back; the worker's traceback is attached.",
-            remote=tb,
-        )
-        exc_blob = dumps(error)
-    if partial is not None:
-        try:
-            return dumps((exc_blob, summary, tb, partial))
-        except Exception:  # the values are the problem, not the exception
-            pass
-    return dumps((exc_blob, summary, tb, None))
-
-
-def _summary(exc: BaseException) -> str:
-    try:
-        return f"{type(exc).__qualname__}: {exc}"
-    except Exception:  # a broken __str__
-        return type(exc).__qualname__
-
-
-def _dump_error(error: Exception) -> bytes:
-    return dumps(error)
 
 
 def _adopt_paths(config: m.WorkerConfig) -> None:

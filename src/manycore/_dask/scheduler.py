@@ -2,15 +2,18 @@
 
 The pool's public face, its results, futures and map jobs are the local backend's own; only
 the scheduler is replaced. ``DaskScheduler`` takes the same tasks and map jobs as
-``_scheduler.Scheduler`` and runs them on a Dask ``distributed`` cluster::
+``_scheduler.Scheduler`` and runs them on a Dask ``distributed`` cluster. Both are the
+engine core (``_engine.Engine``: inbox, FIFO, picking, retries, rejection, chunking policy);
+this module adds only the transport: batches become Dask tasks, and their ends come back
+as events (``_BatchDone``, ``_Fetched``, ``_WAKE``) on a queue the dispatcher blocks on::
 
     user threads                     dispatcher thread ("manycore-dask")       Dask workers
     ------------                     -----------------------------------       ------------
-    submit(Task) / map job  ──►  events ─► FIFO ─► batch: client.submit(   ─► run_batch():
-    wake() from a lazy job           run_batch, token, calls, *blobs)           rebuild, run,
-                                     ◄── done callback (Dask's thread)          pickle each
+    submit(Task) / map job  ──►  inbox ─► FIFO ─► batch: client.submit(    ─► run_batch():
+    wake() ─► _WAKE event            run_batch, token, calls, *blobs)           rebuild, run,
+                                     ◄── _BatchDone (Dask's done callback)      pickle each
                                      fetch outcomes on the client's event       outcome
-                                     loop; ◄── _FETCHED ─► sink._resolve/_reject
+                                     loop; ◄── _Fetched ─► sink._resolve/_reject
 
 The dispatcher never blocks on a worker: results are fetched on Dask's event loop, so while
 one batch's outcomes travel, the next batches are already being handed out.
@@ -53,35 +56,20 @@ import threading
 import time
 import traceback
 import uuid
-import weakref
 from collections import OrderedDict, deque
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
-from . import _messages as m
-from ._chunking import ChunkSizer
-from ._dask_cluster import allowed_failures, connect, import_distributed, kill_children
-from ._dask_worker import INIT_FAILED, run_batch
-from ._errors import (
-    PoolBrokenError,
-    PoolClosedError,
-    WorkerLostError,
-)
-from ._launch import Launcher, WorkerProcess
-from ._options import TaskOptions
-from ._payload import loads
-from ._scheduler import (
-    IN_FLIGHT_BATCHES,
-    Scheduler,
-    Source,
-    Task,
-    call_sink,
-    fresh_error,
-    initializer_error,
-    outcome_error,
-    unpickling_error,
-)
-from ._serialize import dumps
-from ._stats import PoolStatistics, WorkerStack
+from .. import _engine
+from .. import _messages as m
+from .._engine import IN_FLIGHT_BATCHES, Engine, Task, call_sink
+from .._errors import PoolBrokenError, WorkerLostError
+from .._options import TaskOptions
+from .._outcome import initializer_error, outcome_error, unpickling_error
+from .._payload import loads
+from .._serialize import dumps
+from .._stats import PoolStatistics, WorkerStack
+from .cluster import allowed_failures, connect, import_distributed, kill_children
+from .worker import run_batch
 
 __all__ = ["DaskScheduler", "make_backend"]
 
@@ -171,21 +159,12 @@ def _import_distributed() -> Any:
     if not _exit_hook:
         # Registered after Dask's own exit hooks, so it runs before them (atexit is LIFO):
         # our pools stop while their clients and clusters still work.
-        atexit.register(_terminate_all)
+        atexit.register(_engine.terminate_all)
         _exit_hook = True
     return distributed
 
 
 _exit_hook = False
-
-
-class _DaskLauncher(Launcher):
-    """Stands in for a start method in reprs: Dask, not manycore, starts the workers."""
-
-    name = "dask"
-
-    def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> WorkerProcess:
-        raise RuntimeError("Dask workers are started by the cluster, not by manycore")
 
 
 class _Batch:
@@ -200,24 +179,44 @@ class _Batch:
         self.runs = 0
 
 
-_DONE = "done"
-_WAKE = "wake"
-_CANCEL_QUEUED = "cancel-queued"
-_FETCHED = "fetched"
-# A submission, a wake-up, (_DONE, Dask key) when a batch ends, or (_FETCHED, keys, their
-# outcomes or None, the error that stopped the fetch or None) when its results are here.
-_Event = Union[str, Task, Source, tuple[Any, ...]]
+class _BatchDone(NamedTuple):
+    """A Dask task of ours ended (from Dask's done callback): settle its batch."""
 
-_live: weakref.WeakSet[DaskScheduler] = weakref.WeakSet()
+    key: str
 
 
-class DaskScheduler(Scheduler):
-    """The pool's scheduler on a Dask cluster; see the module docstring.
+class _Fetched(NamedTuple):
+    """Finished batches' outcomes arrived (``outcomes`` in ``keys`` order), or the fetch
+    failed as a whole (``error``)."""
 
-    A ``Scheduler`` to the pool, map jobs and results (the same ``submit``/``close``/
-    ``terminate``/``join``/``check_open`` and ``workers``/``per_item``), with none of the local
-    scheduler's machinery: the base ``__init__`` is deliberately not called.
-    """
+    keys: list[str]
+    outcomes: Optional[list[Any]]
+    error: Optional[BaseException]
+
+
+class _Wake:
+    """The event of ``wake()``: look at the inbox and the flags."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "WAKE"
+
+
+_WAKE = _Wake()
+_Event = Union[_BatchDone, _Fetched, _Wake]
+
+
+class DaskScheduler(Engine):
+    """The pool's scheduler on a Dask cluster; see the module docstring."""
+
+    name = "manycore-dask"
+    role = "Dask dispatcher"
+    start_method = "dask"  # Dask, not manycore, starts the workers
+    join_grace = CLOSE_TIMEOUT
+    # A Dask task costs far more than a local batch (see the constants above).
+    balance_divisor = BALANCE_DIVISOR
+    chunk_floor = DASK_FLOOR_SECONDS / CHUNK_SCALE  # sizers see scaled run times
 
     def __init__(
         self,
@@ -227,42 +226,29 @@ class DaskScheduler(Scheduler):
         initargs: tuple[Any, ...],
     ) -> None:
         distributed = _import_distributed()
-        self.launcher = _DaskLauncher()
+        # Scattered function blobs, by id, with the blob (so the id stays its own).
+        self._scattered: OrderedDict[int, tuple[bytes, Any]] = OrderedDict()
         self._cap = processes  # with an address: the most worker threads this pool uses
         # The client, and the cluster if we started one (closed with the pool).
         self._client, self._cluster, self._own_client = connect(distributed, address, processes)
         try:
             # Runs Dask itself makes of a task whose worker dies, before it reports it.
             self._dask_runs = 1 + allowed_failures(self._client, self._cluster)
-            self.workers = self._count_workers()
+            workers = self._count_workers()
         except BaseException:
             self._disconnect()
             raise
-        self.max_tasks = None
-        self.single_sizer = ChunkSizer(self.workers)
-        self.per_item: dict[bytes, float] = {}
-        self._balance_divisor = BALANCE_DIVISOR
+        super().__init__(workers, initializer, initargs)
         self._token = f"{os.getpid()}-{uuid.uuid4().hex}"
-        self._init_blob = dumps((initializer, tuple(initargs))) if initializer else None
         self._init_part: _Blob = None
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
-        self._fifo: deque[Union[Task, Source]] = deque()
         self._in_flight: dict[str, _Batch] = {}  # by Dask key
         self._fetching: dict[str, _Batch] = {}  # finished; results on their way, by key
         # Tasks lost with a worker beside others: each runs again alone, one at a time.
         self._suspects: deque[_Batch] = deque()
         self._probe: _Batch | None = None  # the suspect running now
-        self._scattered: OrderedDict[int, tuple[bytes, Any]] = OrderedDict()
-        self._closing = False
-        self._terminating = False
-        self._broken: BaseException | None = None
-        self._finished = threading.Event()
         self._refreshed = time.monotonic()
-        self._started = time.monotonic()
-        self._done = self._failed = self._retried = 0
-        self._thread = threading.Thread(target=self._run, name="manycore-dask", daemon=True)
-        self._thread.start()
-        _live.add(self)
+        self._start(threading.Thread.start)
 
     # ------------------------------------------------------------ connecting
 
@@ -274,21 +260,10 @@ class DaskScheduler(Scheduler):
             )
         return options
 
-    def statistics(self) -> PoolStatistics:
+    def _statistics(self) -> PoolStatistics:
         """The pool-wide counters; Dask keeps its own per-worker figures (its dashboard)."""
-        return PoolStatistics(
-            workers=(),
-            tasks_queued=sum(1 for item in self._fifo if isinstance(item, Task)),
-            tasks_running=sum(len(batch.tasks) for batch in self._in_flight.values()),
-            tasks_done=self._done,
-            tasks_failed=self._failed,
-            tasks_retried=self._retried,
-            tasks_timed_out=0,
-            tasks_cancelled=0,
-            jobs_pending=sum(1 for item in self._fifo if not isinstance(item, Task)),
-            ipc_time=0.0,
-            uptime=time.monotonic() - self._started,
-        )
+        running = sum(len(batch.tasks) for batch in self._in_flight.values())
+        return self._pool_statistics((), running, 0.0)
 
     def stacks(self, timeout: float = 2.0) -> tuple[WorkerStack, ...]:
         raise NotImplementedError(
@@ -296,8 +271,8 @@ class DaskScheduler(Scheduler):
             "worker profile, or `client.call_stack()`"
         )
 
-    def stop_running(self, sink: Any) -> None:
-        pass  # Dask cannot stop a running task; its outcome is dropped by the cancelled sink
+    # stop_running() is the core's: Dask cannot stop a running task, and its outcome is
+    # dropped by the cancelled sink.
 
     def _count_workers(self) -> int:
         threads: int = sum(self._client.nthreads().values())
@@ -343,100 +318,18 @@ class DaskScheduler(Scheduler):
 
     # ------------------------------------------------------------ any thread
 
-    @property
-    def broken(self) -> BaseException | None:
-        return self._broken
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
-    def check_open(self, broken_raises: bool = True) -> None:
-        """Raise PoolClosedError if no new work is accepted (see ``Scheduler.check_open``)."""
-        if self._broken is not None:
-            if broken_raises:
-                raise fresh_error(self._broken)
-            return
-        if self._closing or self._terminating:
-            raise PoolClosedError(
-                "the pool is closed: it accepts no new work after close(), shutdown() or "
-                "terminate(); create a new pool"
-            )
-
-    def submit(self, item: Union[Task, Source]) -> None:
-        """Hand a task or a map job to the dispatcher thread."""
-        sizer = getattr(item, "sizer", None)
-        if isinstance(sizer, ChunkSizer):
-            sizer.workers = max(1, -(-sizer.workers // self._balance_divisor))
-            sizer.floor = DASK_FLOOR_SECONDS / CHUNK_SCALE  # sizers see scaled run times
-        self._events.put(item)
-        if self._finished.is_set():
-            self._reject_leftovers()
-
     def wake(self) -> None:
+        """An event on the queue the dispatcher blocks on."""
         self._events.put(_WAKE)
-
-    # close(), terminate() and join() are the local scheduler's: they set the flags and wake
-    # the dispatcher, which closes what the pool owns (a cluster it started) as it finishes.
-
-    def cancel_queued(self) -> None:
-        """Cancel what has not been handed to Dask yet (``shutdown(cancel_futures=True)``)."""
-        self._events.put(_CANCEL_QUEUED)
 
     def __repr__(self) -> str:
         owner = "own LocalCluster" if self._cluster is not None else "connected"
         return f"<DaskScheduler {owner} workers={self.workers}>"
 
-    def _reject_leftovers(self) -> None:
-        exc = self._broken or PoolClosedError(
-            "the pool was closed before this work could start; create a new pool"
-        )
-        while True:
-            try:
-                item = self._events.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, (str, tuple)):
-                continue
-            _reject_item(item, exc)
-
     # ------------------------------------------------------------ dispatcher thread
 
-    def _run(self) -> None:
-        graceful = False
-        try:
-            while True:
-                self._next_events()
-                if self._terminating:
-                    break
-                self._dispatch()
-                busy = self._fifo or self._in_flight or self._fetching or self._suspects
-                if self._closing and not busy:
-                    graceful = True
-                    break
-        except BaseException as exc:  # a bug in manycore: fail loudly, never hang
-            report = PoolBrokenError(
-                f"manycore's Dask dispatcher failed: {exc!r}; every pending task was failed. "
-                "This is a bug; please report it with the traceback."
-            )
-            report.__cause__ = exc
-            traceback.print_exc()
-            self._broken = report
-        finally:
-            try:
-                if not graceful:
-                    self._reject_all(
-                        self._broken
-                        or PoolClosedError("the pool was terminated before this task could finish")
-                    )
-                self._disconnect(now=not graceful)
-            finally:
-                _live.discard(self)
-                self._finished.set()
-                self._reject_leftovers()
-
-    def _next_events(self) -> None:
-        """Wait for at least one event, then take every one queued."""
+    def _wait(self) -> None:
+        """Wait for at least one event, then act on every one queued."""
         try:
             events = [self._events.get(timeout=REFRESH_SECONDS)]
         except queue.Empty:
@@ -448,22 +341,11 @@ class DaskScheduler(Scheduler):
                 break
         done: list[str] = []
         for event in events:
-            if isinstance(event, tuple):
-                if event[0] == _DONE:
-                    done.append(event[1])
-                else:
-                    self._fetched(*event[1:])
-            elif event == _CANCEL_QUEUED:
-                for item in self._fifo:
-                    cancel = getattr(item.sink if isinstance(item, Task) else item, "_cancel", None)
-                    if cancel is not None:
-                        cancel()
-            elif isinstance(event, str):
-                pass  # a wake-up
-            elif self._broken is not None:
-                _reject_item(event, self._broken)
-            else:
-                self._fifo.append(event)
+            if type(event) is _BatchDone:
+                done.append(event.key)
+            elif type(event) is _Fetched:
+                self._fetched(event.keys, event.outcomes, event.error)
+            # _WAKE: the inbox and the flags are looked at next
         if done:
             self._settle(done)
         if self._cluster is None and time.monotonic() - self._refreshed > REFRESH_SECONDS:
@@ -486,48 +368,10 @@ class DaskScheduler(Scheduler):
             return  # first let what is in flight finish
         limit = WINDOW_PER_THREAD * self.workers
         while self._fifo and self._broken is None and len(self._in_flight) < limit:
-            tasks = self._pick()
+            tasks = self._next_batch()
             if not tasks:
                 return
             self._submit_batch(_Batch(tasks))
-
-    def _pick(self) -> list[Task]:
-        """The next batch to hand to Dask, or [] if nothing can go now."""
-        fifo = self._fifo
-        for _ in range(2 * len(fifo)):  # each job is looked at once or twice per call
-            if not fifo:
-                break
-            head = fifo[0]
-            if isinstance(head, Task):
-                singles = self._pick_singles()
-                if singles:
-                    return singles
-                continue  # all of them were cancelled
-            task = head._take(self)
-            if task is not None:
-                if task.claimed or task.sink._claim():
-                    task.claimed = True
-                    return [task]
-                continue
-            if head._drained():
-                fifo.popleft()
-            else:
-                fifo.rotate(-1)  # a lazy job waiting for its consumer: let others go first
-        return []
-
-    def _pick_singles(self) -> list[Task]:
-        fifo = self._fifo
-        size = self.single_sizer.next_size(remaining=len(fifo))
-        batch: list[Task] = []
-        while fifo and len(batch) < size:
-            task = fifo[0]
-            if not isinstance(task, Task):
-                break
-            fifo.popleft()
-            if task.claimed or task.sink._claim():
-                task.claimed = True
-                batch.append(task)
-        return batch
 
     def _submit_batch(self, batch: _Batch) -> None:
         parts: list[_Blob] = []
@@ -568,7 +412,7 @@ class DaskScheduler(Scheduler):
         events = self._events
         # The callback names the batch by key only: a reference to the batch would make a
         # cycle (batch -> future -> callback -> batch) that keeps the arguments alive.
-        batch.future.add_done_callback(lambda future: events.put((_DONE, future.key)))
+        batch.future.add_done_callback(lambda future: events.put(_BatchDone(future.key)))
 
     def _scatter(self, blob: bytes, cache: bool) -> Any:
         if cache:
@@ -605,7 +449,7 @@ class DaskScheduler(Scheduler):
 
         A fetch is a round trip to the workers (milliseconds); waiting for it here would
         leave the workers without their next batch meanwhile. So it runs on the client's
-        event loop, and its outcome comes back as a ``_FETCHED`` event.
+        event loop, and its outcome comes back as a ``_Fetched`` event.
         """
         keys = []
         for batch in batches:
@@ -618,11 +462,11 @@ class DaskScheduler(Scheduler):
             try:
                 outcomes = await client.gather(futures, asynchronous=True)
             except BaseException as exc:  # reported to the dispatcher; cancellation re-raised
-                events.put((_FETCHED, keys, None, exc))
+                events.put(_Fetched(keys, None, exc))
                 if not isinstance(exc, Exception):
                     raise
             else:
-                events.put((_FETCHED, keys, outcomes, None))
+                events.put(_Fetched(keys, outcomes, None))
 
         client.loop.add_callback(fetch)
 
@@ -645,11 +489,11 @@ class DaskScheduler(Scheduler):
 
     def _settle_outcomes(self, batch: _Batch, outcomes: list[tuple[int, bytes, float]]) -> None:
         batch.future.release()
-        if outcomes and outcomes[0][0] == INIT_FAILED:
+        if outcomes and outcomes[0][0] == m.INIT_FAILED:
             failure = initializer_error(outcomes[0][1])
             self._break(failure)
             for task in batch.tasks:
-                _reject_item(task, failure)
+                self._reject_item(task, failure)
             return
         single_items, single_time = 0, 0.0
         for task, (status, payload, elapsed) in zip(batch.tasks, outcomes):
@@ -659,10 +503,7 @@ class DaskScheduler(Scheduler):
                 single_time += elapsed
             else:
                 sizer.record(task.items, elapsed / CHUNK_SCALE)
-                if sizer.per_item is not None:
-                    if len(self.per_item) >= 256 and task.fn_blob not in self.per_item:
-                        self.per_item.clear()
-                    self.per_item[task.fn_blob] = sizer.per_item
+                self._remember(task.fn_blob, sizer)
             if status == m.OK:
                 try:
                     value = loads(payload)
@@ -720,14 +561,13 @@ class DaskScheduler(Scheduler):
                 error.__cause__ = exc
             self._fail(task, error, None)
 
-    def _break(self, exc: BaseException) -> None:
-        if self._broken is None:
-            self._broken = exc
-        self._reject_all(exc)
+    # the engine's hooks ------------------------------------------------------
 
-    def _reject_all(self, exc: BaseException) -> None:
-        pending: list[Union[Task, Source]] = list(self._fifo)
-        self._fifo.clear()
+    def _busy(self) -> bool:
+        return bool(self._in_flight or self._fetching or self._suspects)
+
+    def _take_in_flight(self) -> list[Task]:
+        pending: list[Task] = []
         batches = list(self._in_flight.values())
         self._in_flight.clear()
         pending.extend(task for batch in self._fetching.values() for task in batch.tasks)
@@ -743,8 +583,11 @@ class DaskScheduler(Scheduler):
                 pass
         for batch in batches:
             pending.extend(batch.tasks)
-        for item in pending:
-            _reject_item(item, exc)
+        return pending
+
+    def _stop(self, graceful: bool) -> None:
+        """Let go of the cluster; if we are terminating, its workers are killed."""
+        self._disconnect(now=not graceful)
 
 
 # ---------------------------------------------------------------- helpers, caller side
@@ -758,20 +601,3 @@ def _portable(blob: bytes) -> bytes:
     if type(blob) is bytes:
         return blob
     return dumps(loads(blob))
-
-
-def _reject_item(item: Union[Task, Source], exc: BaseException) -> None:
-    if isinstance(item, Task):
-        call_sink(item.sink._reject, item, fresh_error(exc), None)
-    else:
-        item._abort(fresh_error(exc))
-
-
-def _terminate_all() -> None:
-    """At interpreter exit, stop every Dask pool still running (before Dask's own exit
-    handlers close its clients under us)."""
-    schedulers = list(_live)
-    for scheduler in schedulers:
-        scheduler.terminate()
-    for scheduler in schedulers:
-        scheduler.join(CLOSE_TIMEOUT)

@@ -88,7 +88,7 @@ def connect(distributed: Any, address: Any, processes: int | None) -> tuple[Any,
     if isinstance(address, distributed.Client):
         return address, None, False
     if address is None:
-        from ._cpu import cpu_count
+        from .._cpu import cpu_count
 
         cluster = start_local_cluster(cpu_count() if processes is None else processes)
         try:

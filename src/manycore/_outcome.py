@@ -1,0 +1,286 @@
+"""The outcome codec: run a call, encode how it ended, and decode that in the caller.
+
+Every place that runs user code for a caller in another process uses this module, so an
+exception, an argument that cannot be rebuilt and a result that cannot be pickled become the
+same error whichever backend ran the call::
+
+    where the call runs                              where its outcome is read
+    -------------------                              -------------------------
+    pool worker (_worker), Dask worker (_dask)       local scheduler, Dask scheduler
+      CallRunner.run(kind, fn, payload)  ──(status, payload)──►  loads / outcome_error
+      run_initializer(blob)              ──failure or None─────►  initializer_error
+    a Process child (_process)
+      exception_parts(exc, ...)          ──(exc, text, tb)─────►  rebuild_exception
+
+Wire format of an outcome's payload, by status (``_messages``: ``OK``, ``RAISED``,
+``FAILED``)::
+
+    OK      the value, pickled by the runner's ``encode`` (a list for MAP/STARMAP calls)
+    RAISED  pickle of (exception bytes, "Type: text", traceback text, values before it|None)
+    FAILED  pickle of a manycore error: the call could not be run, or its result not sent
+
+An initializer's failure is a pickle of (exception, traceback text).
+
+Guarantees:
+
+* ``CallRunner.run`` never raises for the call's own failure (``SystemExit`` included): every
+  way a call can end is an outcome.
+* The exception is pickled on its own, inside the RAISED payload: if the caller cannot rebuild
+  it, the caller still has its type, text and traceback to report. An exception that cannot be
+  pickled at all is replaced by a ``ResultPicklingError`` carrying its traceback text.
+* Decoding never raises either: what cannot be unpickled becomes a ``ResultUnpicklingError``
+  naming the task.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any, Callable, Optional, Protocol
+
+from . import _messages as m
+from ._errors import (
+    ArgumentUnpicklingError,
+    InitializerError,
+    ResultPicklingError,
+    ResultUnpicklingError,
+    describe_call,
+    format_remote,
+    with_remote_cause,
+)
+from ._payload import loads
+from ._serialize import dumps, first_unpicklable
+
+__all__ = [
+    "CANCELLED",
+    "CallRunner",
+    "Described",
+    "exception_parts",
+    "initializer_error",
+    "outcome_error",
+    "rebuild_exception",
+    "run_initializer",
+    "summary",
+    "unpickling_error",
+]
+
+
+class Described(Protocol):
+    """What a decoded outcome is about: anything that can say ``task 17: square(3)``."""
+
+    def describe(self) -> str: ...
+
+
+# ---------------------------------------------------------------- running, encoding
+
+
+class CallRunner:
+    """Runs calls for one worker and encodes each outcome.
+
+    ``get_fn`` rebuilds a function from its pickled bytes (a worker's function cache);
+    ``encode`` pickles a value for the trip back (the pool worker may hand big buffers over
+    in shared memory, the Dask worker must not); ``where`` and ``fix`` finish the message of
+    an argument that cannot be rebuilt ("the worker could not rebuild ...: <fix>").
+    """
+
+    __slots__ = ("encode", "fix", "get_fn", "where")
+
+    def __init__(
+        self,
+        get_fn: Callable[[bytes], Callable[..., Any]],
+        encode: Callable[[Any], bytes],
+        where: str,
+        fix: str,
+    ) -> None:
+        self.get_fn = get_fn
+        self.encode = encode
+        self.where = where
+        self.fix = fix
+
+    def run(self, kind: int, fn_blob: bytes, call_payload: bytes) -> tuple[int, bytes]:
+        """Run one call of ``kind`` (``_messages``: CALL, CALL_KW, MAP, STARMAP); return
+        ``(status, payload)`` as the module docstring lays out."""
+        try:
+            fn = self.get_fn(fn_blob)
+            payload = loads(call_payload)
+        except BaseException as exc:
+            error = ArgumentUnpicklingError(
+                f"{self.where} could not rebuild the task's function or arguments: {exc!r}. "
+                f"{self.fix}",
+                remote=format_remote(exc),
+            )
+            return m.FAILED, dumps(error)
+        if kind == m.CALL or kind == m.CALL_KW:
+            try:
+                if kind == m.CALL:
+                    value = fn(*payload)
+                else:
+                    args, kwargs = payload
+                    value = fn(*args, **kwargs)
+            except BaseException as exc:
+                return m.RAISED, _encode_raised(exc, None, fn)
+            return self._encode_value(value, fn)
+        values: list[Any] = []
+        try:
+            # list.extend keeps the items it took before an exception: the partial values.
+            if kind == m.MAP:
+                values.extend(map(fn, payload))
+            else:
+                values.extend(_starmap(fn, payload))
+        except BaseException as exc:
+            return m.RAISED, _encode_raised(exc, values, fn)
+        return self._encode_value(values, fn)
+
+    def _encode_value(self, value: Any, fn: Callable[..., Any]) -> tuple[int, bytes]:
+        try:
+            return m.OK, self.encode(value)
+        except Exception as exc:
+            detail = _first_unpicklable(value) if isinstance(value, list) else ""
+            error = ResultPicklingError(
+                f"the result of {describe_call(fn)} cannot be pickled to send it back{detail}: "
+                f"{exc!r}. Return plain data (convert the object, or save it to a file and "
+                "return the path).",
+            )
+            return m.FAILED, dumps(error)
+
+
+def run_initializer(blob: bytes) -> Optional[bytes]:
+    """Run a pool's pickled ``(initializer, initargs)``: None if it returned, else the pickled
+    ``(exception, traceback text)`` to report (an ``InitializerError`` carrying the text when
+    the exception itself cannot be pickled)."""
+    try:
+        fn, args = loads(blob)
+        fn(*args)
+    except BaseException as exc:
+        tb = format_remote(exc)
+        try:
+            return dumps((exc, tb))
+        except Exception:
+            return dumps(
+                (InitializerError(f"the pool's initializer raised {exc!r}", remote=tb), tb)
+            )
+    return None
+
+
+CANCELLED = dumps(concurrent.futures.CancelledError())
+"""A FAILED payload: the call was cancelled before it started (the worker skipped it)."""
+
+
+def summary(exc: BaseException) -> str:
+    """``ValueError: bad input``, even for an exception whose ``__str__`` is broken."""
+    try:
+        return f"{type(exc).__qualname__}: {exc}"
+    except Exception:
+        return type(exc).__qualname__
+
+
+def exception_parts(
+    exc: BaseException, raiser: str, limit: Optional[int] = None
+) -> tuple[bytes, str, str]:
+    """``(exception bytes, its summary, traceback text)`` of an exception to send back.
+
+    An exception that cannot be pickled, or whose parts come to more than ``limit`` bytes
+    (a pipe's capacity, say), is replaced by a ``ResultPicklingError`` that says ``raiser``
+    ("square(3)", "the process") raised it, with the traceback text attached (with a limit,
+    its first frames and its end).
+    """
+    tb = format_remote(exc)
+    text = summary(exc)
+    try:
+        exc_blob = dumps(exc)
+    except Exception:
+        problem = "that exception cannot be pickled"
+    else:
+        total = len(exc_blob) + len(text) + len(tb)
+        if limit is None or total <= limit:
+            return exc_blob, text, tb
+        problem = f"its report is too large ({total} bytes)"
+    if limit is not None:
+        part = limit // 4
+        if len(text) > part:
+            text = text[:part] + "..."
+        if len(tb) > part:  # keep the first frames and the end, where it was raised
+            tb = tb[: part // 2] + "\n...\n" + tb[-part // 2 :]
+    error = ResultPicklingError(
+        f"{raiser} raised {text}, and {problem} to send it back; its traceback is attached.",
+        remote=tb,
+    )
+    return dumps(error), text, tb
+
+
+def _encode_raised(exc: BaseException, partial: Optional[list[Any]], fn: Any) -> bytes:
+    exc_blob, text, tb = exception_parts(exc, describe_call(fn))
+    if partial is not None:
+        try:
+            return dumps((exc_blob, text, tb, partial))
+        except Exception:  # the values are the problem, not the exception
+            pass
+    return dumps((exc_blob, text, tb, None))
+
+
+def _starmap(fn: Callable[..., Any], items: list[Any]) -> Any:
+    for args in items:
+        yield fn(*args)
+
+
+def _first_unpicklable(values: list[Any]) -> str:
+    culprit = first_unpicklable((f"item {i}", v) for i, v in enumerate(values))
+    return "" if culprit is None else f" ({culprit[0]}, a {type(culprit[1]).__name__})"
+
+
+# ---------------------------------------------------------------- decoding, in the caller
+
+
+def rebuild_exception(exc_blob: bytes, text: str, tb: str, raiser: str) -> BaseException:
+    """The exception of ``exception_parts``, rebuilt here with the remote traceback as its
+    cause; a ``ResultUnpicklingError`` saying ``raiser`` raised ``text`` when it cannot be."""
+    try:
+        error: BaseException = loads(exc_blob)
+    except Exception as inner:
+        error = ResultUnpicklingError(
+            f"{raiser} raised {text}, and that exception could not be unpickled in the "
+            f"caller: {inner!r}. Give the exception class an __init__ that accepts its args, "
+            "or a __reduce__."
+        )
+    return with_remote_cause(error, tb)
+
+
+def outcome_error(task: Described, status: int, payload: bytes) -> tuple[BaseException, Any]:
+    """(error, values computed before it) for a RAISED or FAILED outcome's payload."""
+    partial = None
+    try:
+        if status == m.RAISED:
+            exc_blob, text, tb, partial = loads(payload)
+            error = rebuild_exception(exc_blob, text, tb, task.describe())
+        else:
+            error = loads(payload)
+    except Exception as inner:
+        error = ResultUnpicklingError(
+            f"the outcome of {task.describe()} could not be unpickled in the caller: {inner!r}."
+        )
+    return error, partial
+
+
+def unpickling_error(task: Described, exc: Exception) -> ResultUnpicklingError:
+    """The error for a task whose result could not be unpickled in the caller."""
+    error = ResultUnpicklingError(
+        f"the result of {task.describe()} could not be unpickled in the caller: "
+        f"{exc!r}. Its class must be importable here with the same definition.",
+    )
+    error.__cause__ = exc
+    return error
+
+
+def initializer_error(blob: bytes) -> InitializerError:
+    """The pool-breaking error for an initializer failure of ``run_initializer``."""
+    try:
+        exc, tb = loads(blob)
+    except Exception as inner:
+        return InitializerError(f"the pool's initializer failed (details lost: {inner!r})")
+    if isinstance(exc, InitializerError):
+        return exc
+    error = InitializerError(
+        f"the pool's initializer raised {type(exc).__name__}: {exc}; every task fails. "
+        "Fix the initializer (its traceback is the cause below)."
+    )
+    error.__cause__ = with_remote_cause(exc, tb)
+    return error
