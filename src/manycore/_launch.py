@@ -63,7 +63,6 @@ from ._zygote import REPLY, STATUS, encode_request, resolve_entry, serve
 
 __all__ = [
     "LAUNCHERS",
-    "POOL_WORKER",
     "START_METHODS",
     "Child",
     "Launcher",
@@ -81,8 +80,6 @@ StartMethod = Union[str, None, Any]  # a name, None, or a multiprocessing contex
 # What a child runs: a "module:function" string; under "fork" also a callable.
 Entry = Union[str, Callable[..., int]]
 
-# The pool worker's entry point: what ``Launcher.start`` runs when its caller names none.
-POOL_WORKER = "manycore._worker:run_worker"
 UNKNOWN = -1  # the raw status of a child whose status was lost (reaped elsewhere)
 
 
@@ -332,11 +329,6 @@ class Launcher:
             TypeError: a callable entry for a method that does not fork the caller.
         """
         raise NotImplementedError
-
-    def start(self, chan_fd: int, lifeline_fd: int, board_fd: int) -> Child:
-        """Start a pool worker (``POOL_WORKER``) on its socket end, the lifeline's read end
-        and the board: ``start_child(POOL_WORKER, [chan_fd, lifeline_fd, board_fd])``."""
-        return self.start_child(POOL_WORKER, [chan_fd, lifeline_fd, board_fd])
 
 
 def _entry_name(entry: Entry, method: str) -> str:

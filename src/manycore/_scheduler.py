@@ -70,6 +70,7 @@ from ._outcome import initializer_error, outcome_error, unpickling_error
 from ._payload import loads
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 from ._transport import OwnerChannel
+from ._worker import ENTRY as WORKER_ENTRY
 from ._worker import resident_memory
 
 __all__ = ["Scheduler"]
@@ -534,7 +535,9 @@ class Scheduler(Engine):
         ours, theirs = socket.socketpair()
         _board.reset(self._board, index)
         try:
-            proc = self.launcher.start(theirs.fileno(), self._lifeline_r, self._board_fd)
+            proc = self.launcher.start_child(
+                WORKER_ENTRY, [theirs.fileno(), self._lifeline_r, self._board_fd]
+            )
         except BaseException:
             ours.close()
             self._free_indexes.insert(0, index)

@@ -40,23 +40,23 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 from . import _messages as m
 from . import _output, _payload
 from ._board import BOARD_SKIPS, BOARD_SLOT, BOARD_STRIDE
-from ._fds import start_helper_thread
+from ._fds import flush_stdio, start_helper_thread
 from ._outcome import CANCELLED, CallRunner, run_initializer
 from ._payload import dumps_payload, loads
 from ._serialize import WorkerFunctionCache, dumps
 
 __all__ = [
+    "ENTRY",
     "EXIT_INIT_FAILED",
     "EXIT_ORPHANED",
     "STACK_SIGNAL",
     "resident_memory",
     "run_worker",
-    "spawn_main",
 ]
 
 STACK_SIGNAL = signal.SIGRTMIN + 6  # faulthandler dumps the stacks on this one
@@ -65,10 +65,9 @@ EXIT_ORPHANED = 4
 FLUSH_AFTER = 0.002  # seconds of finished work before results are sent mid-batch
 
 
-def spawn_main(chan_fd: int, lifeline_fd: int, board_fd: int) -> NoReturn:
-    """Entry point of a worker started as a fresh interpreter (``python -c``)."""
-    os._exit(run_worker(chan_fd, lifeline_fd, board_fd))
-
+# What a launcher runs in a pool worker's process (``Launcher.start_child``): by name, so a
+# spawned interpreter or the fork server can import it.
+ENTRY = "manycore._worker:run_worker"
 
 _shm_prefix: list[str] = []  # this worker's result-segment prefix, once configured
 
@@ -88,7 +87,7 @@ def run_worker(chan_fd: int, lifeline_fd: int, board_fd: int) -> int:
         return 0
     finally:
         _payload.drop_segments()  # the owner's views of our results stay valid
-        _flush_stdio()
+        flush_stdio()
 
 
 def _start_watchdog(lifeline_fd: int) -> None:
@@ -101,7 +100,7 @@ def _start_watchdog(lifeline_fd: int) -> None:
             except OSError:
                 data = b""
             if not data:
-                _flush_stdio()
+                flush_stdio()
                 # Nobody will read the results we handed over: free them.
                 for prefix in _shm_prefix:
                     try:
@@ -113,15 +112,6 @@ def _start_watchdog(lifeline_fd: int) -> None:
                 os._exit(EXIT_ORPHANED)
 
     start_helper_thread(threading.Thread(target=watch, name="manycore-watchdog", daemon=True))
-
-
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass
 
 
 class _Channel:
