@@ -63,12 +63,10 @@ from . import _launch, _output
 from ._errors import (
     ArgumentPicklingError,
     ArgumentUnpicklingError,
-    ResultPicklingError,
-    ResultUnpicklingError,
     format_remote,
-    with_remote_cause,
 )
 from ._fds import forget_internal_fd, internal_fd
+from ._outcome import exception_parts, rebuild_exception
 
 __all__ = [
     "Process",
@@ -445,36 +443,11 @@ def _run(process_obj: Process, parent_sentinel: int, report_fd: int) -> int:
 
 
 def _report(fd: int, exc: BaseException) -> None:
-    """Write ``exc`` for the parent: (exception pickle, its text, traceback text).
-
-    An exception that cannot be pickled, or whose report would not fit the pipe, is
-    replaced by a ``ResultPicklingError`` that says so and carries (the end of) the
-    traceback text.
-    """
-    tb = format_remote(exc)
-    try:
-        summary = f"{type(exc).__qualname__}: {exc}"
-    except Exception:  # a broken __str__
-        summary = type(exc).__qualname__
-    try:
-        data = pickle.dumps((_pickle(exc), summary, tb), PROTOCOL)
-        problem = (
-            "" if len(data) <= REPORT_LIMIT else f"its report is too large ({len(data)} bytes)"
-        )
-    except Exception as error:
-        problem = f"it cannot be pickled ({error!r})"
-    if problem:
-        part = REPORT_LIMIT // 4
-        if len(summary) > part:
-            summary = summary[:part] + "..."
-        if len(tb) > part:  # keep the first frames and the end, where it was raised
-            tb = tb[: part // 2] + "\n...\n" + tb[-part // 2 :]
-        stand_in = ResultPicklingError(
-            f"the process raised {summary}, but {problem} to send it back; its traceback "
-            "is attached",
-            remote=tb,
-        )
-        data = pickle.dumps((pickle.dumps(stand_in, PROTOCOL), summary, tb), PROTOCOL)
+    """Write ``exc`` for the parent, as ``_outcome.exception_parts`` encodes it: one that
+    cannot be pickled, or whose report would not fit the pipe, is replaced by a
+    ``ResultPicklingError`` that says so and carries (the ends of) the traceback text."""
+    # The tuple around the parts costs a few dozen bytes of pickle: keep well inside the pipe.
+    data = pickle.dumps(exception_parts(exc, "the process", limit=REPORT_LIMIT - 256), PROTOCOL)
     try:
         os.set_blocking(fd, False)
         os.write(fd, data)
@@ -484,15 +457,7 @@ def _report(fd: int, exc: BaseException) -> None:
 
 def _decode_report(data: bytes) -> BaseException:
     exc_blob, summary, tb = pickle.loads(data)
-    try:
-        exc = pickle.loads(exc_blob)
-    except Exception as error:
-        exc = ResultUnpicklingError(
-            f"the process raised {summary}, which cannot be rebuilt here ({error!r}); its "
-            "traceback is attached",
-            remote=tb,
-        )
-    return with_remote_cause(exc, tb)
+    return rebuild_exception(exc_blob, summary, tb, "the process")
 
 
 def _read_exactly(fd: int, n: int) -> bytes:
