@@ -22,14 +22,13 @@ from concurrent.futures import _base
 from typing import Any, Callable, Optional
 
 from . import _messages as m
+from ._backend import function_cache, make_scheduler
 from ._chunking import ChunkSizer
-from ._cpu import cpu_count
 from ._engine import Engine, Task
 from ._errors import PoolClosedError
 from ._jobs import MapJob, ResultIterator
-from ._options import DEFAULT, TaskOptions, merge_options, parse_memory
+from ._options import DEFAULT, PoolConfig, TaskOptions, check_chunksize, merge_options
 from ._payload import dumps_args
-from ._pool import _check_chunksize, function_cache, make_scheduler
 from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["ProcessPoolExecutor"]
@@ -179,34 +178,22 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         retry_on: Any = None,
         max_memory_per_child: int | str | None = None,
     ) -> None:
-        requested = max_workers
-        if max_workers is None:
-            max_workers = cpu_count()
-        if not isinstance(max_workers, int) or max_workers <= 0:
-            raise ValueError(f"max_workers must be greater than 0, not {max_workers!r}")
-        if max_tasks_per_child is not None and (
-            not isinstance(max_tasks_per_child, int) or max_tasks_per_child < 1
-        ):
-            raise ValueError(
-                f"max_tasks_per_child must be a positive int or None, not {max_tasks_per_child!r}"
-            )
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be a callable, not {initializer!r}")
-        self._max_workers = max_workers
-        self._options = merge_options(None, task_timeout, retries, retry_on)
-        max_memory = parse_memory(max_memory_per_child)
-        self._scheduler = make_scheduler(
-            backend,
-            address,
-            mp_context,
-            max_workers,
-            requested,
-            initializer,
-            tuple(initargs),
-            max_tasks_per_child,
-            self._options,
-            max_memory,
+        config = PoolConfig.for_executor(
+            max_workers=max_workers,
+            mp_context=mp_context,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks_per_child=max_tasks_per_child,
+            backend=backend,
+            address=address,
+            task_timeout=task_timeout,
+            retries=retries,
+            retry_on=retry_on,
+            max_memory_per_child=max_memory_per_child,
         )
+        self._config = config
+        self._options = config.options  # read by every submit: one attribute, not two
+        self._scheduler = make_scheduler(config)
         self._max_workers = self._scheduler.workers
         self._shutdown = False
         self._finalizer = weakref.finalize(self, self._scheduler.close)
@@ -298,7 +285,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         progress: Any,
     ) -> Iterator[Any]:
         self._check_open()
-        _check_chunksize(chunksize)
+        check_chunksize(chunksize)
         deadline = None if timeout is None else time.monotonic() + timeout
         fn_blob = function_cache.dumps(fn)
         if len(iterables) == 1:
