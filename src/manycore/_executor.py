@@ -22,7 +22,7 @@ from concurrent.futures import _base
 from typing import Any, Callable, Optional
 
 from . import _messages as m
-from ._backend import function_cache, make_scheduler
+from ._backend import call_task, function_cache, make_scheduler
 from ._chunking import ChunkSizer
 from ._engine import Engine, Task
 from ._errors import PoolClosedError
@@ -218,7 +218,14 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         kw = kwargs or None
         payload = dumps_args(fn, args, kw)
         future = _Future(self._scheduler)
-        task = Task(m.CALL_KW if kw else m.CALL, fn, fn_blob, payload, future, 0, 1, options)
+        task = call_task(
+            kind=m.CALL_KW if kw else m.CALL,
+            fn=fn,
+            fn_blob=fn_blob,
+            payload=payload,
+            sink=future,
+            options=options,
+        )
         self._scheduler.submit(task)
         return future
 
@@ -264,22 +271,22 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             TimeoutError: (when iterating) a result is not ready by the deadline.
             Exception: (when iterating) what ``fn`` raised for that item.
         """
+        options = merge_options(self._options, task_timeout, retries, retry_on)
         return self._map(
-            self._scheduler.check_options(
-                merge_options(self._options, task_timeout, retries, retry_on)
-            ),
             fn,
             iterables,
-            timeout,
-            chunksize,
-            progress,
+            options=self._scheduler.check_options(options),
+            timeout=timeout,
+            chunksize=chunksize,
+            progress=progress,
         )
 
     def _map(
         self,
-        options: TaskOptions | None,
         fn: Callable[..., Any],
         iterables: tuple[Iterable[Any], ...],
+        *,
+        options: TaskOptions | None,
         timeout: float | None,
         chunksize: int | None,
         progress: Any,
@@ -299,7 +306,15 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             )
             kind = m.STARMAP
         job = MapJob(
-            self._scheduler, fn, fn_blob, source, kind, chunksize, True, None, options, progress
+            scheduler=self._scheduler,
+            fn=fn,
+            fn_blob=fn_blob,
+            iterable=source,
+            kind=kind,
+            chunksize=chunksize,
+            lazy=True,
+            options=options,
+            progress=progress,
         )
         iterator = ResultIterator(job, ordered=True, deadline=deadline)
         job._feed()
@@ -349,7 +364,14 @@ class ExecutorOptions:
         progress: Any = None,
     ) -> Iterator[Any]:
         """``executor.map`` with these options."""
-        return self._executor._map(self._options, fn, iterables, timeout, chunksize, progress)
+        return self._executor._map(
+            fn,
+            iterables,
+            options=self._options,
+            timeout=timeout,
+            chunksize=chunksize,
+            progress=progress,
+        )
 
 
 def _owned(iterator: ResultIterator, owner: object) -> Iterator[Any]:

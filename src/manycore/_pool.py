@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional
 
 from . import _messages as m
-from ._backend import function_cache, make_scheduler
+from ._backend import call_task, function_cache, make_scheduler
 from ._chunking import ChunkSizer
 from ._engine import Task
 from ._errors import PoolClosedError, TimeoutError
@@ -331,7 +331,14 @@ class Pool:
         kw = dict(kwds) if kwds else None
         payload = dumps_args(func, args, kw)
         result = AsyncResult(self, callback, error_callback)
-        task = Task(m.CALL_KW if kw else m.CALL, func, fn_blob, payload, result, 0, 1, options)
+        task = call_task(
+            kind=m.CALL_KW if kw else m.CALL,
+            fn=func,
+            fn_blob=fn_blob,
+            payload=payload,
+            sink=result,
+            options=options,
+        )
         self._scheduler.submit(task)
         return result
 
@@ -356,10 +363,10 @@ class Pool:
         values: list[Any] = self._map_async(
             func,
             iterable,
-            m.MAP,
-            chunksize,
-            self._call_options(task_timeout, retries, retry_on),
-            progress,
+            kind=m.MAP,
+            chunksize=chunksize,
+            options=self._call_options(task_timeout, retries, retry_on),
+            progress=progress,
         ).get()
         return values
 
@@ -380,12 +387,12 @@ class Pool:
         return self._map_async(
             func,
             iterable,
-            m.MAP,
-            chunksize,
-            self._call_options(task_timeout, retries, retry_on),
-            progress,
-            callback,
-            error_callback,
+            kind=m.MAP,
+            chunksize=chunksize,
+            options=self._call_options(task_timeout, retries, retry_on),
+            progress=progress,
+            callback=callback,
+            error_callback=error_callback,
         )
 
     def starmap(
@@ -403,10 +410,10 @@ class Pool:
         values: list[Any] = self._map_async(
             func,
             iterable,
-            m.STARMAP,
-            chunksize,
-            self._call_options(task_timeout, retries, retry_on),
-            progress,
+            kind=m.STARMAP,
+            chunksize=chunksize,
+            options=self._call_options(task_timeout, retries, retry_on),
+            progress=progress,
         ).get()
         return values
 
@@ -427,12 +434,12 @@ class Pool:
         return self._map_async(
             func,
             iterable,
-            m.STARMAP,
-            chunksize,
-            self._call_options(task_timeout, retries, retry_on),
-            progress,
-            callback,
-            error_callback,
+            kind=m.STARMAP,
+            chunksize=chunksize,
+            options=self._call_options(task_timeout, retries, retry_on),
+            progress=progress,
+            callback=callback,
+            error_callback=error_callback,
         )
 
     def imap(
@@ -451,8 +458,14 @@ class Pool:
         The input is read lazily, a bounded window ahead of the consumer, so endless
         iterables work. ``chunksize=None`` sizes chunks from measured run times.
         """
-        call = self._call_options(task_timeout, retries, retry_on)
-        return self._imap(func, iterable, chunksize, True, call, progress)
+        return self._imap(
+            func,
+            iterable,
+            chunksize=chunksize,
+            ordered=True,
+            options=self._call_options(task_timeout, retries, retry_on),
+            progress=progress,
+        )
 
     def imap_unordered(
         self,
@@ -466,12 +479,20 @@ class Pool:
         progress: Any = None,
     ) -> ResultIterator:
         """Like ``imap``, but results come in the order they finish."""
-        call = self._call_options(task_timeout, retries, retry_on)
-        return self._imap(func, iterable, chunksize, False, call, progress)
+        return self._imap(
+            func,
+            iterable,
+            chunksize=chunksize,
+            ordered=False,
+            options=self._call_options(task_timeout, retries, retry_on),
+            progress=progress,
+        )
 
     def _call_options(
         self, task_timeout: Any = DEFAULT, retries: Any = DEFAULT, retry_on: Any = DEFAULT
     ) -> TaskOptions | None:
+        if task_timeout is DEFAULT and retries is DEFAULT and retry_on is DEFAULT:
+            return self._options  # the pool's own, which its scheduler accepted at the start
         return self._scheduler.check_options(
             merge_options(self._options, task_timeout, retries, retry_on)
         )
@@ -480,9 +501,10 @@ class Pool:
         self,
         func: Callable[..., Any],
         iterable: Iterable[Any],
+        *,
         kind: int,
         chunksize: int | None,
-        call: TaskOptions | None,
+        options: TaskOptions | None,
         progress: Any,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
@@ -492,16 +514,16 @@ class Pool:
         fn_blob = function_cache.dumps(func)
         result = MapResult(self, callback, error_callback)
         job = MapJob(
-            self._scheduler,
-            func,
-            fn_blob,
-            iterable,
-            kind,
-            chunksize,
-            False,
-            result._job_done,
-            call,
-            progress,
+            scheduler=self._scheduler,
+            fn=func,
+            fn_blob=fn_blob,
+            iterable=iterable,
+            kind=kind,
+            chunksize=chunksize,
+            lazy=False,
+            on_done=result._job_done,
+            options=options,
+            progress=progress,
         )
         result.job = job
         self._scheduler.submit(job)
@@ -511,17 +533,25 @@ class Pool:
         self,
         func: Callable[..., Any],
         iterable: Iterable[Any],
+        *,
         chunksize: int | None,
         ordered: bool,
-        call: TaskOptions | None,
+        options: TaskOptions | None,
         progress: Any,
-        kind: int = m.MAP,
     ) -> ResultIterator:
         self._check_running()
         check_chunksize(chunksize)
         fn_blob = function_cache.dumps(func)
         job = MapJob(
-            self._scheduler, func, fn_blob, iterable, kind, chunksize, True, None, call, progress
+            scheduler=self._scheduler,
+            fn=func,
+            fn_blob=fn_blob,
+            iterable=iterable,
+            kind=m.MAP,
+            chunksize=chunksize,
+            lazy=True,
+            options=options,
+            progress=progress,
         )
         iterator = job.iterate(ordered)
         iterator._pool = self  # type: ignore[attr-defined]  # keep the pool while iterating
