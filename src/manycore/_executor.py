@@ -22,14 +22,13 @@ from concurrent.futures import _base
 from typing import Any, Callable, Optional
 
 from . import _messages as m
+from ._backend import call_task, function_cache, make_scheduler
 from ._chunking import ChunkSizer
-from ._cpu import cpu_count
 from ._engine import Engine, Task
 from ._errors import PoolClosedError
 from ._jobs import MapJob, ResultIterator
-from ._options import DEFAULT, TaskOptions, merge_options, parse_memory
+from ._options import DEFAULT, PoolConfig, TaskOptions, check_chunksize, merge_options
 from ._payload import dumps_args
-from ._pool import _check_chunksize, function_cache, make_scheduler
 from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["ProcessPoolExecutor"]
@@ -179,34 +178,22 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         retry_on: Any = None,
         max_memory_per_child: int | str | None = None,
     ) -> None:
-        requested = max_workers
-        if max_workers is None:
-            max_workers = cpu_count()
-        if not isinstance(max_workers, int) or max_workers <= 0:
-            raise ValueError(f"max_workers must be greater than 0, not {max_workers!r}")
-        if max_tasks_per_child is not None and (
-            not isinstance(max_tasks_per_child, int) or max_tasks_per_child < 1
-        ):
-            raise ValueError(
-                f"max_tasks_per_child must be a positive int or None, not {max_tasks_per_child!r}"
-            )
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be a callable, not {initializer!r}")
-        self._max_workers = max_workers
-        self._options = merge_options(None, task_timeout, retries, retry_on)
-        max_memory = parse_memory(max_memory_per_child)
-        self._scheduler = make_scheduler(
-            backend,
-            address,
-            mp_context,
-            max_workers,
-            requested,
-            initializer,
-            tuple(initargs),
-            max_tasks_per_child,
-            self._options,
-            max_memory,
+        config = PoolConfig.for_executor(
+            max_workers=max_workers,
+            mp_context=mp_context,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks_per_child=max_tasks_per_child,
+            backend=backend,
+            address=address,
+            task_timeout=task_timeout,
+            retries=retries,
+            retry_on=retry_on,
+            max_memory_per_child=max_memory_per_child,
         )
+        self._config = config
+        self._options = config.options  # read by every submit: one attribute, not two
+        self._scheduler = make_scheduler(config)
         self._max_workers = self._scheduler.workers
         self._shutdown = False
         self._finalizer = weakref.finalize(self, self._scheduler.close)
@@ -231,7 +218,14 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         kw = kwargs or None
         payload = dumps_args(fn, args, kw)
         future = _Future(self._scheduler)
-        task = Task(m.CALL_KW if kw else m.CALL, fn, fn_blob, payload, future, 0, 1, options)
+        task = call_task(
+            kind=m.CALL_KW if kw else m.CALL,
+            fn=fn,
+            fn_blob=fn_blob,
+            payload=payload,
+            sink=future,
+            options=options,
+        )
         self._scheduler.submit(task)
         return future
 
@@ -277,28 +271,28 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             TimeoutError: (when iterating) a result is not ready by the deadline.
             Exception: (when iterating) what ``fn`` raised for that item.
         """
+        options = merge_options(self._options, task_timeout, retries, retry_on)
         return self._map(
-            self._scheduler.check_options(
-                merge_options(self._options, task_timeout, retries, retry_on)
-            ),
             fn,
             iterables,
-            timeout,
-            chunksize,
-            progress,
+            options=self._scheduler.check_options(options),
+            timeout=timeout,
+            chunksize=chunksize,
+            progress=progress,
         )
 
     def _map(
         self,
-        options: TaskOptions | None,
         fn: Callable[..., Any],
         iterables: tuple[Iterable[Any], ...],
+        *,
+        options: TaskOptions | None,
         timeout: float | None,
         chunksize: int | None,
         progress: Any,
     ) -> Iterator[Any]:
         self._check_open()
-        _check_chunksize(chunksize)
+        check_chunksize(chunksize)
         deadline = None if timeout is None else time.monotonic() + timeout
         fn_blob = function_cache.dumps(fn)
         if len(iterables) == 1:
@@ -312,7 +306,15 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             )
             kind = m.STARMAP
         job = MapJob(
-            self._scheduler, fn, fn_blob, source, kind, chunksize, True, None, options, progress
+            scheduler=self._scheduler,
+            fn=fn,
+            fn_blob=fn_blob,
+            iterable=source,
+            kind=kind,
+            chunksize=chunksize,
+            lazy=True,
+            options=options,
+            progress=progress,
         )
         iterator = ResultIterator(job, ordered=True, deadline=deadline)
         job._feed()
@@ -362,7 +364,14 @@ class ExecutorOptions:
         progress: Any = None,
     ) -> Iterator[Any]:
         """``executor.map`` with these options."""
-        return self._executor._map(self._options, fn, iterables, timeout, chunksize, progress)
+        return self._executor._map(
+            fn,
+            iterables,
+            options=self._options,
+            timeout=timeout,
+            chunksize=chunksize,
+            progress=progress,
+        )
 
 
 def _owned(iterator: ResultIterator, owner: object) -> Iterator[Any]:

@@ -23,21 +23,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional
 
 from . import _messages as m
+from ._backend import call_task, function_cache, make_scheduler
 from ._chunking import ChunkSizer
-from ._cpu import cpu_count
-from ._engine import Engine, Task
+from ._engine import Task
 from ._errors import PoolClosedError, TimeoutError
 from ._jobs import MapJob, ResultIterator
-from ._launch import resolve_start_method
-from ._options import DEFAULT, TaskOptions, merge_options, parse_memory
+from ._options import DEFAULT, PoolConfig, TaskOptions, check_chunksize, merge_options
 from ._payload import dumps_args
-from ._scheduler import Scheduler
-from ._serialize import FunctionCache
 from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["AsyncResult", "MapResult", "Pool"]
-
-function_cache = FunctionCache()
 
 
 class AsyncResult:
@@ -266,39 +261,24 @@ class Pool:
         max_memory_per_child: int | str | None = None,
         max_tasks_per_child: int | None = None,
     ) -> None:
-        requested = processes
-        if max_tasks_per_child is not None:
-            if maxtasksperchild is not None and maxtasksperchild != max_tasks_per_child:
-                raise ValueError("give maxtasksperchild or max_tasks_per_child, not both")
-            maxtasksperchild = max_tasks_per_child
-        if processes is None:
-            processes = cpu_count()
-        if not isinstance(processes, int) or processes < 1:
-            raise ValueError(f"Number of processes must be at least 1, not {processes!r}")
-        if maxtasksperchild is not None and (
-            not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
-        ):
-            raise ValueError(
-                f"maxtasksperchild must be a positive int or None, not {maxtasksperchild!r}"
-            )
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be a callable, not {initializer!r}")
-        self._options = merge_options(None, task_timeout, retries, retry_on)
-        max_memory = parse_memory(max_memory_per_child)
-        self._processes = processes
-        self._state = "RUN"
-        self._scheduler = make_scheduler(
-            backend,
-            address,
-            context,
-            processes,
-            requested,
-            initializer,
-            tuple(initargs),
-            maxtasksperchild,
-            self._options,
-            max_memory,
+        config = PoolConfig.for_pool(
+            processes=processes,
+            initializer=initializer,
+            initargs=initargs,
+            maxtasksperchild=maxtasksperchild,
+            max_tasks_per_child=max_tasks_per_child,
+            context=context,
+            backend=backend,
+            address=address,
+            task_timeout=task_timeout,
+            retries=retries,
+            retry_on=retry_on,
+            max_memory_per_child=max_memory_per_child,
         )
+        self._config = config
+        self._options = config.options  # read by every call: one attribute, not two
+        self._state = "RUN"
+        self._scheduler = make_scheduler(config)
         self._processes = self._scheduler.workers
         # Dropped without close(): finish what was submitted, then let the workers go.
         self._finalizer = weakref.finalize(self, self._scheduler.close)
@@ -351,7 +331,14 @@ class Pool:
         kw = dict(kwds) if kwds else None
         payload = dumps_args(func, args, kw)
         result = AsyncResult(self, callback, error_callback)
-        task = Task(m.CALL_KW if kw else m.CALL, func, fn_blob, payload, result, 0, 1, options)
+        task = call_task(
+            kind=m.CALL_KW if kw else m.CALL,
+            fn=func,
+            fn_blob=fn_blob,
+            payload=payload,
+            sink=result,
+            options=options,
+        )
         self._scheduler.submit(task)
         return result
 
@@ -376,10 +363,10 @@ class Pool:
         values: list[Any] = self._map_async(
             func,
             iterable,
-            m.MAP,
-            chunksize,
-            self._call_options(task_timeout, retries, retry_on),
-            progress,
+            kind=m.MAP,
+            chunksize=chunksize,
+            options=self._call_options(task_timeout, retries, retry_on),
+            progress=progress,
         ).get()
         return values
 
@@ -400,12 +387,12 @@ class Pool:
         return self._map_async(
             func,
             iterable,
-            m.MAP,
-            chunksize,
-            self._call_options(task_timeout, retries, retry_on),
-            progress,
-            callback,
-            error_callback,
+            kind=m.MAP,
+            chunksize=chunksize,
+            options=self._call_options(task_timeout, retries, retry_on),
+            progress=progress,
+            callback=callback,
+            error_callback=error_callback,
         )
 
     def starmap(
@@ -423,10 +410,10 @@ class Pool:
         values: list[Any] = self._map_async(
             func,
             iterable,
-            m.STARMAP,
-            chunksize,
-            self._call_options(task_timeout, retries, retry_on),
-            progress,
+            kind=m.STARMAP,
+            chunksize=chunksize,
+            options=self._call_options(task_timeout, retries, retry_on),
+            progress=progress,
         ).get()
         return values
 
@@ -447,12 +434,12 @@ class Pool:
         return self._map_async(
             func,
             iterable,
-            m.STARMAP,
-            chunksize,
-            self._call_options(task_timeout, retries, retry_on),
-            progress,
-            callback,
-            error_callback,
+            kind=m.STARMAP,
+            chunksize=chunksize,
+            options=self._call_options(task_timeout, retries, retry_on),
+            progress=progress,
+            callback=callback,
+            error_callback=error_callback,
         )
 
     def imap(
@@ -471,8 +458,14 @@ class Pool:
         The input is read lazily, a bounded window ahead of the consumer, so endless
         iterables work. ``chunksize=None`` sizes chunks from measured run times.
         """
-        call = self._call_options(task_timeout, retries, retry_on)
-        return self._imap(func, iterable, chunksize, True, call, progress)
+        return self._imap(
+            func,
+            iterable,
+            chunksize=chunksize,
+            ordered=True,
+            options=self._call_options(task_timeout, retries, retry_on),
+            progress=progress,
+        )
 
     def imap_unordered(
         self,
@@ -486,12 +479,20 @@ class Pool:
         progress: Any = None,
     ) -> ResultIterator:
         """Like ``imap``, but results come in the order they finish."""
-        call = self._call_options(task_timeout, retries, retry_on)
-        return self._imap(func, iterable, chunksize, False, call, progress)
+        return self._imap(
+            func,
+            iterable,
+            chunksize=chunksize,
+            ordered=False,
+            options=self._call_options(task_timeout, retries, retry_on),
+            progress=progress,
+        )
 
     def _call_options(
         self, task_timeout: Any = DEFAULT, retries: Any = DEFAULT, retry_on: Any = DEFAULT
     ) -> TaskOptions | None:
+        if task_timeout is DEFAULT and retries is DEFAULT and retry_on is DEFAULT:
+            return self._options  # the pool's own, which its scheduler accepted at the start
         return self._scheduler.check_options(
             merge_options(self._options, task_timeout, retries, retry_on)
         )
@@ -500,28 +501,29 @@ class Pool:
         self,
         func: Callable[..., Any],
         iterable: Iterable[Any],
+        *,
         kind: int,
         chunksize: int | None,
-        call: TaskOptions | None,
+        options: TaskOptions | None,
         progress: Any,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> MapResult:
         self._check_running()
-        _check_chunksize(chunksize)
+        check_chunksize(chunksize)
         fn_blob = function_cache.dumps(func)
         result = MapResult(self, callback, error_callback)
         job = MapJob(
-            self._scheduler,
-            func,
-            fn_blob,
-            iterable,
-            kind,
-            chunksize,
-            False,
-            result._job_done,
-            call,
-            progress,
+            scheduler=self._scheduler,
+            fn=func,
+            fn_blob=fn_blob,
+            iterable=iterable,
+            kind=kind,
+            chunksize=chunksize,
+            lazy=False,
+            on_done=result._job_done,
+            options=options,
+            progress=progress,
         )
         result.job = job
         self._scheduler.submit(job)
@@ -531,17 +533,25 @@ class Pool:
         self,
         func: Callable[..., Any],
         iterable: Iterable[Any],
+        *,
         chunksize: int | None,
         ordered: bool,
-        call: TaskOptions | None,
+        options: TaskOptions | None,
         progress: Any,
-        kind: int = m.MAP,
     ) -> ResultIterator:
         self._check_running()
-        _check_chunksize(chunksize)
+        check_chunksize(chunksize)
         fn_blob = function_cache.dumps(func)
         job = MapJob(
-            self._scheduler, func, fn_blob, iterable, kind, chunksize, True, None, call, progress
+            scheduler=self._scheduler,
+            fn=func,
+            fn_blob=fn_blob,
+            iterable=iterable,
+            kind=m.MAP,
+            chunksize=chunksize,
+            lazy=True,
+            options=options,
+            progress=progress,
         )
         iterator = job.iterate(ordered)
         iterator._pool = self  # type: ignore[attr-defined]  # keep the pool while iterating
@@ -615,33 +625,3 @@ class Pool:
         # A broken pool still takes work: each call then fails through its result, where
         # Pool users handle errors (the executor raises at submit, as the stdlib's does).
         self._scheduler.check_open(broken_raises=False)
-
-
-def make_scheduler(
-    backend: str,
-    address: Any,
-    context: Any,
-    workers: int,
-    requested: int | None,
-    initializer: Callable[..., object] | None,
-    initargs: tuple[Any, ...],
-    max_tasks: int | None,
-    options: TaskOptions | None,
-    max_memory: int | None,
-) -> Engine:
-    """The scheduler behind a Pool or an executor: local worker processes, or Dask."""
-    if backend == "local" and address is None:
-        return Scheduler(
-            resolve_start_method(context), workers, initializer, initargs, max_tasks, max_memory
-        )
-    # Imported only here: importing manycore never imports Dask.
-    from ._dask import make_backend
-
-    return make_backend(
-        backend, address, requested, initializer, initargs, max_tasks, context, options, max_memory
-    )
-
-
-def _check_chunksize(chunksize: Optional[int]) -> None:
-    if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
-        raise ValueError(f"chunksize must be a positive int or None, not {chunksize!r}")

@@ -71,7 +71,7 @@ from .._stats import PoolStatistics, WorkerStack
 from .cluster import allowed_failures, connect, import_distributed, kill_children
 from .worker import run_batch
 
-__all__ = ["DaskScheduler", "make_backend"]
+__all__ = ["DaskScheduler"]
 
 # A blob at least this large is scattered to the cluster once instead of riding in each
 # task: below it, a scatter's extra round trip costs more than resending the bytes.
@@ -100,57 +100,6 @@ CLOSE_TIMEOUT = 20.0  # seconds to close a client or a cluster manycore started
 
 
 _Blob = Any  # bytes, or a distributed.Future of bytes (scattered)
-
-
-def make_backend(
-    backend: str,
-    address: Any,
-    processes: int | None,
-    initializer: Callable[..., object] | None,
-    initargs: tuple[Any, ...],
-    max_tasks: int | None,
-    context: Any,
-    options: TaskOptions | None = None,
-    max_memory: int | None = None,
-) -> DaskScheduler:
-    """The scheduler for ``backend=``/``address=`` other than the local default.
-
-    Raises:
-        ValueError: an unknown backend, an ``address`` without ``backend="dask"``, or an
-            option the Dask backend cannot honour (a start method, a task quota).
-        ImportError: Dask is not installed (the message says how to install it).
-        OSError: the scheduler at ``address`` could not be reached.
-    """
-    if backend != "dask":
-        if backend == "local":
-            raise ValueError(
-                f"address={address!r} needs backend='dask': the local backend runs worker "
-                "processes on this machine and connects to nothing"
-            )
-        raise ValueError(f"unknown backend {backend!r}: use 'local' (the default) or 'dask'")
-    if context is not None:
-        raise ValueError(
-            "a start method (context=/mp_context=) has no meaning with backend='dask': Dask "
-            "workers are started by the cluster; leave it out"
-        )
-    if max_tasks is not None:
-        raise ValueError(
-            "maxtasksperchild/max_tasks_per_child is not supported with backend='dask': "
-            "Dask workers are not replaced per task; leave it out (or use the local backend)"
-        )
-    if max_memory is not None:
-        raise ValueError(
-            "max_memory_per_child is not supported with backend='dask': set the Dask "
-            "workers' memory limits (`dask worker --memory-limit`) instead"
-        )
-    scheduler = DaskScheduler(address, processes, initializer, initargs)
-    try:
-        scheduler.check_options(options)
-    except BaseException:
-        scheduler.terminate()
-        scheduler.join()
-        raise
-    return scheduler
 
 
 def _import_distributed() -> Any:
