@@ -55,6 +55,7 @@ class MapJob:
 
     def __init__(
         self,
+        *,
         scheduler: Engine,
         fn: Callable[..., Any],
         fn_blob: bytes,
