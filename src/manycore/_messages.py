@@ -27,7 +27,7 @@ runs Python code for every item while a tuple is rebuilt in C::
 
 ``fn`` and ``payload`` were pickled on the caller's thread, so the batch frame only copies
 them. A payload with big buffers is a small header naming a shared-memory segment
-(``_serialize.dumps_payload``): arguments' segments belong to the owner until the task
+(``_payload.dumps_payload``): arguments' segments belong to the owner until the task
 settles; results' segments are handed to the owner, which claims them on reading.
 """
 
@@ -77,7 +77,7 @@ class WorkerConfig(NamedTuple):
     cwd: str
     initializer: Optional[bytes]  # pickled (fn, args), or None
     max_tasks: Optional[int]
-    # Big buffers (see _serialize.dumps_payload): the pool's threshold (None: pipes only), and
+    # Big buffers (see _payload.dumps_payload): the pool's threshold (None: pipes only), and
     # the name prefix of the segments this worker hands its results over in.
     shm_threshold: Optional[int] = None
     shm_prefix: Optional[str] = None

@@ -544,7 +544,7 @@ class DaskScheduler(Engine):
 
 def _portable(blob: bytes) -> bytes:
     """A payload any machine can read. The local backend may lay big arguments out in this
-    machine's shared memory (``_serialize.dumps_payload``: a ``bytes`` subclass whose bytes
+    machine's shared memory (``_payload.dumps_payload``: a ``bytes`` subclass whose bytes
     are a header naming the segment); a Dask worker may be elsewhere, so those are pickled
     again in-band (one more copy; large ones are then scattered)."""
     if type(blob) is bytes:
