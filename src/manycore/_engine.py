@@ -18,9 +18,11 @@ Who runs where::
 What the core owns: the inbox, the FIFO and picking a batch from it, retries, rejection,
 the open/closing/broken state, close/terminate/join, requests run on the engine thread,
 the counters of ``statistics()``, the per-function memory of item times, and the chunking
-policy below. What a transport adds: ``_wait`` (block until something happens, then act on
-it), ``_dispatch`` (send batches while workers have room), ``_take_in_flight`` (hand back
-what its workers hold when everything must be rejected), ``_stop`` and ``_release``.
+policy below. What a transport adds: ``wake`` (rouse its thread from ``_wait``), ``_wait``
+(block until something happens, then act on it), ``_dispatch`` (send batches while workers
+have room), ``_busy`` (whether its workers hold tasks), ``_take_in_flight`` (hand back what
+its workers hold when everything must be rejected), ``_statistics``, ``_stop`` and
+``_release``.
 
 Guarantees:
 
@@ -63,6 +65,7 @@ from . import _messages as m
 from ._chunking import FLOOR_SECONDS, ChunkSizer
 from ._errors import ManycoreError, PoolBrokenError, PoolClosedError, describe_call
 from ._options import TaskOptions
+from ._outcome import outcome_error, unpickling_error
 from ._payload import loads
 from ._serialize import dumps
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
@@ -560,6 +563,18 @@ class Engine:
                 self.per_item.clear()  # a crude bound: estimates are cheap to relearn
             self.per_item[fn_blob] = sizer.per_item
 
+    def _fail_outcome(
+        self, task: Task, status: int, payload: bytes, unpickling: Exception | None
+    ) -> None:
+        """Fail ``task`` (or retry it) for an outcome that is not a value: the worker's
+        RAISED/FAILED ``payload``, or an OK one whose value could not be unpickled here
+        (``unpickling``, the exception that stopped it)."""
+        if unpickling is not None:
+            self._fail(task, unpickling_error(task, unpickling), None)
+            return
+        error, partial = outcome_error(task, status, payload)
+        self._fail(task, error, partial)
+
     def _fail(self, task: Task, error: BaseException, partial: Any) -> None:
         """Settle ``task`` with ``error``, or run it again if its retries allow."""
         options = task.options
@@ -609,8 +624,11 @@ class Engine:
         self, workers: tuple[WorkerStatistics, ...], running: int, ipc_time: float
     ) -> PoolStatistics:
         """The pool-wide counters, with the transport's figures."""
-        queued = sum(1 for item in self._fifo if isinstance(item, Task))
-        queued += sum(1 for item in self._inbox if isinstance(item, Task))
+        # Copies made in one step under the GIL: the Dask backend reads these from the
+        # caller's thread while the dispatcher changes them.
+        fifo, inbox = tuple(self._fifo), tuple(self._inbox)
+        queued = sum(1 for item in fifo if isinstance(item, Task))
+        queued += sum(1 for item in inbox if isinstance(item, Task))
         return PoolStatistics(
             workers=workers,
             tasks_queued=queued,
@@ -620,7 +638,7 @@ class Engine:
             tasks_retried=self._retried,
             tasks_timed_out=self._timed_out,
             tasks_cancelled=self._cancelled,
-            jobs_pending=sum(1 for item in self._fifo if not isinstance(item, Task)),
+            jobs_pending=sum(1 for item in fifo if not isinstance(item, Task)),
             ipc_time=ipc_time,
             uptime=time.perf_counter() - self._started,
         )
@@ -672,9 +690,10 @@ def call_sink(method: Callable[..., None], *args: Any) -> None:
         traceback.print_exc()
 
 
-def terminate_all() -> None:
-    """At interpreter exit, stop every pool still running (as the stdlib does)."""
-    engines = list(_live)
+def terminate_all(kind: type[Engine] | None = None) -> None:
+    """At interpreter exit, stop every pool still running (as the stdlib does); with
+    ``kind``, only the pools of that backend."""
+    engines = [engine for engine in _live if kind is None or isinstance(engine, kind)]
     for engine in engines:
         engine.terminate()
     for engine in engines:

@@ -191,7 +191,6 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             retry_on=retry_on,
             max_memory_per_child=max_memory_per_child,
         )
-        self._config = config
         self._options = config.options  # read by every submit: one attribute, not two
         self._scheduler = make_scheduler(config)
         self._max_workers = self._scheduler.workers

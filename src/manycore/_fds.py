@@ -29,6 +29,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "ASYNC_SIGNALS",
+    "close_internal",
     "flush_stdio",
     "forget_internal_fd",
     "internal_fd",
@@ -52,6 +53,16 @@ def internal_fd(fd: int) -> int:
 def forget_internal_fd(fd: int) -> None:
     """Unregister ``fd``; call it before closing the descriptor."""
     _internal_fds.discard(fd)
+
+
+def close_internal(fd: int) -> None:
+    """Unregister ``fd`` (before the number can be reused) and close it, ignoring a
+    descriptor that is closed already."""
+    _internal_fds.discard(fd)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _after_fork_in_child() -> None:

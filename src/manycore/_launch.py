@@ -66,7 +66,6 @@ __all__ = [
     "START_METHODS",
     "Child",
     "Launcher",
-    "WorkerProcess",
     "default_start_method",
     "describe_status",
     "fork_server_pid",
@@ -212,10 +211,10 @@ class Child:
         fd, self.sentinel = self.sentinel, -1
         if fd >= 0:
             forget_internal_fd(fd)  # before the number can be reused
-            os.close(fd)
-
-
-WorkerProcess = Child  # the scheduler's name for a started worker
+            try:
+                os.close(fd)
+            except OSError:  # closed already (a user closed ``Process.sentinel``)
+                pass
 
 
 class OwnChild(Child):

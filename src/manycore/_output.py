@@ -63,7 +63,7 @@ import threading
 import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
-from ._fds import forget_internal_fd, internal_fd, start_helper_thread
+from ._fds import close_internal, internal_fd, start_helper_thread
 
 __all__ = [
     "ENV_VAR",
@@ -502,7 +502,7 @@ class ProcessOutput:
     def started(self) -> None:
         """The child has its copies: close ours and start reading."""
         for _, w in self._pipes.values():
-            _close(w)
+            close_internal(w)
         readers = {r: stream for stream, (r, _) in self._pipes.items()}
         self._pipes = {}
         thread = threading.Thread(
@@ -583,17 +583,9 @@ def _copy(fd: int, stream_no: int, decoder: Any) -> bool:
     return bool(data)
 
 
-def _close(fd: int) -> None:
-    forget_internal_fd(fd)  # before the number can be reused
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
-        _close(fd)
+        close_internal(fd)
 
 
 def redirect_child(write_fds: dict[int, int]) -> None:

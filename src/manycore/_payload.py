@@ -52,13 +52,12 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Optional
 
-from . import _shm
+from . import _buffers, _shm
 from ._buffers import (
     fill,
     layout,
     set_shm_threshold,
     shm_failed,
-    shm_threshold,
     split_buffers,
     unpickle_buffers,
 )
@@ -72,6 +71,7 @@ __all__ = [
     "drop_segments",
     "dumps_args",
     "dumps_payload",
+    "dumps_result",
     "loads",
     "pack",
     "payload_size",
@@ -139,7 +139,7 @@ def dumps_payload(obj: Any, *, handoff: bool = False, reuse: Optional[bool] = No
     Raises:
         Exception: what ``dumps`` raises for an object that cannot be pickled.
     """
-    threshold = shm_threshold()
+    threshold = _buffers._threshold  # an attribute read: this runs for every task
     if threshold is None:
         return dumps(obj)
     data, raws, persistent = split_buffers(obj, threshold)
@@ -148,6 +148,19 @@ def dumps_payload(obj: Any, *, handoff: bool = False, reuse: Optional[bool] = No
     if reuse is None:
         reuse = not handoff
     return _place(data, raws, persistent, handoff, reuse)
+
+
+def dumps_result(obj: Any) -> bytes:
+    """``dumps_payload(obj, handoff=True, reuse=True)``: a pool worker's result, whose big
+    buffers are handed over in a block the worker may reuse once the owner has read it.
+    One plain call per result (a ``functools.partial`` with keywords builds a dict each time)."""
+    threshold = _buffers._threshold
+    if threshold is None:
+        return dumps(obj)
+    data, raws, persistent = split_buffers(obj, threshold)
+    if not raws:
+        return data
+    return _place(data, raws, persistent, True, True)
 
 
 def _place(

@@ -129,7 +129,10 @@ class AsyncResult:
         return not self._ready
 
     def _cancel(self) -> None:
-        self.cancel()
+        # The engine cancels what waits in its queue: nothing of it runs, so there is no
+        # worker to stop (``cancel()`` does that for a running call).
+        if not self._ready:
+            self._reject(None, concurrent.futures.CancelledError(), None)
 
     def _resolve(self, task: Task | None, value: Any) -> None:
         if self._ready:  # cancelled before it finished
@@ -275,7 +278,6 @@ class Pool:
             retry_on=retry_on,
             max_memory_per_child=max_memory_per_child,
         )
-        self._config = config
         self._options = config.options  # read by every call: one attribute, not two
         self._state = "RUN"
         self._scheduler = make_scheduler(config)

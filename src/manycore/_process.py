@@ -65,7 +65,7 @@ from ._errors import (
     ArgumentUnpicklingError,
     format_remote,
 )
-from ._fds import forget_internal_fd, internal_fd
+from ._fds import close_internal, internal_fd
 from ._outcome import exception_parts, rebuild_exception
 
 __all__ = [
@@ -356,11 +356,7 @@ def _release(child: _launch.Child, fds: list[int]) -> None:
 
 def _close_fds(fds: list[int]) -> None:
     for fd in fds:
-        forget_internal_fd(fd)  # before the number can be reused
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+        close_internal(fd)
 
 
 _hooked = False

@@ -10,7 +10,7 @@ Who runs where::
 
     user threads                         scheduler thread ("manycore-scheduler")
     ------------                         ---------------------------------------
-    submit(Task) / add_source(job)  ──►  inbox ─► FIFO of sources (tasks and jobs)
+    submit(Task) / submit(job)      ──►  inbox ─► FIFO of sources (tasks and jobs)
     wake() (a pipe byte, only when       dispatch: CallBatch to each worker with room
       the scheduler sleeps)              poll(): worker sockets, the wake-up pipe
                                          ResultBatch ─► sink._resolve / sink._reject
@@ -64,9 +64,9 @@ from ._buffers import shm_threshold
 from ._diagnosis import dump_stacks, lost_error, size, startup_error
 from ._engine import IN_FLIGHT_BATCHES, Engine, Request, Sink, Task, call_sink
 from ._errors import PoolBrokenError, TaskTimeoutError
-from ._fds import forget_internal_fd, internal_fd, start_helper_thread
-from ._launch import Launcher, WorkerProcess, describe_status
-from ._outcome import initializer_error, outcome_error, unpickling_error
+from ._fds import close_internal, forget_internal_fd, internal_fd, start_helper_thread
+from ._launch import Child, Launcher, describe_status
+from ._outcome import initializer_error
 from ._payload import loads
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 from ._transport import OwnerChannel
@@ -90,7 +90,7 @@ class _Slot:
     def __init__(
         self,
         index: int,
-        proc: WorkerProcess,
+        proc: Child,
         chan: OwnerChannel,
         quota: int | None,
         shm_prefix: str = "",
@@ -179,7 +179,7 @@ class Scheduler(Engine):
         internal_fd(self._wake_w)
         # Closed when the scheduler is collected, never before: user threads may call wake()
         # until then, and a closed number could meanwhile name someone else's descriptor.
-        weakref.finalize(self, _close_quietly, self._wake_w)
+        weakref.finalize(self, close_internal, self._wake_w)
         self._lifeline_r, self._lifeline_w = os.pipe()
         internal_fd(self._lifeline_w)
         self._board_fd, self._board = make_board(workers)
@@ -482,11 +482,7 @@ class Scheduler(Engine):
         self, task: Task, status: int, payload: bytes, unpickling: Exception | None
     ) -> None:
         self._done -= 1  # counted as done by _settle_batch; it is a failure (or a retry)
-        if unpickling is not None:
-            self._fail(task, unpickling_error(task, unpickling), None)
-            return
-        error, partial = outcome_error(task, status, payload)
-        self._fail(task, error, partial)
+        self._fail_outcome(task, status, payload, unpickling)
 
     # dispatch ---------------------------------------------------------------
 
@@ -670,11 +666,7 @@ class Scheduler(Engine):
     def _release(self) -> None:
         _payload.pool_closed()
         for fd in (self._wake_r, self._lifeline_w, self._lifeline_r, self._board_fd):
-            forget_internal_fd(fd)
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            close_internal(fd)
         self._lifeline_w = self._lifeline_r = self._board_fd = -1
         self._board.close()  # its mapping holds a copy of the memfd
         # The write end of the wake-up pipe stays open until the scheduler is collected:
@@ -710,14 +702,6 @@ def _cwd() -> str:
         return os.getcwd()
     except OSError:
         return ""
-
-
-def _close_quietly(fd: int) -> None:
-    forget_internal_fd(fd)
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 def _sooner(wait: float | None, other: float) -> float:

@@ -29,7 +29,7 @@ never lingers after the work that needed it.
 
 Why not an inherited tracker pipe (as the stdlib's resource tracker does): workers forked by
 manycore's fork server have every inherited descriptor pointed at ``/dev/null`` (see
-``_launch.neutralize_inherited``), so registrations written to an inherited pipe would go
+``_fds.neutralize_inherited``), so registrations written to an inherited pipe would go
 nowhere. Instead the tracker belongs to the process that registers: each process uses a
 tracker it started itself (checked by pid), and a forked child closes its copy of the parent's
 socket, so the parent's tracker still sees EOF when the parent dies.

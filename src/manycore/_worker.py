@@ -1,4 +1,4 @@
-"""The worker process: its entry points and its loop.
+"""The worker process: its entry point (``ENTRY``) and its loop.
 
 Who runs where, inside one worker::
 
@@ -31,7 +31,6 @@ Guarantees:
 from __future__ import annotations
 
 import faulthandler
-import functools
 import mmap
 import multiprocessing
 import os
@@ -47,7 +46,7 @@ from . import _output, _payload
 from ._board import BOARD_SKIPS, BOARD_SLOT, BOARD_STRIDE
 from ._fds import flush_stdio, start_helper_thread
 from ._outcome import CANCELLED, CallRunner, run_initializer
-from ._payload import dumps_payload, loads
+from ._payload import dumps_result, loads
 from ._serialize import WorkerFunctionCache, dumps
 
 __all__ = [
@@ -148,9 +147,7 @@ class _Worker:
         self.board = board
         self.runner = CallRunner(
             WorkerFunctionCache().get,
-            # Big buffers of a result are handed over in shared memory, in a block this
-            # worker may reuse once the owner has read it.
-            functools.partial(dumps_payload, handoff=True, reuse=True),
+            dumps_result,
             "the worker",
             "Their class or module must be importable in the worker (check sys.path and "
             "that the module does not fail on import).",

@@ -171,7 +171,3 @@ def _reap(status_fds: dict[int, int]) -> None:
             except OSError:
                 pass
             os.close(fd)
-
-
-if __name__ == "__main__":  # pragma: no cover - started as ``python -m manycore._zygote N``
-    serve(int(sys.argv[1]))

@@ -64,7 +64,7 @@ from .. import _messages as m
 from .._engine import IN_FLIGHT_BATCHES, Engine, Task, call_sink
 from .._errors import PoolBrokenError, WorkerLostError
 from .._options import TaskOptions
-from .._outcome import initializer_error, outcome_error, unpickling_error
+from .._outcome import initializer_error
 from .._payload import loads
 from .._serialize import dumps
 from .._stats import PoolStatistics, WorkerStack
@@ -108,7 +108,9 @@ def _import_distributed() -> Any:
     if not _exit_hook:
         # Registered after Dask's own exit hooks, so it runs before them (atexit is LIFO):
         # our pools stop while their clients and clusters still work.
-        atexit.register(_engine.terminate_all)
+        # Only Dask pools: local ones stop at the core's own hook, after every atexit hook
+        # registered before them, as they always have.
+        atexit.register(_engine.terminate_all, DaskScheduler)
         _exit_hook = True
     return distributed
 
@@ -183,11 +185,12 @@ class DaskScheduler(Engine):
         try:
             # Runs Dask itself makes of a task whose worker dies, before it reports it.
             self._dask_runs = 1 + allowed_failures(self._client, self._cluster)
-            workers = self._count_workers()
+            # Inside the try: an initializer that cannot be pickled raises here, and the
+            # client (or the cluster we started) must not outlive the failed constructor.
+            super().__init__(self._count_workers(), initializer, initargs)
         except BaseException:
             self._disconnect()
             raise
-        super().__init__(workers, initializer, initargs)
         self._token = f"{os.getpid()}-{uuid.uuid4().hex}"
         self._init_part: _Blob = None
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
@@ -209,9 +212,17 @@ class DaskScheduler(Engine):
             )
         return options
 
+    def statistics(self) -> PoolStatistics:
+        """The pool-wide counters, read from the caller's thread: the dispatcher may be
+        waiting on the cluster for seconds (a fetch, a close), and counters a batch old are
+        worth more than a call that blocks that long."""
+        return self._statistics()
+
     def _statistics(self) -> PoolStatistics:
         """The pool-wide counters; Dask keeps its own per-worker figures (its dashboard)."""
-        running = sum(len(batch.tasks) for batch in self._in_flight.values())
+        # tuple() copies the values in one step under the GIL: the dispatcher may change
+        # the dict meanwhile.
+        running = sum(len(batch.tasks) for batch in tuple(self._in_flight.values()))
         return self._pool_statistics((), running, 0.0)
 
     def stacks(self, timeout: float = 2.0) -> tuple[WorkerStack, ...]:
@@ -457,13 +468,12 @@ class DaskScheduler(Engine):
                 try:
                     value = loads(payload)
                 except Exception as exc:
-                    self._fail(task, unpickling_error(task, exc), None)
+                    self._fail_outcome(task, status, payload, exc)
                     continue
                 self._done += 1
                 call_sink(task.sink._resolve, task, value)
             else:
-                error, partial = outcome_error(task, status, payload)
-                self._fail(task, error, partial)
+                self._fail_outcome(task, status, payload, None)
         if single_items:
             self.single_sizer.record(single_items, single_time / CHUNK_SCALE)
 
