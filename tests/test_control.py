@@ -179,7 +179,11 @@ def test_timeouts_of_single_calls(start_method: Optional[str], tmp_path: Path) -
 def test_timeouts_of_maps(start_method: Optional[str]) -> None:
     item3 = functools.partial(w.slow_if, slow=3, seconds=LONG)
     squares = [i * i for i in range(8)]
-    with manycore.Pool(2, context=start_method) as pool:
+    # Every worker, replacements included, imports the workloads in its initializer: a
+    # fresh spawned worker's first import of them can take longer than the 0.3 s timeout
+    # on a loaded machine, and a task's clock runs while its function is rebuilt.
+    warm = {"initializer": w.square, "initargs": (0,)}
+    with manycore.Pool(2, context=start_method, **warm) as pool:
         err = expect(manycore.TaskTimeoutError, lambda: pool.map(item3, range(8), task_timeout=0.3))
         check_timeout_error(err, "slow_if", 0.3)
         stopped = {err.pid}
@@ -212,7 +216,7 @@ def test_timeouts_of_maps(start_method: Optional[str]) -> None:
         full_strength(pool, 2, dead=stopped)
         assert pool.map(item3, [0, 1, 2], task_timeout=5) == squares[:3]
 
-    with manycore.ProcessPoolExecutor(2, mp_context=start_method) as ex:
+    with manycore.ProcessPoolExecutor(2, mp_context=start_method, **warm) as ex:
         results = ex.map(item3, range(8), task_timeout=0.3)
         got, error = helpers.call_with_timeout(collect_until_error(results))
         assert got == squares[:3]
