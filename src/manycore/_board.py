@@ -1,72 +1,134 @@
 """The board: one shared page where each pool worker says what it is running.
 
-The local scheduler makes the board (``make_board``) and hands its descriptor to every
-worker it starts; each worker maps it and writes into its own stride. Layout of worker
-``i``'s stride, at byte ``i * BOARD_STRIDE``::
+The local scheduler makes the board (``Board.create``) and hands its descriptor to every
+worker it starts; each worker maps it (``Board.attach``) and writes into its own stride.
+The page is a row of 8-byte cells; worker ``i``'s stride is the ``CELLS`` cells from
+``i * CELLS``::
 
-    BOARD_SLOT   <q d>   the running task's id (-1 when idle) and when it started
-    BOARD_SKIPS  <4q>    ids of up to four tasks of its batches cancelled before they
-                         started: the owner writes them, the worker skips them (-1: none)
+    cell 0       RUNNING   the running task's id (-1 when idle)
+    cell 1       STARTED   when it started (a float)
+    cells 2..5   SKIPS     ids of up to four tasks of its batches cancelled before they
+                           started: the owner writes them, the worker skips them (-1: none)
 
 The start time is on the clock that ``time.perf_counter`` and ``time.monotonic`` share on
 Linux (CLOCK_MONOTONIC, machine-wide), so the owner can tell how long a task has run.
 
-Guarantees: the worker writes only ``BOARD_SLOT`` of its own stride and the owner only
-``BOARD_SKIPS``; each is a single aligned write of at most 32 bytes, read whole or a little
-stale, never torn in a way that names a task of another worker.
+Guarantees: the worker writes only the RUNNING and STARTED cells of its own stride and the
+owner only the SKIPS cells. Every cell is read and written whole, through typed views of the
+mapping (one aligned 8-byte load or store each; ``struct.pack_into`` would not do: it clears
+the target before packing, so a reader can see a zero that nobody wrote). A task and its start
+time are two cells, so they follow a small sequence lock whose sequence is the task id (ids
+are never reused): the worker stores -1, then the start time, then the new id
+(``mark_running``); the owner reads the id, the time, then the id again (``running``) and
+takes the pair only when both ids agree. The owner never pairs a task with the start time
+of another one (which once timed a task out as soon as it started, "after" the machine's
+whole uptime).
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-import struct
 
-__all__ = [
-    "BOARD_SKIPS",
-    "BOARD_SLOT",
-    "BOARD_STRIDE",
-    "SKIPS",
-    "make_board",
-    "read_slot",
-    "reset",
-    "write_skips",
-]
+__all__ = ["CELLS", "SKIPS", "Board"]
 
-BOARD_SLOT = struct.Struct("<qd")
-BOARD_SKIPS = struct.Struct("<4q")
-BOARD_STRIDE = BOARD_SLOT.size + BOARD_SKIPS.size  # bytes per worker on the board
-SKIPS = BOARD_SKIPS.size // 8  # cancelled tasks a stride can name
+CELLS = 6  # cells per worker: RUNNING, STARTED and the SKIPS
+_RUNNING, _STARTED, _SKIPS = 0, 1, 2
+SKIPS = CELLS - _SKIPS  # cancelled tasks a stride can name
 
 
-def make_board(workers: int) -> tuple[int, mmap.mmap]:
-    """A shared page (a memory file and its mapping) with a stride for each worker."""
-    size = max(mmap.PAGESIZE, workers * BOARD_STRIDE)
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("manycore-board", os.MFD_CLOEXEC)
-    else:  # pragma: no cover - non-Linux
-        import tempfile
+class Board:
+    """A mapping of the board and its two typed views (the same cells as ints and floats)."""
 
-        handle, path = tempfile.mkstemp(prefix="manycore-board-")
-        os.unlink(path)
-        fd = handle
-    os.ftruncate(fd, size)
-    return fd, mmap.mmap(fd, size)
+    def __init__(self, fd: int, mapping: mmap.mmap) -> None:
+        self.fd = fd  # -1 in a worker, which closes its copy once mapped
+        self._mapping = mapping
+        raw = memoryview(mapping)
+        self._ints = raw.cast("q")
+        self._floats = raw.cast("d")
+        raw.release()
 
+    @classmethod
+    def create(cls, workers: int) -> Board:
+        """A new board (a memory file and its mapping) with a stride for each worker."""
+        size = max(mmap.PAGESIZE, workers * CELLS * 8)
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("manycore-board", os.MFD_CLOEXEC)
+        else:  # pragma: no cover - non-Linux
+            import tempfile
 
-def reset(board: mmap.mmap, index: int) -> None:
-    """Clear worker ``index``'s stride before a new process takes that seat."""
-    BOARD_SLOT.pack_into(board, index * BOARD_STRIDE, -1, 0.0)
-    BOARD_SKIPS.pack_into(board, index * BOARD_STRIDE + BOARD_SLOT.size, *([-1] * SKIPS))
+            fd, path = tempfile.mkstemp(prefix="manycore-board-")
+            os.unlink(path)
+        os.ftruncate(fd, size)
+        return cls(fd, mmap.mmap(fd, size))
 
+    @classmethod
+    def attach(cls, fd: int) -> Board:
+        """Map the board a worker was handed; the descriptor is closed."""
+        try:
+            return cls(-1, mmap.mmap(fd, 0))
+        finally:
+            os.close(fd)
 
-def read_slot(board: mmap.mmap, index: int) -> tuple[int, float]:
-    """(the id of the task worker ``index`` runs or -1, when it started)."""
-    return BOARD_SLOT.unpack_from(board, index * BOARD_STRIDE)
+    def close(self) -> None:
+        """Unmap the board (the memory file lives while a mapping or descriptor does)."""
+        self._ints.release()
+        self._floats.release()
+        self._mapping.close()
 
+    # owner side ----------------------------------------------------------------
 
-def write_skips(board: mmap.mmap, index: int, task_ids: set[int]) -> None:
-    """Tell worker ``index`` to skip these cancelled tasks (the lowest ``SKIPS`` of them)."""
-    first = sorted(task_ids)[:SKIPS]
-    first += [-1] * (SKIPS - len(first))
-    BOARD_SKIPS.pack_into(board, index * BOARD_STRIDE + BOARD_SLOT.size, *first)
+    def reset(self, index: int) -> None:
+        """Clear worker ``index``'s stride before a new process takes that seat."""
+        base = index * CELLS
+        self._ints[base + _RUNNING] = -1
+        self._floats[base + _STARTED] = 0.0
+        for cell in range(base + _SKIPS, base + CELLS):
+            self._ints[cell] = -1
+
+    def running(self, index: int) -> tuple[int, float]:
+        """(the id of the task worker ``index`` runs or -1, when it started).
+
+        The id is read before and after the time; when they differ the worker was moving
+        to its next task, and the read is tried again (a worker stores a slot in well under
+        a microsecond; after 100 tries the answer is "between tasks").
+        """
+        ints, at = self._ints, index * CELLS + _RUNNING
+        for _ in range(100):
+            task_id = ints[at]
+            started = self._floats[at + 1]
+            if ints[at] == task_id:
+                return task_id, started
+        return -1, 0.0
+
+    def write_skips(self, index: int, task_ids: set[int]) -> None:
+        """Tell worker ``index`` to skip these cancelled tasks (the lowest ``SKIPS`` of them)."""
+        first = sorted(task_ids)[:SKIPS]
+        first += [-1] * (SKIPS - len(first))
+        base = index * CELLS + _SKIPS
+        for offset, task_id in enumerate(first):
+            self._ints[base + offset] = task_id
+
+    # worker side ---------------------------------------------------------------
+
+    def mark_running(self, index: int, task_id: int, started: float) -> None:
+        """Worker ``index`` now runs ``task_id``, since ``started``.
+
+        The id goes to -1 while the time changes, and the new id is stored last: an owner
+        that reads the same id before and after the time has read that id's own time.
+        """
+        at = index * CELLS
+        ints = self._ints
+        ints[at] = -1
+        self._floats[at + _STARTED] = started
+        ints[at] = task_id
+
+    def mark_idle(self, index: int) -> None:
+        """Worker ``index`` runs nothing."""
+        self._ints[index * CELLS] = -1
+
+    def skipped(self, index: int, task_id: int) -> bool:
+        """Whether the owner asked worker ``index`` to skip ``task_id``."""
+        base = index * CELLS + _SKIPS
+        ints = self._ints
+        return any(ints[cell] == task_id for cell in range(base, base + SKIPS))

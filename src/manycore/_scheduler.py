@@ -57,9 +57,9 @@ import weakref
 from collections import deque
 from typing import Any, Callable
 
-from . import _board, _output, _payload, _shm
 from . import _messages as m
-from ._board import make_board
+from . import _output, _payload, _shm
+from ._board import Board
 from ._buffers import shm_threshold
 from ._diagnosis import dump_stacks, lost_error, size, startup_error
 from ._engine import IN_FLIGHT_BATCHES, Engine, Request, Sink, Task, call_sink
@@ -182,7 +182,7 @@ class Scheduler(Engine):
         weakref.finalize(self, close_internal, self._wake_w)
         self._lifeline_r, self._lifeline_w = os.pipe()
         internal_fd(self._lifeline_w)
-        self._board_fd, self._board = make_board(workers)
+        self._board = Board.create(workers)
         self._poller = select.poll()
         self._poller.register(self._wake_r, select.POLLIN)
         _payload.pool_opened()
@@ -298,7 +298,7 @@ class Scheduler(Engine):
             if not slot.watched():
                 continue
             watching = True
-            running, started = _board.read_slot(self._board, slot.index)
+            running, started = self._board.running(slot.index)
             task = slot.tasks.get(running)
             if task is None:  # between tasks: look again soon
                 wait = _sooner(wait, WATCH_TICK)
@@ -352,7 +352,7 @@ class Scheduler(Engine):
         for slot in list(self._slots.values()):
             if slot.stopping:
                 continue
-            running = _board.read_slot(self._board, slot.index)[0]
+            running = self._board.running(slot.index)[0]
             for task in list(slot.tasks.values()):
                 if task.sink is sink:
                     if task.id == running:
@@ -361,7 +361,7 @@ class Scheduler(Engine):
                     slot.cancels.add(task.id)
                     self._watching = True
             if slot.cancels:  # the worker skips these when it comes to them
-                _board.write_skips(self._board, slot.index, slot.cancels)
+                self._board.write_skips(slot.index, slot.cancels)
 
     # statistics and stacks ---------------------------------------------------
 
@@ -392,7 +392,7 @@ class Scheduler(Engine):
         now = time.perf_counter()
         busy = []
         for slot in self._slots.values():
-            running, started = _board.read_slot(self._board, slot.index)
+            running, started = self._board.running(slot.index)
             task = slot.tasks.get(running)
             if task is not None:
                 busy.append((slot.index, slot.proc.pid, slot.stack_fd, task, now - started))
@@ -529,10 +529,10 @@ class Scheduler(Engine):
     def _start_worker(self) -> None:
         index = self._free_indexes.pop(0)
         ours, theirs = socket.socketpair()
-        _board.reset(self._board, index)
+        self._board.reset(index)
         try:
             proc = self.launcher.start_child(
-                WORKER_ENTRY, [theirs.fileno(), self._lifeline_r, self._board_fd]
+                WORKER_ENTRY, [theirs.fileno(), self._lifeline_r, self._board.fd]
             )
         except BaseException:
             ours.close()
@@ -567,7 +567,7 @@ class Scheduler(Engine):
         del self._slots[fd]
         forget_internal_fd(fd)
         slot.chan.close()
-        running = _board.read_slot(self._board, slot.index)[0]
+        running = self._board.running(slot.index)[0]
         self._free_indexes.append(slot.index)
         status = slot.proc.wait(STATUS_WAIT)
         if status is None:  # its socket closed but it lives on: make sure it is gone
@@ -665,9 +665,9 @@ class Scheduler(Engine):
 
     def _release(self) -> None:
         _payload.pool_closed()
-        for fd in (self._wake_r, self._lifeline_w, self._lifeline_r, self._board_fd):
+        for fd in (self._wake_r, self._lifeline_w, self._lifeline_r, self._board.fd):
             close_internal(fd)
-        self._lifeline_w = self._lifeline_r = self._board_fd = -1
+        self._lifeline_w = self._lifeline_r = self._board.fd = -1
         self._board.close()  # its mapping holds a copy of the memfd
         # The write end of the wake-up pipe stays open until the scheduler is collected:
         # user threads may still call wake(), and a write nobody reads is harmless.

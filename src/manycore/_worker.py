@@ -31,7 +31,6 @@ Guarantees:
 from __future__ import annotations
 
 import faulthandler
-import mmap
 import multiprocessing
 import os
 import signal
@@ -43,7 +42,7 @@ from typing import Any, Callable
 
 from . import _messages as m
 from . import _output, _payload
-from ._board import BOARD_SKIPS, BOARD_SLOT, BOARD_STRIDE
+from ._board import Board
 from ._fds import flush_stdio, start_helper_thread
 from ._outcome import CANCELLED, CallRunner, run_initializer
 from ._payload import dumps_result, loads
@@ -76,10 +75,7 @@ def run_worker(chan_fd: int, lifeline_fd: int, board_fd: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _start_watchdog(lifeline_fd)
     chan = _Channel(socket.socket(fileno=chan_fd))
-    try:
-        board = mmap.mmap(board_fd, 0)
-    finally:
-        os.close(board_fd)
+    board = Board.attach(board_fd)
     try:
         return _Worker(chan, board).run()
     except EOFError:  # the owner closed our socket: it is terminating us
@@ -142,7 +138,7 @@ class _Channel:
 
 
 class _Worker:
-    def __init__(self, chan: _Channel, board: mmap.mmap) -> None:
+    def __init__(self, chan: _Channel, board: Board) -> None:
         self.chan = chan
         self.board = board
         self.runner = CallRunner(
@@ -152,7 +148,7 @@ class _Worker:
             "Their class or module must be importable in the worker (check sys.path and "
             "that the module does not fail on import).",
         )
-        self.offset = 0
+        self.slot = 0
         self.tasks_done = 0
         self.max_tasks: int | None = None
         self.max_memory: int | None = None
@@ -160,7 +156,7 @@ class _Worker:
 
     def run(self) -> int:
         config: m.WorkerConfig = self.chan.recv()
-        self.offset = config.slot * BOARD_STRIDE
+        self.slot = config.slot
         self.max_tasks = config.max_tasks
         self.max_memory = config.max_memory
         self.chan.before_send = _output.install_worker(self.chan.send_quietly, config.output)
@@ -200,16 +196,15 @@ class _Worker:
         outcomes: list[m.Outcome] = []
         clock = time.perf_counter
         last_flush = clock()
-        board, offset, pack = self.board, self.offset, BOARD_SLOT.pack_into
-        skips, skips_at = BOARD_SKIPS.unpack_from, offset + BOARD_SLOT.size
+        board, slot = self.board, self.slot
         max_memory = self.max_memory
         run = self.runner.run
         for task_id, kind, fn_blob, call_payload in batch.calls:
-            if task_id in skips(board, skips_at):  # cancelled before it started
+            if board.skipped(slot, task_id):  # cancelled before it started
                 outcomes.append((task_id, m.FAILED, CANCELLED, 0.0))
                 continue
             start = clock()
-            pack(board, offset, task_id, start)
+            board.mark_running(slot, task_id, start)
             status, payload = run(kind, fn_blob, call_payload)
             now = clock()
             outcomes.append((task_id, status, payload, now - start))
@@ -223,7 +218,7 @@ class _Worker:
                 self.chan.send(m.ResultBatch(outcomes))
                 outcomes = []
                 last_flush = clock()
-        pack(board, offset, -1, 0.0)
+        board.mark_idle(slot)
         if outcomes:
             self.chan.send(m.ResultBatch(outcomes))
 
