@@ -54,9 +54,19 @@ class Killer(threading.Thread):
         self.error: Optional[BaseException] = None
 
     def run(self) -> None:
+        # Only a worker that has finished a task since it appeared is killed: it is surely
+        # past its start. Killing starting workers at random could kill three in a row
+        # before they are ready on a loaded machine (spawn is slow there), which the pool
+        # rightly reports as "cannot start workers" rather than retrying forever.
+        first_seen: dict[int, int] = {}  # pid -> its seat's tasks_done when first seen
         try:
             while not self.stop.wait(self.every * self.random.uniform(0.5, 1.5)):
-                pids = [w.pid for w in self.pool.statistics().workers if w.pid is not None]
+                pids = []
+                for w in self.pool.statistics().workers:
+                    if w.pid is not None and w.tasks_done > first_seen.setdefault(
+                        w.pid, w.tasks_done
+                    ):
+                        pids.append(w.pid)
                 if not pids:
                     continue
                 try:
