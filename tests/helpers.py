@@ -45,7 +45,8 @@ def _stat(pid: int) -> tuple[int, str, int] | None:
     return int(fields[1]), fields[0].decode(), int(fields[19])
 
 
-def _all_pids() -> list[int]:
+def all_pids() -> list[int]:
+    """Every process id on the machine (from /proc)."""
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
@@ -71,7 +72,7 @@ def descendants(root: int | None = None) -> set[Proc]:
     """Every running process below ``root`` (default: this process) in the process tree."""
     root = os.getpid() if root is None else root
     children: dict[int, list[tuple[int, str, int]]] = {}
-    for pid in _all_pids():
+    for pid in all_pids():
         st = _stat(pid)
         if st is not None:
             children.setdefault(st[0], []).append((pid, st[1], st[2]))
@@ -93,7 +94,7 @@ def tagged() -> set[Proc]:
     needle = f"{TOKEN_VAR}={token}".encode() + b"\0"
     me = os.getpid()
     found: set[Proc] = set()
-    for pid in _all_pids():
+    for pid in all_pids():
         if pid == me:
             continue
         try:
