@@ -29,9 +29,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "START_METHODS",
+    "BaseContext",
     "Context",
+    "DefaultContext",
+    "ForkContext",
     "ForkProcess",
+    "ForkServerContext",
     "ForkServerProcess",
+    "SpawnContext",
     "SpawnProcess",
     "get_all_start_methods",
     "get_context",
@@ -92,6 +97,9 @@ class Context:
     # ---------------------------------------------------------------- start methods
 
     def get_context(self, method: Optional[str] = None) -> Context:
+        """This context for ``None`` (as the stdlib's do), else the context for ``method``."""
+        if method is None and self._start_method is not None:
+            return self
         return get_context(method)
 
     def get_start_method(self, allow_none: bool = False) -> str:
@@ -264,6 +272,37 @@ class Context:
         return multiprocessing.reducer
 
 
+BaseContext = Context  # the stdlib's name for the class of every context
+
+
+class DefaultContext(Context):
+    """The context of ``manycore``'s own functions: the start method of the moment."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+
+class ForkContext(Context):
+    """Every ``multiprocessing`` name, with processes and pool workers started by fork."""
+
+    def __init__(self) -> None:
+        super().__init__("fork")
+
+
+class SpawnContext(Context):
+    """Every ``multiprocessing`` name, with processes and pool workers started by spawn."""
+
+    def __init__(self) -> None:
+        super().__init__("spawn")
+
+
+class ForkServerContext(Context):
+    """Every ``multiprocessing`` name, with processes started by a fresh fork server."""
+
+    def __init__(self) -> None:
+        super().__init__("forkserver")
+
+
 def _unknown(method: object) -> str:
     return (
         f"unknown start method {method!r}: use one of {', '.join(START_METHODS)}, "
@@ -271,11 +310,22 @@ def _unknown(method: object) -> str:
     )
 
 
-_contexts = {method: Context(method) for method in _PROCESS_CLASSES}
+_contexts: dict[Optional[str], Context] = {
+    ctx._start_method: ctx
+    for ctx in (DefaultContext(), ForkContext(), SpawnContext(), ForkServerContext())
+}
+assert set(_contexts) == set(_PROCESS_CLASSES)
 
 
 def get_context(method: Optional[str] = None) -> Context:
-    """The context for ``method``; ``None`` gives the default context."""
+    """The context for ``method``; ``None`` gives the default context: the one of the method
+    ``set_start_method`` chose (as the stdlib's does), else manycore's default.
+
+    Raises:
+        ValueError: an unknown method.
+    """
+    if method is None:
+        method = _launch.default_start_method()
     try:
         return _contexts[method]
     except (KeyError, TypeError):

@@ -170,6 +170,10 @@ class AsyncResult:
 
 ApplyResult = AsyncResult
 
+# What imap and imap_unordered return, by the stdlib's names (one class serves both).
+IMapIterator = ResultIterator
+IMapUnorderedIterator = ResultIterator
+
 
 class MapResult(AsyncResult):
     """The result of ``map_async``/``starmap_async``: a list in input order."""

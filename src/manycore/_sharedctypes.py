@@ -208,7 +208,8 @@ def _lock_for(lock: Any, what: str) -> Any:
     if lock is True or lock is None:
         return RLock()
     if not hasattr(lock, "acquire") or not hasattr(lock, "release"):
-        raise TypeError(
+        # AttributeError, as the stdlib raises for a lock without ``acquire``: code catches it.
+        raise AttributeError(
             f"{what}: lock must be True, False or a lock object with acquire()/release() "
             f"(manycore.Lock(), manycore.RLock()), not {lock!r}"
         )
@@ -219,12 +220,13 @@ def Value(typecode_or_type: TypeOrCode, *args: Any, lock: Any = True, ctx: Any =
     """A ctypes object in shared memory, wrapped with a lock (``lock=False``: unwrapped).
 
     Raises:
-        TypeError: an unknown type code or a ``lock`` that is not a lock.
+        TypeError: an unknown type code.
+        AttributeError: a ``lock`` that is not a lock (the stdlib's error for it).
     """
-    obj = RawValue(typecode_or_type, *args)
     if lock is False:
-        return obj
-    return synchronized(obj, _lock_for(lock, "Value"))
+        return RawValue(typecode_or_type, *args)
+    lock = _lock_for(lock, "Value")
+    return synchronized(RawValue(typecode_or_type, *args), lock)
 
 
 def Array(
@@ -237,13 +239,14 @@ def Array(
     """A ctypes array in shared memory, wrapped with a lock (``lock=False``: unwrapped).
 
     Raises:
-        TypeError: an unknown type code, a bad size, or a ``lock`` that is not a lock.
+        TypeError: an unknown type code or a bad size.
         ValueError: a negative size.
+        AttributeError: a ``lock`` that is not a lock (the stdlib's error for it).
     """
-    obj = RawArray(typecode_or_type, size_or_initializer)
     if lock is False:
-        return obj
-    return synchronized(obj, _lock_for(lock, "Array"))
+        return RawArray(typecode_or_type, size_or_initializer)
+    lock = _lock_for(lock, "Array")
+    return synchronized(RawArray(typecode_or_type, size_or_initializer), lock)
 
 
 # The stdlib's wrapper classes (generic in typeshed, not subscriptable at runtime).
