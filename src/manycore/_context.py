@@ -26,6 +26,9 @@ from ._process import Process as _Process
 
 if TYPE_CHECKING:
     from ._pool import Pool as _Pool
+    from ._queue import JoinableQueue as _JoinableQueue
+    from ._queue import Queue as _Queue
+    from ._queue import SimpleQueue as _SimpleQueue
 
 __all__ = [
     "START_METHODS",
@@ -164,17 +167,17 @@ class Context:
 
     # ---------------------------------------------------------------- communication
 
-    def Queue(self, maxsize: int = 0) -> Any:
+    def Queue(self, maxsize: int = 0) -> _Queue[Any]:
         from ._queue import Queue
 
         return Queue(maxsize)
 
-    def JoinableQueue(self, maxsize: int = 0) -> Any:
+    def JoinableQueue(self, maxsize: int = 0) -> _JoinableQueue[Any]:
         from ._queue import JoinableQueue
 
         return JoinableQueue(maxsize)
 
-    def SimpleQueue(self) -> Any:
+    def SimpleQueue(self) -> _SimpleQueue[Any]:
         from ._queue import SimpleQueue
 
         return SimpleQueue()

@@ -27,10 +27,32 @@ from __future__ import annotations
 
 import ctypes
 from multiprocessing import sharedctypes as _mpsc
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Literal,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+    overload,
+)
 
 from ._shm import Segment
 from ._synchronize import RLock
+
+if TYPE_CHECKING:
+    # The types the stdlib's stubs give these functions (the classes below subclass them).
+    from _ctypes import _CData
+    from ctypes import _SimpleCData
+    from multiprocessing.sharedctypes import Synchronized as _Synchronized
+    from multiprocessing.sharedctypes import SynchronizedArray as _SynchronizedArray
+    from multiprocessing.sharedctypes import SynchronizedString as _SynchronizedString
+    from multiprocessing.synchronize import _LockLike
+
+_T = TypeVar("_T")  # what a simple ctypes type holds (int for c_int)
+_CT = TypeVar("_CT", bound="_CData")  # a ctypes type
 
 __all__ = [
     "Array",
@@ -146,6 +168,10 @@ def _new(base: Any, length: Optional[int]) -> Any:
     return obj
 
 
+@overload
+def RawValue(typecode_or_type: type[_CT], *args: Any) -> _CT: ...
+@overload
+def RawValue(typecode_or_type: str, *args: Any) -> Any: ...
 def RawValue(typecode_or_type: TypeOrCode, *args: Any) -> Any:
     """A ctypes object in shared memory, without a lock.
 
@@ -159,6 +185,12 @@ def RawValue(typecode_or_type: TypeOrCode, *args: Any) -> Any:
     return obj
 
 
+@overload
+def RawArray(
+    typecode_or_type: type[_CT], size_or_initializer: Union[int, Sequence[Any]]
+) -> ctypes.Array[_CT]: ...
+@overload
+def RawArray(typecode_or_type: str, size_or_initializer: Union[int, Sequence[Any]]) -> Any: ...
 def RawArray(typecode_or_type: TypeOrCode, size_or_initializer: Union[int, Sequence[Any]]) -> Any:
     """A ctypes array in shared memory, without a lock: ``size`` zeroed items, or a copy of a
     sequence.
@@ -216,6 +248,25 @@ def _lock_for(lock: Any, what: str) -> Any:
     return lock
 
 
+@overload
+def Value(
+    typecode_or_type: type[_SimpleCData[_T]],
+    *args: Any,
+    lock: Literal[True] | _LockLike = True,
+    ctx: Any = None,
+) -> _Synchronized[_T]: ...
+@overload
+def Value(
+    typecode_or_type: type[_CT], *args: Any, lock: Literal[False], ctx: Any = None
+) -> _CT: ...
+@overload
+def Value(
+    typecode_or_type: str, *args: Any, lock: Literal[True] | _LockLike = True, ctx: Any = None
+) -> _Synchronized[Any]: ...
+@overload
+def Value(
+    typecode_or_type: str | type[_CData], *args: Any, lock: bool | _LockLike = True, ctx: Any = None
+) -> Any: ...
 def Value(typecode_or_type: TypeOrCode, *args: Any, lock: Any = True, ctx: Any = None) -> Any:
     """A ctypes object in shared memory, wrapped with a lock (``lock=False``: unwrapped).
 
@@ -229,6 +280,46 @@ def Value(typecode_or_type: TypeOrCode, *args: Any, lock: Any = True, ctx: Any =
     return synchronized(RawValue(typecode_or_type, *args), lock)
 
 
+@overload
+def Array(
+    typecode_or_type: type[_CT],
+    size_or_initializer: Union[int, Sequence[Any]],
+    *,
+    lock: Literal[False],
+    ctx: Any = None,
+) -> ctypes.Array[_CT]: ...
+@overload
+def Array(
+    typecode_or_type: type[ctypes.c_char],
+    size_or_initializer: Union[int, Sequence[Any]],
+    *,
+    lock: Literal[True] | _LockLike = True,
+    ctx: Any = None,
+) -> _SynchronizedString: ...
+@overload
+def Array(
+    typecode_or_type: type[_SimpleCData[_T]],
+    size_or_initializer: Union[int, Sequence[Any]],
+    *,
+    lock: Literal[True] | _LockLike = True,
+    ctx: Any = None,
+) -> _SynchronizedArray[_T]: ...
+@overload
+def Array(
+    typecode_or_type: str,
+    size_or_initializer: Union[int, Sequence[Any]],
+    *,
+    lock: Literal[True] | _LockLike = True,
+    ctx: Any = None,
+) -> _SynchronizedArray[Any]: ...
+@overload
+def Array(
+    typecode_or_type: str | type[_CData],
+    size_or_initializer: Union[int, Sequence[Any]],
+    *,
+    lock: bool | _LockLike = True,
+    ctx: Any = None,
+) -> Any: ...
 def Array(
     typecode_or_type: TypeOrCode,
     size_or_initializer: Union[int, Sequence[Any]],

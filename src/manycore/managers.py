@@ -27,6 +27,7 @@ from ._managers import SyncManager as SyncManager
 
 # Not in typeshed's stubs: the same objects, typed Any.
 AcquirerProxy: Any = _std.AcquirerProxy  # type: ignore[attr-defined]
+HAS_SHMEM: bool = _std.HAS_SHMEM  # type: ignore[attr-defined]
 Array: Any = _std.Array  # type: ignore[attr-defined]
 ArrayProxy: Any = _std.ArrayProxy  # type: ignore[attr-defined]
 AutoProxy: Any = _std.AutoProxy  # type: ignore[attr-defined]

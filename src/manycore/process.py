@@ -7,6 +7,7 @@ in a child is its ``Process``, ``parent_process()`` its parent.
 
 from __future__ import annotations
 
+from multiprocessing.process import ORIGINAL_DIR as ORIGINAL_DIR  # type: ignore[attr-defined]
 from multiprocessing.process import (  # type: ignore[attr-defined]  # not in typeshed
     AuthenticationString as AuthenticationString,
 )

@@ -8,6 +8,7 @@ manycore pickles what it sends to a child with a pickler whose dispatch table st
 
 from __future__ import annotations
 
+from multiprocessing.reduction import ACKNOWLEDGE as ACKNOWLEDGE
 from multiprocessing.reduction import HAVE_SEND_HANDLE as HAVE_SEND_HANDLE
 from multiprocessing.reduction import AbstractReducer as AbstractReducer
 from multiprocessing.reduction import DupFd as DupFd

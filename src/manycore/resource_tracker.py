@@ -7,12 +7,16 @@ does with the stdlib. manycore's own queues, locks and values have a tracker of 
 
 from __future__ import annotations
 
+from multiprocessing import resource_tracker as _std
 from multiprocessing.resource_tracker import ResourceTracker as ResourceTracker
 from multiprocessing.resource_tracker import ensure_running as ensure_running
 from multiprocessing.resource_tracker import getfd as getfd
 from multiprocessing.resource_tracker import main as main
 from multiprocessing.resource_tracker import register as register
 from multiprocessing.resource_tracker import unregister as unregister
+
+if hasattr(_std, "ReentrantCallError"):  # Python 3.11.x and later
+    ReentrantCallError = _std.ReentrantCallError
 
 __all__ = [
     "ensure_running",

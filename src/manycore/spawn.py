@@ -7,6 +7,8 @@ manycore never re-runs the main module in a child, so the functions that prepare
 
 from __future__ import annotations
 
+from multiprocessing.spawn import WINEXE as WINEXE
+from multiprocessing.spawn import WINSERVICE as WINSERVICE
 from multiprocessing.spawn import freeze_support as freeze_support
 from multiprocessing.spawn import get_command_line as get_command_line
 from multiprocessing.spawn import get_executable as get_executable

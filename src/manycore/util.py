@@ -13,6 +13,7 @@ from multiprocessing.util import DEBUG as DEBUG
 from multiprocessing.util import DEFAULT_LOGGING_FORMAT as DEFAULT_LOGGING_FORMAT
 from multiprocessing.util import INFO as INFO
 from multiprocessing.util import LOGGER_NAME as LOGGER_NAME
+from multiprocessing.util import MAXFD as MAXFD
 from multiprocessing.util import NOTSET as NOTSET
 from multiprocessing.util import SUBDEBUG as SUBDEBUG
 from multiprocessing.util import SUBWARNING as SUBWARNING
