@@ -207,6 +207,26 @@ def test_runtime_subscripting_of_async_result() -> None:
         assert cls[int] is not None  # type: ignore[index,misc]
 
 
+def test_reducers_registered_with_reduction_pickle_process_arguments(
+    start_method: Optional[str],
+) -> None:
+    # manycore.reduction is the stdlib's module: what is registered there is how a Process
+    # argument travels, as with the stdlib's processes (under fork it is not pickled at all).
+    from tests.workloads_surface import Token, reduce_token, report_token
+
+    manycore.reduction.register(Token, reduce_token)
+    try:
+        queue: manycore.SimpleQueue[int] = manycore.SimpleQueue()
+        ctx = manycore.get_context(start_method)
+        p = ctx.Process(target=report_token, args=(queue, Token(41)))
+        p.start()
+        p.join(helpers.TIMEOUT)
+        assert p.exitcode == 0
+        assert queue.get(timeout=helpers.TIMEOUT) == (41 if start_method == "fork" else 42)
+    finally:
+        del manycore.reduction.ForkingPickler._extra_reducers[Token]  # type: ignore[attr-defined]
+
+
 TOP = [
     "ArgumentPicklingError",
     "ArgumentUnpicklingError",
