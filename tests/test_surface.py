@@ -332,6 +332,15 @@ def test_the_default_context_is_the_chosen_methods() -> None:
     assert manycore.get_start_method(allow_none=True) == old
 
 
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_concrete_context_refuses_another_method(method: str) -> None:
+    # ValueError, as the stdlib's concrete contexts raise.
+    with pytest.raises(ValueError, match=r"always uses.*manycore.set_start_method"):
+        manycore.get_context(method).set_start_method("spawn", force=True)
+    with pytest.raises(ValueError):
+        multiprocessing.get_context(method).set_start_method("spawn", force=True)
+
+
 def test_the_default_method_is_listed_first() -> None:
     code = "import manycore as m\nprint(m.get_all_start_methods(), m.get_start_method())"
     done = subprocess.run(

@@ -110,7 +110,8 @@ class Context:
 
     def set_start_method(self, method: Optional[str], force: bool = False) -> None:
         if self._start_method is not None:
-            raise RuntimeError(
+            # ValueError, as the stdlib's concrete contexts raise: code catches that.
+            raise ValueError(
                 f"this context always uses {self._start_method!r}; call "
                 "manycore.set_start_method() to change the default"
             )
