@@ -321,6 +321,8 @@ def test_a_contexts_own_context_is_itself(method: Optional[str]) -> None:
 
 def test_the_default_context_is_the_chosen_methods() -> None:
     old = manycore.get_start_method(allow_none=True)
+    # As the stdlib's: allow_none=True reports that none was chosen yet.
+    assert manycore.get_context().get_start_method(allow_none=True) == old
     try:
         for method in ("fork", "spawn", "forkserver"):
             manycore.set_start_method(method, force=True)

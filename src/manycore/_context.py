@@ -106,7 +106,7 @@ class Context:
         return get_context(method)
 
     def get_start_method(self, allow_none: bool = False) -> str:
-        return self._start_method or get_start_method(allow_none=False)
+        return self._start_method or get_start_method(allow_none)
 
     def set_start_method(self, method: Optional[str], force: bool = False) -> None:
         if self._start_method is not None:
