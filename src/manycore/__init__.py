@@ -20,10 +20,18 @@ from multiprocessing import ProcessError as ProcessError
 from multiprocessing import active_children as active_children
 from multiprocessing import current_process as current_process
 from multiprocessing import parent_process as parent_process
+from multiprocessing import set_executable as set_executable
+from multiprocessing import set_forkserver_preload as set_forkserver_preload
+from multiprocessing.util import SUBDEBUG as SUBDEBUG
+from multiprocessing.util import SUBWARNING as SUBWARNING
 from multiprocessing.util import get_logger as get_logger
 from multiprocessing.util import log_to_stderr as log_to_stderr
 from typing import TYPE_CHECKING, Any
 
+# Submodules that ``import multiprocessing`` loads too, so code reaches them as attributes.
+from . import context as context
+from . import process as process
+from . import reduction as reduction
 from ._buffers import SharedMemoryWarning as SharedMemoryWarning
 from ._context import get_all_start_methods as get_all_start_methods
 from ._context import get_context as get_context
@@ -71,7 +79,10 @@ if TYPE_CHECKING:
     from ._synchronize import RLock as RLock
     from ._synchronize import Semaphore as Semaphore
 
-__version__ = "0.2.0"
+__version__ = "0.1.0"  # the one source: pyproject.toml and `manycore info` read it
+
+# The stdlib's name for the module of its pickling helpers (a context's ``reducer``).
+reducer = reduction
 
 # Names whose modules load on first use (PEP 562), so that `import manycore`, and every
 # spawned worker, does not pay for queues, shared memory and managers it may never touch.
@@ -171,6 +182,9 @@ __all__ = [
     "get_start_method",
     "log_to_stderr",
     "parent_process",
+    "reducer",
+    "set_executable",
+    "set_forkserver_preload",
     "set_start_method",
     "shared_array",
 ]

@@ -26,12 +26,20 @@ from ._process import Process as _Process
 
 if TYPE_CHECKING:
     from ._pool import Pool as _Pool
+    from ._queue import JoinableQueue as _JoinableQueue
+    from ._queue import Queue as _Queue
+    from ._queue import SimpleQueue as _SimpleQueue
 
 __all__ = [
     "START_METHODS",
+    "BaseContext",
     "Context",
+    "DefaultContext",
+    "ForkContext",
     "ForkProcess",
+    "ForkServerContext",
     "ForkServerProcess",
+    "SpawnContext",
     "SpawnProcess",
     "get_all_start_methods",
     "get_context",
@@ -92,14 +100,18 @@ class Context:
     # ---------------------------------------------------------------- start methods
 
     def get_context(self, method: Optional[str] = None) -> Context:
+        """This context for ``None`` (as the stdlib's do), else the context for ``method``."""
+        if method is None and self._start_method is not None:
+            return self
         return get_context(method)
 
     def get_start_method(self, allow_none: bool = False) -> str:
-        return self._start_method or get_start_method(allow_none=False)
+        return self._start_method or get_start_method(allow_none)
 
     def set_start_method(self, method: Optional[str], force: bool = False) -> None:
         if self._start_method is not None:
-            raise RuntimeError(
+            # ValueError, as the stdlib's concrete contexts raise: code catches that.
+            raise ValueError(
                 f"this context always uses {self._start_method!r}; call "
                 "manycore.set_start_method() to change the default"
             )
@@ -156,17 +168,17 @@ class Context:
 
     # ---------------------------------------------------------------- communication
 
-    def Queue(self, maxsize: int = 0) -> Any:
+    def Queue(self, maxsize: int = 0) -> _Queue[Any]:
         from ._queue import Queue
 
         return Queue(maxsize)
 
-    def JoinableQueue(self, maxsize: int = 0) -> Any:
+    def JoinableQueue(self, maxsize: int = 0) -> _JoinableQueue[Any]:
         from ._queue import JoinableQueue
 
         return JoinableQueue(maxsize)
 
-    def SimpleQueue(self) -> Any:
+    def SimpleQueue(self) -> _SimpleQueue[Any]:
         from ._queue import SimpleQueue
 
         return SimpleQueue()
@@ -264,6 +276,37 @@ class Context:
         return multiprocessing.reducer
 
 
+BaseContext = Context  # the stdlib's name for the class of every context
+
+
+class DefaultContext(Context):
+    """The context of ``manycore``'s own functions: the start method of the moment."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+
+class ForkContext(Context):
+    """Every ``multiprocessing`` name, with processes and pool workers started by fork."""
+
+    def __init__(self) -> None:
+        super().__init__("fork")
+
+
+class SpawnContext(Context):
+    """Every ``multiprocessing`` name, with processes and pool workers started by spawn."""
+
+    def __init__(self) -> None:
+        super().__init__("spawn")
+
+
+class ForkServerContext(Context):
+    """Every ``multiprocessing`` name, with processes started by a fresh fork server."""
+
+    def __init__(self) -> None:
+        super().__init__("forkserver")
+
+
 def _unknown(method: object) -> str:
     return (
         f"unknown start method {method!r}: use one of {', '.join(START_METHODS)}, "
@@ -271,11 +314,22 @@ def _unknown(method: object) -> str:
     )
 
 
-_contexts = {method: Context(method) for method in _PROCESS_CLASSES}
+_contexts: dict[Optional[str], Context] = {
+    ctx._start_method: ctx
+    for ctx in (DefaultContext(), ForkContext(), SpawnContext(), ForkServerContext())
+}
+assert set(_contexts) == set(_PROCESS_CLASSES)
 
 
 def get_context(method: Optional[str] = None) -> Context:
-    """The context for ``method``; ``None`` gives the default context."""
+    """The context for ``method``; ``None`` gives the default context: the one of the method
+    ``set_start_method`` chose (as the stdlib's does), else manycore's default.
+
+    Raises:
+        ValueError: an unknown method.
+    """
+    if method is None:
+        method = _launch.default_start_method()
     try:
         return _contexts[method]
     except (KeyError, TypeError):

@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator, Sized
 from concurrent.futures import _base
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from . import _messages as m
 from ._backend import call_task, function_cache, make_scheduler
@@ -32,6 +32,14 @@ from ._payload import dumps_args
 from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["ProcessPoolExecutor"]
+
+# Typed as the stdlib's stubs type the executor: ``submit`` checks the arguments against the
+# function's parameters (``_P``), and the future carries what it returns (``_T``).
+_T = TypeVar("_T")
+if TYPE_CHECKING:  # Python 3.9 has no typing.ParamSpec; only the type checker needs it
+    from typing_extensions import ParamSpec
+
+    _P = ParamSpec("_P")
 
 
 # Guards the lazy creation of a future's condition (see _Future).
@@ -198,8 +206,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         self._finalizer = weakref.finalize(self, self._scheduler.close)
 
     def submit(
-        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[Any]:
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> concurrent.futures.Future[_T]:
         """Schedule ``fn(*args, **kwargs)``; return its ``Future``.
 
         Raises:
@@ -250,7 +258,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
 
     def map(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., _T],
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
@@ -258,7 +266,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         retries: Any = DEFAULT,
         retry_on: Any = DEFAULT,
         progress: Any = None,
-    ) -> Iterator[Any]:
+    ) -> Iterator[_T]:
         """Results of ``fn`` over the zipped ``iterables``, in order.
 
         Input is read lazily with bounded look-ahead; ``chunksize=None`` sizes chunks
@@ -315,7 +323,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             options=options,
             progress=progress,
         )
-        iterator = ResultIterator(job, ordered=True, deadline=deadline)
+        iterator: ResultIterator[Any] = ResultIterator(job, ordered=True, deadline=deadline)
         job._feed()
         self._scheduler.submit(job)
         return _owned(iterator, self)
@@ -349,19 +357,19 @@ class ExecutorOptions:
         self._options = options
 
     def submit(
-        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[Any]:
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> concurrent.futures.Future[_T]:
         """``executor.submit`` with these options."""
         return self._executor._submit(self._options, fn, args, kwargs)
 
     def map(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., _T],
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
         progress: Any = None,
-    ) -> Iterator[Any]:
+    ) -> Iterator[_T]:
         """``executor.map`` with these options."""
         return self._executor._map(
             fn,
@@ -373,7 +381,7 @@ class ExecutorOptions:
         )
 
 
-def _owned(iterator: ResultIterator, owner: object) -> Iterator[Any]:
+def _owned(iterator: ResultIterator[Any], owner: object) -> Iterator[Any]:
     """Iterate while holding ``owner``, so the executor lives as long as its map."""
     try:
         yield from iterator

@@ -36,7 +36,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sized
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 from ._engine import IN_FLIGHT_BATCHES, Engine, Task, chunk_items
 from ._errors import TimeoutError
@@ -264,7 +264,7 @@ class MapJob:
             out.extend(self._results[index][0])
         return out
 
-    def iterate(self, ordered: bool) -> ResultIterator:
+    def iterate(self, ordered: bool) -> ResultIterator[Any]:
         return ResultIterator(self, ordered)
 
     def _next_chunk(self, ordered: bool, deadline: float | None) -> _Outcome | None:
@@ -311,23 +311,26 @@ TIMED_WINDOW = 32  # one-item chunks: a window this many times longer, in chunks
 _REPORTED: BaseException = Exception("abort already reported")
 
 
-class ResultIterator:
+_T = TypeVar("_T")  # what the mapped function returns
+
+
+class ResultIterator(Generic[_T]):
     """What ``imap``/``imap_unordered``/``Executor.map`` return."""
 
     def __init__(self, job: MapJob, ordered: bool, deadline: float | None = None) -> None:
         self._job = job
         self._ordered = ordered
         self._deadline = deadline
-        self._buffer: Iterator[Any] = iter(())
+        self._buffer: Iterator[_T] = iter(())
         self._finished = False
 
-    def __iter__(self) -> ResultIterator:
+    def __iter__(self) -> ResultIterator[_T]:
         return self
 
-    def __next__(self) -> Any:
+    def __next__(self) -> _T:
         return self.next()
 
-    def next(self, timeout: float | None = None) -> Any:
+    def next(self, timeout: float | None = None) -> _T:
         """The next result; ``timeout`` as in ``multiprocessing``'s ``IMapIterator.next``.
 
         Raises:

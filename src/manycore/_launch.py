@@ -41,11 +41,11 @@ import atexit
 import errno
 import gc
 import multiprocessing
+import multiprocessing.spawn
 import os
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -117,8 +117,10 @@ def _spawn_python(code: str, fds: Sequence[int]) -> int:
         actions = [(os.POSIX_SPAWN_DUP2, fd, base + i) for i, fd in enumerate(fds)]
         actions += [(os.POSIX_SPAWN_DUP2, base + i, 3 + i) for i in range(len(fds))]
         actions += [(os.POSIX_SPAWN_CLOSE, base + i) for i in range(len(fds))]
-    argv = [sys.executable, "-c", code]
-    return os.posix_spawn(sys.executable, argv, _child_env(), file_actions=actions)
+    # The interpreter set_executable() chose (sys.executable unless it was called).
+    executable = os.fsdecode(multiprocessing.spawn.get_executable())
+    argv = [executable, "-c", code]
+    return os.posix_spawn(executable, argv, _child_env(), file_actions=actions)
 
 
 def spawned_main(entry: str, nfds: int, sentinel: bool) -> None:

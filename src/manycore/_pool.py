@@ -20,7 +20,7 @@ import concurrent.futures
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 from . import _messages as m
 from ._backend import call_task, function_cache, make_scheduler
@@ -34,8 +34,13 @@ from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["AsyncResult", "MapResult", "Pool"]
 
+# Typed as the stdlib's stubs type ``multiprocessing.pool``: a result, and what a map
+# returns, carry the type of what the function returns (``_T``) over what it takes (``_S``).
+_T = TypeVar("_T")
+_S = TypeVar("_S")
 
-class AsyncResult:
+
+class AsyncResult(Generic[_T]):
     """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``."""
 
     __slots__ = (
@@ -54,7 +59,7 @@ class AsyncResult:
     def __init__(
         self,
         pool: Pool | None,
-        callback: Callable[[Any], object] | None,
+        callback: Callable[[_T], object] | None,
         error_callback: Callable[[BaseException], object] | None,
     ) -> None:
         self._pool = pool  # keeps the pool alive while its result is awaited
@@ -98,7 +103,7 @@ class AsyncResult:
             self._latch.release()
         return self._ready
 
-    def get(self, timeout: float | None = None) -> Any:
+    def get(self, timeout: float | None = None) -> _T:
         """The call's return value, or its exception raised here.
 
         Raises:
@@ -110,7 +115,8 @@ class AsyncResult:
             raise TimeoutError(f"the result was not ready within {timeout} seconds")
         if self._error is not None:
             raise self._error
-        return self._value
+        value: _T = self._value
+        return value
 
     def cancel(self) -> bool:
         """Cancel the call: if it has not started it never will, and if it is running its
@@ -170,8 +176,12 @@ class AsyncResult:
 
 ApplyResult = AsyncResult
 
+# What imap and imap_unordered return, by the stdlib's names (one class serves both).
+IMapIterator = ResultIterator
+IMapUnorderedIterator = ResultIterator
 
-class MapResult(AsyncResult):
+
+class MapResult(AsyncResult[list[_T]]):
     """The result of ``map_async``/``starmap_async``: a list in input order."""
 
     __slots__ = ("job",)
@@ -179,7 +189,7 @@ class MapResult(AsyncResult):
     def __init__(
         self,
         pool: Pool,
-        callback: Callable[[Any], object] | None,
+        callback: Callable[[list[_T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
     ) -> None:
         super().__init__(pool, callback, error_callback)
@@ -191,7 +201,7 @@ class MapResult(AsyncResult):
         else:
             self._resolve(None, job.values())
 
-    def get(self, timeout: float | None = None) -> Any:
+    def get(self, timeout: float | None = None) -> list[_T]:
         try:
             return super().get(timeout)
         except KeyboardInterrupt:
@@ -289,14 +299,14 @@ class Pool:
 
     def apply(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         args: Iterable[Any] = (),
         kwds: Mapping[str, Any] = {},
         *,
         task_timeout: Any = DEFAULT,
         retries: Any = DEFAULT,
         retry_on: Any = DEFAULT,
-    ) -> Any:
+    ) -> _T:
         """Call ``func(*args, **kwds)`` in a worker and return its result.
 
         ``task_timeout``, ``retries`` and ``retry_on`` override the pool's for this call.
@@ -308,16 +318,16 @@ class Pool:
 
     def apply_async(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         args: Iterable[Any] = (),
         kwds: Mapping[str, Any] = {},
-        callback: Callable[[Any], object] | None = None,
+        callback: Callable[[_T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         *,
         task_timeout: Any = DEFAULT,
         retries: Any = DEFAULT,
         retry_on: Any = DEFAULT,
-    ) -> AsyncResult:
+    ) -> AsyncResult[_T]:
         """Start ``func(*args, **kwds)`` in a worker; return its ``AsyncResult``.
 
         ``task_timeout``, ``retries`` and ``retry_on`` override the pool's for this call.
@@ -332,7 +342,7 @@ class Pool:
         args = tuple(args)
         kw = dict(kwds) if kwds else None
         payload = dumps_args(func, args, kw)
-        result = AsyncResult(self, callback, error_callback)
+        result: AsyncResult[_T] = AsyncResult(self, callback, error_callback)
         task = call_task(
             kind=m.CALL_KW if kw else m.CALL,
             fn=func,
@@ -352,17 +362,17 @@ class Pool:
 
     def map(
         self,
-        func: Callable[[Any], Any],
-        iterable: Iterable[Any],
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
         chunksize: int | None = None,
         *,
         task_timeout: Any = DEFAULT,
         retries: Any = DEFAULT,
         retry_on: Any = DEFAULT,
         progress: Any = None,
-    ) -> list[Any]:
+    ) -> list[_T]:
         """``list(map(func, iterable))``, computed by the workers."""
-        values: list[Any] = self._map_async(
+        values: list[_T] = self._map_async(
             func,
             iterable,
             kind=m.MAP,
@@ -374,17 +384,17 @@ class Pool:
 
     def map_async(
         self,
-        func: Callable[[Any], Any],
-        iterable: Iterable[Any],
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
         chunksize: int | None = None,
-        callback: Callable[[Any], object] | None = None,
+        callback: Callable[[list[_T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         *,
         task_timeout: Any = DEFAULT,
         retries: Any = DEFAULT,
         retry_on: Any = DEFAULT,
         progress: Any = None,
-    ) -> MapResult:
+    ) -> MapResult[_T]:
         """Start ``map``; return a ``MapResult`` whose ``get()`` is the list of results."""
         return self._map_async(
             func,
@@ -399,7 +409,7 @@ class Pool:
 
     def starmap(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
         *,
@@ -407,9 +417,9 @@ class Pool:
         retries: Any = DEFAULT,
         retry_on: Any = DEFAULT,
         progress: Any = None,
-    ) -> list[Any]:
+    ) -> list[_T]:
         """``[func(*args) for args in iterable]``, computed by the workers."""
-        values: list[Any] = self._map_async(
+        values: list[_T] = self._map_async(
             func,
             iterable,
             kind=m.STARMAP,
@@ -421,17 +431,17 @@ class Pool:
 
     def starmap_async(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
-        callback: Callable[[Any], object] | None = None,
+        callback: Callable[[list[_T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         *,
         task_timeout: Any = DEFAULT,
         retries: Any = DEFAULT,
         retry_on: Any = DEFAULT,
         progress: Any = None,
-    ) -> MapResult:
+    ) -> MapResult[_T]:
         """Start ``starmap``; return a ``MapResult``."""
         return self._map_async(
             func,
@@ -446,15 +456,15 @@ class Pool:
 
     def imap(
         self,
-        func: Callable[[Any], Any],
-        iterable: Iterable[Any],
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
         chunksize: int | None = None,
         *,
         task_timeout: Any = DEFAULT,
         retries: Any = DEFAULT,
         retry_on: Any = DEFAULT,
         progress: Any = None,
-    ) -> ResultIterator:
+    ) -> ResultIterator[_T]:
         """Results of ``func`` over ``iterable``, in order, as soon as each is ready.
 
         The input is read lazily, a bounded window ahead of the consumer, so endless
@@ -471,15 +481,15 @@ class Pool:
 
     def imap_unordered(
         self,
-        func: Callable[[Any], Any],
-        iterable: Iterable[Any],
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
         chunksize: int | None = None,
         *,
         task_timeout: Any = DEFAULT,
         retries: Any = DEFAULT,
         retry_on: Any = DEFAULT,
         progress: Any = None,
-    ) -> ResultIterator:
+    ) -> ResultIterator[_T]:
         """Like ``imap``, but results come in the order they finish."""
         return self._imap(
             func,
@@ -510,11 +520,11 @@ class Pool:
         progress: Any,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
-    ) -> MapResult:
+    ) -> MapResult[Any]:
         self._check_running()
         check_chunksize(chunksize)
         fn_blob = function_cache.dumps(func)
-        result = MapResult(self, callback, error_callback)
+        result: MapResult[Any] = MapResult(self, callback, error_callback)
         job = MapJob(
             scheduler=self._scheduler,
             fn=func,
@@ -540,7 +550,7 @@ class Pool:
         ordered: bool,
         options: TaskOptions | None,
         progress: Any,
-    ) -> ResultIterator:
+    ) -> ResultIterator[Any]:
         self._check_running()
         check_chunksize(chunksize)
         fn_blob = function_cache.dumps(func)

@@ -27,10 +27,32 @@ from __future__ import annotations
 
 import ctypes
 from multiprocessing import sharedctypes as _mpsc
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Literal,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+    overload,
+)
 
 from ._shm import Segment
 from ._synchronize import RLock
+
+if TYPE_CHECKING:
+    # The types the stdlib's stubs give these functions (the classes below subclass them).
+    from _ctypes import _CData
+    from ctypes import _SimpleCData
+    from multiprocessing.sharedctypes import Synchronized as _Synchronized
+    from multiprocessing.sharedctypes import SynchronizedArray as _SynchronizedArray
+    from multiprocessing.sharedctypes import SynchronizedString as _SynchronizedString
+    from multiprocessing.synchronize import _LockLike
+
+_T = TypeVar("_T")  # what a simple ctypes type holds (int for c_int)
+_CT = TypeVar("_CT", bound="_CData")  # a ctypes type
 
 __all__ = [
     "Array",
@@ -146,6 +168,10 @@ def _new(base: Any, length: Optional[int]) -> Any:
     return obj
 
 
+@overload
+def RawValue(typecode_or_type: type[_CT], *args: Any) -> _CT: ...
+@overload
+def RawValue(typecode_or_type: str, *args: Any) -> Any: ...
 def RawValue(typecode_or_type: TypeOrCode, *args: Any) -> Any:
     """A ctypes object in shared memory, without a lock.
 
@@ -159,6 +185,12 @@ def RawValue(typecode_or_type: TypeOrCode, *args: Any) -> Any:
     return obj
 
 
+@overload
+def RawArray(
+    typecode_or_type: type[_CT], size_or_initializer: Union[int, Sequence[Any]]
+) -> ctypes.Array[_CT]: ...
+@overload
+def RawArray(typecode_or_type: str, size_or_initializer: Union[int, Sequence[Any]]) -> Any: ...
 def RawArray(typecode_or_type: TypeOrCode, size_or_initializer: Union[int, Sequence[Any]]) -> Any:
     """A ctypes array in shared memory, without a lock: ``size`` zeroed items, or a copy of a
     sequence.
@@ -208,25 +240,86 @@ def _lock_for(lock: Any, what: str) -> Any:
     if lock is True or lock is None:
         return RLock()
     if not hasattr(lock, "acquire") or not hasattr(lock, "release"):
-        raise TypeError(
+        # AttributeError, as the stdlib raises for a lock without ``acquire``: code catches it.
+        raise AttributeError(
             f"{what}: lock must be True, False or a lock object with acquire()/release() "
             f"(manycore.Lock(), manycore.RLock()), not {lock!r}"
         )
     return lock
 
 
+@overload
+def Value(
+    typecode_or_type: type[_SimpleCData[_T]],
+    *args: Any,
+    lock: Literal[True] | _LockLike = True,
+    ctx: Any = None,
+) -> _Synchronized[_T]: ...
+@overload
+def Value(
+    typecode_or_type: type[_CT], *args: Any, lock: Literal[False], ctx: Any = None
+) -> _CT: ...
+@overload
+def Value(
+    typecode_or_type: str, *args: Any, lock: Literal[True] | _LockLike = True, ctx: Any = None
+) -> _Synchronized[Any]: ...
+@overload
+def Value(
+    typecode_or_type: str | type[_CData], *args: Any, lock: bool | _LockLike = True, ctx: Any = None
+) -> Any: ...
 def Value(typecode_or_type: TypeOrCode, *args: Any, lock: Any = True, ctx: Any = None) -> Any:
     """A ctypes object in shared memory, wrapped with a lock (``lock=False``: unwrapped).
 
     Raises:
-        TypeError: an unknown type code or a ``lock`` that is not a lock.
+        TypeError: an unknown type code.
+        AttributeError: a ``lock`` that is not a lock (the stdlib's error for it).
     """
-    obj = RawValue(typecode_or_type, *args)
     if lock is False:
-        return obj
-    return synchronized(obj, _lock_for(lock, "Value"))
+        return RawValue(typecode_or_type, *args)
+    lock = _lock_for(lock, "Value")
+    return synchronized(RawValue(typecode_or_type, *args), lock)
 
 
+@overload
+def Array(
+    typecode_or_type: type[_CT],
+    size_or_initializer: Union[int, Sequence[Any]],
+    *,
+    lock: Literal[False],
+    ctx: Any = None,
+) -> ctypes.Array[_CT]: ...
+@overload
+def Array(
+    typecode_or_type: type[ctypes.c_char],
+    size_or_initializer: Union[int, Sequence[Any]],
+    *,
+    lock: Literal[True] | _LockLike = True,
+    ctx: Any = None,
+) -> _SynchronizedString: ...
+@overload
+def Array(
+    typecode_or_type: type[_SimpleCData[_T]],
+    size_or_initializer: Union[int, Sequence[Any]],
+    *,
+    lock: Literal[True] | _LockLike = True,
+    ctx: Any = None,
+) -> _SynchronizedArray[_T]: ...
+@overload
+def Array(
+    typecode_or_type: str,
+    size_or_initializer: Union[int, Sequence[Any]],
+    *,
+    lock: Literal[True] | _LockLike = True,
+    ctx: Any = None,
+) -> _SynchronizedArray[Any]: ...
+@overload
+def Array(
+    typecode_or_type: str | type[_CData],
+    size_or_initializer: Union[int, Sequence[Any]],
+    *,
+    lock: bool | _LockLike = True,
+    ctx: Any = None,
+) -> Any: ...
 def Array(
     typecode_or_type: TypeOrCode,
     size_or_initializer: Union[int, Sequence[Any]],
@@ -237,13 +330,14 @@ def Array(
     """A ctypes array in shared memory, wrapped with a lock (``lock=False``: unwrapped).
 
     Raises:
-        TypeError: an unknown type code, a bad size, or a ``lock`` that is not a lock.
+        TypeError: an unknown type code or a bad size.
         ValueError: a negative size.
+        AttributeError: a ``lock`` that is not a lock (the stdlib's error for it).
     """
-    obj = RawArray(typecode_or_type, size_or_initializer)
     if lock is False:
-        return obj
-    return synchronized(obj, _lock_for(lock, "Array"))
+        return RawArray(typecode_or_type, size_or_initializer)
+    lock = _lock_for(lock, "Array")
+    return synchronized(RawArray(typecode_or_type, size_or_initializer), lock)
 
 
 # The stdlib's wrapper classes (generic in typeshed, not subscriptable at runtime).

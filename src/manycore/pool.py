@@ -1,4 +1,11 @@
-"""``manycore.pool``: what code imports from ``multiprocessing.pool``."""
+"""``manycore.pool``: what code imports from ``multiprocessing.pool``.
+
+``TimeoutError`` is manycore's, which is also ``multiprocessing.TimeoutError``;
+``RemoteTraceback`` is the class of the worker traceback attached as ``__cause__`` of an
+error a task raised. ``ApplyResult`` is ``AsyncResult``; ``IMapIterator`` (and
+``IMapUnorderedIterator``) is what ``imap`` (``imap_unordered``) returns. ``ThreadPool`` is
+the stdlib's: its workers are threads, so it needs nothing of manycore.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,13 @@ from multiprocessing.pool import (  # type: ignore[attr-defined]  # typeshed lac
 )
 from multiprocessing.pool import ThreadPool as ThreadPool
 
+from ._errors import RemoteTraceback as RemoteTraceback
+from ._errors import TimeoutError as TimeoutError
 from ._pool import ApplyResult as ApplyResult
 from ._pool import AsyncResult as AsyncResult
+from ._pool import IMapIterator as IMapIterator
+from ._pool import IMapUnorderedIterator as IMapUnorderedIterator
 from ._pool import MapResult as MapResult
 from ._pool import Pool as Pool
 
-__all__ = ["ApplyResult", "AsyncResult", "MapResult", "MaybeEncodingError", "Pool", "ThreadPool"]
+__all__ = ["Pool", "ThreadPool"]

@@ -67,12 +67,9 @@ def load_average() -> tuple[float, float, float] | None:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from .. import __version__
 
-        return version("manycore")
-    except Exception:  # not installed as a distribution (running from a source tree)
-        return "unknown (not installed)"
+    return __version__
 
 
 def _gil_text() -> str:

@@ -12,7 +12,7 @@ import pickle
 import queue as _stdqueue
 import secrets
 import weakref
-from typing import Any, Iterable, Optional
+from typing import Any, Generic, Iterable, Optional, TypeVar
 
 from .. import _shm
 from .._buffers import inband_unless_big
@@ -45,11 +45,13 @@ __all__ = ["Empty", "Full", "JoinableQueue", "Queue", "SimpleQueue"]
 Empty = _stdqueue.Empty
 Full = _stdqueue.Full
 
+_T = TypeVar("_T")  # the type of the items, as the stdlib's stubs type its queues
+
 _PLAIN = frozenset({int, float, str, tuple, list, dict, type(None), bool})
 _pdumps = pickle.dumps
 
 
-class Queue(ItemFifo):
+class Queue(ItemFifo, Generic[_T]):
     """A process-shared FIFO with the API of ``multiprocessing.Queue``, plus batches.
 
     Args:
@@ -110,7 +112,7 @@ class Queue(ItemFifo):
         if self._closed:
             raise ValueError(f"{self!r} is closed; create a new queue or stop using this one")
 
-    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+    def put(self, obj: _T, block: bool = True, timeout: Optional[float] = None) -> None:
         """Put ``obj`` on the queue; it is pickled here, before this returns.
 
         Raises:
@@ -155,12 +157,12 @@ class Queue(ItemFifo):
                 return
         self._put_encoded(self._encode(obj), block, timeout)
 
-    def put_nowait(self, obj: Any) -> None:
+    def put_nowait(self, obj: _T) -> None:
         """``put(obj, block=False)``."""
         self.put(obj, False)
 
     def put_many(
-        self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None
+        self, items: Iterable[_T], block: bool = True, timeout: Optional[float] = None
     ) -> None:
         """Put every item of ``items``, in order, in one critical section per batch.
 
@@ -246,7 +248,7 @@ class Queue(ItemFifo):
                 self._mutex.release()
         self._items.release()
 
-    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> _T:
         """Remove and return the oldest item.
 
         Raises:
@@ -296,14 +298,14 @@ class Queue(ItemFifo):
         for _ in range(wake):
             self._space.release()
         if kind == PICKLE:
-            return _ploads(payload)
-        return self._decode(kind, payload)
+            return _ploads(payload)  # type: ignore[no-any-return]
+        return self._decode(kind, payload)  # type: ignore[no-any-return]
 
-    def get_nowait(self) -> Any:
+    def get_nowait(self) -> _T:
         """``get(block=False)``."""
         return self.get(False)
 
-    def get_many(self, max_items: int, timeout: Optional[float] = None) -> list[Any]:
+    def get_many(self, max_items: int, timeout: Optional[float] = None) -> list[_T]:
         """Wait up to ``timeout`` for one item, then take up to ``max_items`` without waiting.
 
         Raises:
@@ -366,11 +368,11 @@ class Queue(ItemFifo):
         """Nothing to do: the queue needs no per-process bookkeeping."""
 
 
-class SimpleQueue(Queue):
+class SimpleQueue(Queue[_T]):
     """``multiprocessing.SimpleQueue``: get, put, empty, close (the full Queue API works too)."""
 
 
-class JoinableQueue(Queue):
+class JoinableQueue(Queue[_T]):
     """A Queue that also counts unfinished items: ``task_done()`` and ``join()``."""
 
     _joinable = True
