@@ -57,8 +57,6 @@ from collections import ChainMap
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, Optional
 
-import cloudpickle
-
 from . import _launch, _output
 from ._errors import (
     ArgumentPicklingError,
@@ -67,6 +65,7 @@ from ._errors import (
 )
 from ._fds import close_internal, internal_fd
 from ._outcome import exception_parts, rebuild_exception
+from ._serialize import Pickler
 
 __all__ = [
     "Process",
@@ -108,12 +107,12 @@ class _DupFd:
 # ---------------------------------------------------------------- pickling
 
 
-class _CloudPickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+class _CloudPickler(Pickler):
     # multiprocessing's reducers first (a Connection pickles as a DupFd); the C pickler reads
     # ``dispatch_table`` when it is built, so it must be a class attribute.
     dispatch_table = ChainMap(
         ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
-        cloudpickle.CloudPickler.dispatch_table,
+        Pickler.dispatch_table,
     )
 
 
