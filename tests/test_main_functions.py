@@ -1,0 +1,179 @@
+"""Functions from ``__main__`` behave as the stdlib's do: one namespace per worker, what an
+initializer or a task sets there is seen by later calls, and their tracebacks name the
+user's file and line (issue 15).
+
+Each test runs a small program as a script, once with ``multiprocessing`` and once with
+``manycore`` imported in its place, under the same start method, and compares the output.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from tests import helpers
+
+METHODS = ["default", "fork", "forkserver", "spawn"]
+
+# argv: library ("stdlib" or "manycore"), start method ("default" for none)
+PREAMBLE = """
+import sys
+if sys.argv[1] == "stdlib":
+    import multiprocessing
+    import concurrent.futures as futures
+else:
+    import manycore as multiprocessing
+    import manycore.futures as futures
+ctx = multiprocessing.get_context(None if sys.argv[2] == "default" else sys.argv[2])
+"""
+
+INITIALIZER = """
+state = None
+calls = 0
+registry = {}
+
+def init(value):
+    global state
+    state = value
+
+def task(x):
+    global calls
+    calls += 1
+    registry[x] = state
+    return (state, x)
+
+def count(_):
+    return (calls, sorted(registry))
+
+def doubled(x):
+    return task(x)[0] * 2
+
+class Reader:
+    def read(self):
+        return state
+
+def use_reader(_):
+    return Reader().read()
+
+def set_and_read():
+    global state
+    state = "set by the target"
+    return read_state()
+
+def read_state():
+    return state
+
+def run_target(q):
+    q.put(set_and_read())
+
+if __name__ == "__main__":
+    with ctx.Pool(2, initializer=init, initargs=(42,)) as pool:
+        print("map", pool.map(task, range(4)))
+        print("apply", pool.apply_async(task, (9,)).get(timeout=60))
+        print("helper", pool.map(doubled, range(2)))
+        print("method", pool.map(use_reader, range(2)))
+    with ctx.Pool(1, initializer=init, initargs=("one",)) as pool:
+        for x in range(3):
+            pool.apply_async(task, (x,)).get(timeout=60)
+        print("later calls", pool.apply_async(count, (0,)).get(timeout=60))
+    with futures.ProcessPoolExecutor(2, mp_context=ctx, initializer=init, initargs=(7,)) as ex:
+        print("executor", list(ex.map(task, range(3), timeout=60)))
+        print("submit", ex.submit(task, 5).result(timeout=60))
+    q = ctx.Queue()
+    p = ctx.Process(target=run_target, args=(q,))
+    p.start()
+    print("process", q.get(timeout=60))
+    p.join(60)
+    print("exitcode", p.exitcode)
+"""
+
+
+def _run(program: str, library: str, method: str, tmp_path) -> list[str]:
+    script = tmp_path / f"user_program_{library}.py"
+    script.write_text(textwrap.dedent(PREAMBLE + program))
+    result = helpers.run_python([str(script), library, method], timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_initializer_globals_reach_the_tasks_as_with_the_stdlib(method, tmp_path):
+    expected = _run(INITIALIZER, "stdlib", method, tmp_path)
+    assert expected[0] == "map [(42, 0), (42, 1), (42, 2), (42, 3)]"  # the program's premise
+    assert _run(INITIALIZER, "manycore", method, tmp_path) == expected
+
+
+TRACEBACK = """
+def bad(x):
+    y = x + 1
+    raise ValueError(f"bad {y}")
+
+if __name__ == "__main__":
+    import os
+    with ctx.Pool(1) as pool:
+        try:
+            pool.apply(bad, (1,))
+        except ValueError as exc:
+            text = str(exc.__cause__)
+    name = os.path.basename(__file__)
+    line = bad.__code__.co_firstlineno + 2
+    print("file and line", f'{name}", line {line}, in bad' in text)
+    print("source line", 'raise ValueError(f"bad {y}")' in text)
+    print("dynamic", "<dynamic-code>" in text)
+"""
+
+
+@pytest.mark.parametrize("method", ["default", "spawn"])
+def test_worker_traceback_names_the_script_line_and_source(method, tmp_path):
+    expected = _run(TRACEBACK, "stdlib", method, tmp_path)
+    assert expected == ["file and line True", "source line True", "dynamic False"]
+    assert _run(TRACEBACK, "manycore", method, tmp_path) == expected
+
+
+DASH_C = """
+import manycore
+
+def bad(x):
+    raise ValueError(x)
+
+with manycore.Pool(1) as pool:
+    try:
+        pool.apply(bad, (1,))
+    except ValueError as exc:
+        print('File "<string>", line 5, in bad' in str(exc.__cause__))
+"""
+
+
+def test_worker_traceback_of_python_dash_c_names_its_line():
+    result = helpers.run_python(["-c", DASH_C], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True"]
+
+
+def test_traceback_of_a_cell_shows_its_source(start_method):
+    """A function from a notebook cell: its file is not on disk, its lines are in
+    ``linecache`` (as IPython puts them); they travel with the function."""
+    import linecache
+
+    import manycore
+
+    filename = "/nonexistent/ipykernel_0/cell_17.py"
+    source = "def bad_cell(x):\n    raise KeyError(x)  # the cell's own line\n"
+    lines = source.splitlines(keepends=True)
+    linecache.cache[filename] = (len(source), None, lines, filename)
+    namespace = {"__name__": "__main__"}
+    try:
+        exec(compile(source, filename, "exec"), namespace)
+        with manycore.Pool(1, context=start_method) as pool, pytest.raises(KeyError) as info:
+            pool.apply_async(namespace["bad_cell"], (3,)).get(timeout=helpers.TIMEOUT)
+    finally:
+        linecache.cache.pop(filename, None)
+    text = str(info.value.__cause__)
+    assert f'File "{filename}", line 2, in bad_cell' in text
+    assert "raise KeyError(x)  # the cell's own line" in text
+
+
+if sys.platform != "linux":  # pragma: no cover
+    pytestmark = pytest.mark.skip("the fork start method is Linux's")
