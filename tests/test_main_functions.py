@@ -8,6 +8,7 @@ Each test runs a small program as a script, once with ``multiprocessing`` and on
 
 from __future__ import annotations
 
+import pickle
 import sys
 import textwrap
 
@@ -19,6 +20,7 @@ METHODS = ["default", "fork", "forkserver", "spawn"]
 
 # argv: library ("stdlib" or "manycore"), start method ("default" for none)
 PREAMBLE = """
+import pickle
 import sys
 if sys.argv[1] == "stdlib":
     import multiprocessing
@@ -177,3 +179,73 @@ def test_traceback_of_a_cell_shows_its_source(start_method):
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("the fork start method is Linux's")
+
+
+UNPICKLABLE = """
+import ctypes
+
+lock = multiprocessing.Lock()
+
+class Point(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_int)]
+
+def with_global_lock(q):
+    with lock:
+        q.put("global lock")
+
+def use_manager(m, q):
+    q.put(("manager object", m.list([1, 2])[:]))
+
+def with_proxy(ns, q):
+    q.put(("proxy", ns.value))
+
+def with_struct_array(arr, q):
+    q.put(("array", [(p.x, p.y) for p in arr]))
+
+def run(target, *args):
+    p = ctx.Process(target=target, args=args)
+    p.start()
+    p.join(60)
+    return p.exitcode
+
+if __name__ == "__main__":
+    q = ctx.Queue()
+    run(with_global_lock, q)
+    print(q.get(timeout=60))
+    with ctx.Manager() as manager:
+        ns = manager.Namespace()
+        ns.value = 5
+        run(with_proxy, ns, q)
+        print(q.get(timeout=60))
+        print("exit", run(use_manager, manager, q))
+        print(q.get(timeout=60))
+    arr = ctx.Array(Point, [(1, 2), (3, 4)])
+    print("exit", run(with_struct_array, arr, q))
+    print(q.get(timeout=60))
+"""
+
+
+@pytest.mark.skipif(
+    __import__("multiprocessing").get_start_method() != "fork",
+    reason="the stdlib's default is not fork here: these programs fail with it too",
+)
+def test_default_method_runs_what_the_stdlib_fork_default_runs(tmp_path):
+    """A Process whose target or arguments cannot be pickled (a lock the target refers to, a
+    Manager, a ctypes class of __main__ in an Array) runs under the default method, as with
+    the stdlib's default on Linux (fork), by falling back to fork (issue 15 #6)."""
+    expected = _run(UNPICKLABLE, "stdlib", "default", tmp_path)
+    assert expected[-1] == "('array', [(1, 2), (3, 4)])"
+    assert _run(UNPICKLABLE, "manycore", "default", tmp_path) == expected
+
+
+def test_a_chosen_method_that_cannot_pickle_names_fork_as_the_way_out():
+    import threading
+
+    import manycore
+
+    lock = threading.Lock()
+    process = manycore.get_context("spawn").Process(target=print, args=(lock,))
+    with pytest.raises(manycore.ArgumentPicklingError, match=r'get_context\("fork"\)'):
+        process.start()
+    with manycore.Pool(1) as pool, pytest.raises(pickle.PicklingError, match='context="fork"'):
+        pool.apply_async(lambda: lock.locked())
