@@ -247,5 +247,53 @@ def test_a_chosen_method_that_cannot_pickle_names_fork_as_the_way_out():
     process = manycore.get_context("spawn").Process(target=print, args=(lock,))
     with pytest.raises(manycore.ArgumentPicklingError, match=r'get_context\("fork"\)'):
         process.start()
-    with manycore.Pool(1) as pool, pytest.raises(pickle.PicklingError, match='context="fork"'):
-        pool.apply_async(lambda: lock.locked())
+    with manycore.Pool(1) as pool, pytest.raises(pickle.PicklingError, match="lambda"):
+        pool.apply_async(lambda: lock.locked())  # by value only: it has no name to go by
+
+
+POOL_UNPICKLABLE = """
+import ctypes
+import threading
+
+class Point(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_int)]
+
+arr = None
+def init(a):
+    global arr
+    arr = a
+
+def read(i):
+    return (arr[i].x, arr[i].y)
+
+tlock = threading.Lock()
+def locked(i):
+    with tlock:
+        return i
+
+if __name__ == "__main__":
+    a = ctx.Array(Point, [(1, 2), (3, 4)])
+    try:
+        with ctx.Pool(2, initializer=init, initargs=(a,)) as pool:
+            print(pool.map(read, [0, 1]))
+    except Exception as exc:
+        print(type(exc).__name__, 'context="fork"' in str(exc))
+    with ctx.Pool(2) as pool:
+        try:
+            print(pool.map(locked, [0, 1]))
+        except Exception as exc:
+            print(type(exc).__name__, 'context="fork"' in str(exc))
+"""
+
+
+def test_pool_functions_that_cannot_be_pickled_by_value_go_by_name(tmp_path):
+    """A pool's function or initializer that cannot be pickled by value (a global lock, a
+    ctypes class of __main__) goes by name as with the stdlib: a fork pool runs it; a pool
+    whose workers were not forked from the caller fails with an error naming fork."""
+    expected = _run(POOL_UNPICKLABLE, "stdlib", "fork", tmp_path)
+    assert expected == ["[(1, 2), (3, 4)]", "[0, 1]"]
+    assert _run(POOL_UNPICKLABLE, "manycore", "fork", tmp_path) == expected
+    assert _run(POOL_UNPICKLABLE, "manycore", "spawn", tmp_path) == [
+        "InitializerError True",
+        "ArgumentUnpicklingError True",
+    ]

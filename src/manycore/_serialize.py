@@ -68,6 +68,7 @@ __all__ = [
     "argument_error",
     "cloudpickle_dumps",
     "dumps",
+    "dumps_callable",
     "first_unpicklable",
     "main_namespace",
     "new_snapshots",
@@ -102,6 +103,28 @@ def cloudpickle_dumps(obj: Any, buffer_callback: Optional[Callable[[Any], Any]] 
     """
     out = io.BytesIO()
     Pickler(out, protocol=PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+    return out.getvalue()
+
+
+def dumps_callable(obj: Any) -> bytes:
+    """``dumps`` for a pool's function or initializer with its arguments. When that fails
+    because something cannot be pickled by value, functions and classes of ``__main__`` are
+    pickled by name instead, as the stdlib pickles them: a worker forked from the caller
+    finds them in its copy of the main module (with the objects they refer to, inherited);
+    any other worker raises an error that names the first failure and ``context="fork"``.
+
+    Raises:
+        Exception: what ``dumps`` raised, when pickling by name does not help either.
+    """
+    try:
+        return dumps(obj)
+    except Exception as exc:
+        first = exc
+    out = io.BytesIO()
+    try:
+        _ByNamePickler(out, f"{type(first).__name__}: {first}").dump(obj)
+    except Exception:
+        raise first from None
     return out.getvalue()
 
 
@@ -280,6 +303,50 @@ def argument_error(
     )
 
 
+def _main_object(qualname: str) -> Any:
+    """``qualname`` looked up in this process's main module, if it is the caller's (or a
+    forked copy of it); None otherwise."""
+    if _fresh_main is not None:
+        return None
+    obj: Any = sys.modules.get("__main__")
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _by_name(qualname: str, why: str) -> Any:
+    """What ``_ByNamePickler`` sent: ``qualname`` of the caller's ``__main__``."""
+    obj = _main_object(qualname)
+    if obj is None:
+        raise pickle.UnpicklingError(
+            f"{qualname} (from __main__) was sent by name, as the call could not be "
+            f"pickled by value ({why}), and this process was not forked from the caller: it "
+            'has no such name. Start the pool with context="fork" (manycore.get_context('
+            '"fork").Pool, ProcessPoolExecutor(mp_context="fork")), whose workers inherit the '
+            "main module and what it refers to, as with the stdlib's default on Linux; or "
+            "make what it refers to picklable, or create it in the worker (an initializer "
+            "that sets a "
+            "global)."
+        )
+    return obj
+
+
+class _ByNamePickler(Pickler):
+    """Functions and classes that ``__main__`` holds under their name are pickled by that
+    name (see ``dumps_callable``)."""
+
+    def __init__(self, file: Any, why: str) -> None:
+        super().__init__(file, protocol=PROTOCOL)
+        self.why = why
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (types.FunctionType, type)) and obj.__module__ == "__main__":
+            qualname = obj.__qualname__
+            if "<" not in qualname and _main_object(qualname) is obj:
+                return (_by_name, (qualname, self.why))
+        return super().reducer_override(obj)
+
+
 _snapshot = [0]  # bumped by new_snapshots: by-value function blobs older than this are stale
 
 
@@ -314,14 +381,11 @@ class FunctionCache:
         if entry is not None and entry[0]() is fn and entry[2] >= _snapshot[0]:
             return entry[1]
         try:
-            blob = dumps(fn)
+            blob = dumps_callable(fn)
         except Exception as exc:
             raise ArgumentPicklingError(
                 f"cannot send the function {fn!r} to a worker: {exc}. Define it at module "
-                "level or make the objects it captures picklable; or, on Linux, start the "
-                'pool with context="fork" (manycore.get_context("fork").Pool(...), '
-                'ProcessPoolExecutor(mp_context="fork")): its workers are copies of this '
-                "process, as with the stdlib's default there, and see these objects.",
+                "level or make the objects it captures picklable.",
                 argument="function",
             ) from exc
         if type(fn) is types.FunctionType:
