@@ -297,3 +297,27 @@ def test_pool_functions_that_cannot_be_pickled_by_value_go_by_name(tmp_path):
         "InitializerError True",
         "ArgumentUnpicklingError True",
     ]
+
+
+def test_worker_state_wins_and_redefined_helpers_arrive(start_method):
+    """The merge rule of a worker's namespace: a value the worker set (a counter bumped by
+    tasks) is kept when a new function arrives carrying the caller's value; a helper that an
+    earlier function brought is replaced by its redefinition (a notebook cell run again)."""
+    import manycore
+
+    cell = {"__name__": "__main__"}  # functions from it pickle as __main__'s do
+    exec(
+        "counter = 0\n"
+        "def bump():\n    global counter\n    counter += 1\n    return counter\n"
+        "def helper():\n    return 'old'\n"
+        "def task():\n    return helper(), counter\n",
+        cell,
+    )
+    with manycore.Pool(1, context=start_method) as pool:
+        assert [pool.apply_async(cell["bump"]).get(timeout=helpers.TIMEOUT) for _ in "ab"] == [
+            1,
+            2,
+        ]
+        assert pool.apply_async(cell["task"]).get(timeout=helpers.TIMEOUT) == ("old", 2)
+        exec("def helper():\n    return 'new'\ndef task():\n    return helper(), counter\n", cell)
+        assert pool.apply_async(cell["task"]).get(timeout=helpers.TIMEOUT) == ("new", 2)
