@@ -242,7 +242,7 @@ def _code_reduce(code: types.CodeType) -> tuple[Any, ...]:
     source lines when the file is not on disk but ``linecache`` has them (IPython's cells)."""
     rebuild, args = _cloudpickle_code_reduce(code)
     filename = code.co_filename
-    args = tuple(filename if a == "<dynamic-code>" and type(a) is str else a for a in args)
+    args = tuple(filename if type(a) is str and a == "<dynamic-code>" else a for a in args)
     lines = None
     entry = linecache.cache.get(filename)
     if entry is not None and len(entry) == 4 and not os.path.exists(filename):
@@ -274,6 +274,55 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
         return (_make_main_function, newargs, state, items, pairs, _set_main_function_state)
 
 
+# ---------------------------------------------------------------- by name, when by value fails
+
+
+def _main_object(qualname: str) -> Any:
+    """``qualname`` looked up in this process's main module, if it is the caller's (or a
+    forked copy of it); None otherwise."""
+    if _fresh_main is not None:
+        return None
+    obj: Any = sys.modules.get("__main__")
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _by_name(qualname: str, why: str) -> Any:
+    """What ``_ByNamePickler`` sent: ``qualname`` of the caller's ``__main__``."""
+    obj = _main_object(qualname)
+    if obj is None:
+        raise pickle.UnpicklingError(
+            f"{qualname} (from __main__) was sent by name, as the call could not be "
+            f"pickled by value ({why}), and this process was not forked from the caller: it "
+            'has no such name. Start the pool with context="fork" (manycore.get_context('
+            '"fork").Pool, ProcessPoolExecutor(mp_context="fork")), whose workers inherit the '
+            "main module and what it refers to, as with the stdlib's default on Linux; or "
+            "make what it refers to picklable, or create it in the worker (an initializer "
+            "that sets a global)."
+        )
+    return obj
+
+
+class _ByNamePickler(Pickler):
+    """Functions and classes that ``__main__`` holds under their name are pickled by that
+    name (see ``dumps_callable``)."""
+
+    def __init__(self, file: Any, why: str) -> None:
+        super().__init__(file, protocol=PROTOCOL)
+        self.why = why
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (types.FunctionType, type)) and obj.__module__ == "__main__":
+            qualname = obj.__qualname__
+            if "<" not in qualname and _main_object(qualname) is obj:
+                return (_by_name, (qualname, self.why))
+        return super().reducer_override(obj)
+
+
+# ---------------------------------------------------------------- errors, function caches
+
+
 def first_unpicklable(labelled: Iterable[tuple[str, Any]]) -> tuple[str, Any, Exception] | None:
     """The first ``(label, value)`` whose value cannot be pickled, with its error, or None."""
     for label, value in labelled:
@@ -301,50 +350,6 @@ def argument_error(
         "can use to open or build the object itself).",
         argument=where,
     )
-
-
-def _main_object(qualname: str) -> Any:
-    """``qualname`` looked up in this process's main module, if it is the caller's (or a
-    forked copy of it); None otherwise."""
-    if _fresh_main is not None:
-        return None
-    obj: Any = sys.modules.get("__main__")
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    return obj
-
-
-def _by_name(qualname: str, why: str) -> Any:
-    """What ``_ByNamePickler`` sent: ``qualname`` of the caller's ``__main__``."""
-    obj = _main_object(qualname)
-    if obj is None:
-        raise pickle.UnpicklingError(
-            f"{qualname} (from __main__) was sent by name, as the call could not be "
-            f"pickled by value ({why}), and this process was not forked from the caller: it "
-            'has no such name. Start the pool with context="fork" (manycore.get_context('
-            '"fork").Pool, ProcessPoolExecutor(mp_context="fork")), whose workers inherit the '
-            "main module and what it refers to, as with the stdlib's default on Linux; or "
-            "make what it refers to picklable, or create it in the worker (an initializer "
-            "that sets a "
-            "global)."
-        )
-    return obj
-
-
-class _ByNamePickler(Pickler):
-    """Functions and classes that ``__main__`` holds under their name are pickled by that
-    name (see ``dumps_callable``)."""
-
-    def __init__(self, file: Any, why: str) -> None:
-        super().__init__(file, protocol=PROTOCOL)
-        self.why = why
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (types.FunctionType, type)) and obj.__module__ == "__main__":
-            qualname = obj.__qualname__
-            if "<" not in qualname and _main_object(qualname) is obj:
-                return (_by_name, (qualname, self.why))
-        return super().reducer_override(obj)
 
 
 _snapshot = [0]  # bumped by new_snapshots: by-value function blobs older than this are stale
