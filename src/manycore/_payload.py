@@ -62,7 +62,7 @@ from ._buffers import (
     unpickle_buffers,
 )
 from ._reuse import RESERVED, SENT, hold, reusable, state_word, watched_views
-from ._serialize import argument_error, dumps, new_snapshots
+from ._serialize import argument_error, dumps
 
 __all__ = [
     "MARK",
@@ -320,9 +320,7 @@ _spares = _Spares()
 
 
 def pool_opened() -> None:
-    """A pool started in this process: task arguments may use reusable segments, and its
-    functions from ``__main__`` are snapshots taken anew (``_serialize.new_snapshots``)."""
-    new_snapshots()
+    """A pool started in this process: task arguments may use reusable segments."""
     with _spares.lock:
         _spares._mine()
         _spares.pools += 1
