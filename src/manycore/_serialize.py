@@ -313,7 +313,10 @@ class _ByNamePickler(Pickler):
         self.why = why
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (types.FunctionType, type)) and obj.__module__ == "__main__":
+        if (
+            isinstance(obj, (types.FunctionType, type))
+            and getattr(obj, "__module__", None) == "__main__"
+        ):
             qualname = obj.__qualname__
             if "<" not in qualname and _main_object(qualname) is obj:
                 return (_by_name, (qualname, self.why))
