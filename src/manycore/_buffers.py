@@ -30,10 +30,8 @@ import pickle
 import warnings
 from typing import Any, Callable, Optional
 
-import cloudpickle
-
 from . import _shm
-from ._serialize import MAIN, PROTOCOL, dumps
+from ._serialize import MAIN, PROTOCOL, cloudpickle_dumps, dumps
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -253,7 +251,7 @@ def split_buffers(obj: Any, threshold: int) -> tuple[bytes, list[memoryview], in
     if data is None or MAIN in data:
         buffers.clear()
         extra = []
-        data = cloudpickle.dumps(obj, PROTOCOL, buffer_callback=keep)
+        data = cloudpickle_dumps(obj, buffer_callback=keep)
     return data, [b.raw() for b in buffers] + [b.raw() for b in extra], len(extra)
 
 

@@ -67,7 +67,7 @@ from ._errors import ManycoreError, PoolBrokenError, PoolClosedError, describe_c
 from ._options import TaskOptions
 from ._outcome import outcome_error, unpickling_error
 from ._payload import loads
-from ._serialize import dumps
+from ._serialize import dumps_callable, new_snapshots
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 
 __all__ = [
@@ -278,8 +278,9 @@ class Engine:
         initargs: tuple[Any, ...] = (),
     ) -> None:
         self.workers = workers
+        new_snapshots()  # functions pickled by value are snapshots taken anew for this pool
         # The pool's initializer, pickled once for every worker (None: there is none).
-        self._init_blob = dumps((initializer, tuple(initargs))) if initializer else None
+        self._init_blob = dumps_callable((initializer, tuple(initargs))) if initializer else None
         self.single_sizer = ChunkSizer(workers)
         # Seconds per item last measured for each mapped function (by its pickled bytes), so
         # a repeated map of the same function starts at a good chunk size, not at 1.

@@ -59,6 +59,7 @@ from ._fds import (
     neutralize_inherited,
     os_thread_count,
 )
+from ._serialize import use_fresh_main
 from ._zygote import REPLY, STATUS, encode_request, resolve_entry, serve
 
 __all__ = [
@@ -131,6 +132,7 @@ def spawned_main(entry: str, nfds: int, sentinel: bool) -> None:
     """
     code = 1
     try:
+        use_fresh_main()  # __main__ here is the ``python -c`` launcher: not the user's
         first = 3
         if sentinel:
             os.set_inheritable(first, False)

@@ -57,8 +57,6 @@ from collections import ChainMap
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, Optional
 
-import cloudpickle
-
 from . import _launch, _output
 from ._errors import (
     ArgumentPicklingError,
@@ -67,6 +65,7 @@ from ._errors import (
 )
 from ._fds import close_internal, internal_fd
 from ._outcome import exception_parts, rebuild_exception
+from ._serialize import Pickler
 
 __all__ = [
     "Process",
@@ -108,12 +107,12 @@ class _DupFd:
 # ---------------------------------------------------------------- pickling
 
 
-class _CloudPickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+class _CloudPickler(Pickler):
     # multiprocessing's reducers first (a Connection pickles as a DupFd); the C pickler reads
     # ``dispatch_table`` when it is built, so it must be a class attribute.
     dispatch_table = ChainMap(
         ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
-        cloudpickle.CloudPickler.dispatch_table,
+        Pickler.dispatch_table,
     )
 
 
@@ -383,9 +382,16 @@ def _pickling_error(process_obj: Process, exc: Exception) -> ArgumentPicklingErr
     return ArgumentPicklingError(
         f"cannot send {what} to the new process: {str(exc).rstrip('.')}. This start method "
         "pickles the target and its arguments (lambdas, closures and __main__ functions are "
-        "fine); pass picklable objects, or use the 'fork' start method.",
+        "fine); pass picklable objects, or start it by fork, which passes them by "
+        'inheritance: manycore.get_context("fork").Process (the default method does this '
+        "by itself).",
         argument=what,
     )
+
+
+def _default_method(process_obj: Process) -> bool:
+    """Whether ``process_obj`` starts by manycore's default method (no method chosen)."""
+    return process_obj._start_method is None and _launch.default_start_method() is None
 
 
 def _parts(process_obj: Process) -> list[tuple[str, Any]]:
@@ -550,7 +556,18 @@ class Process(multiprocessing.process.BaseProcess):
 
     @staticmethod
     def _Popen(process_obj: Process) -> _Popen:
-        return _Popen(process_obj, _launch.resolve_start_method(process_obj._start_method))
+        launcher = _launch.resolve_start_method(process_obj._start_method)
+        try:
+            return _Popen(process_obj, launcher)
+        except ArgumentPicklingError:
+            # Under the default method, what cannot be pickled (a lock or a Manager the
+            # target refers to or is given, a ctypes class of __main__) is passed by
+            # inheritance, as the stdlib's default on Linux (fork) does: programs written
+            # against it run unchanged (issue 15 #6). A method the user chose is kept.
+            fork = _launch.LAUNCHERS.get("fork")
+            if launcher.forks_caller or fork is None or not _default_method(process_obj):
+                raise
+            return _Popen(process_obj, fork)
 
     def start(self) -> None:
         """Start the child.

@@ -8,9 +8,24 @@ Rules:
   name because the main module is never re-executed there), it pickles again with
   cloudpickle, which sends such objects by value. Its output is an ordinary protocol-5
   pickle: ``pickle.loads`` reads it (cloudpickle's output only needs cloudpickle importable).
-* ``FunctionCache`` keeps the pickled bytes of module-level functions, so per-item
-  ``apply_async``/``submit`` pay a dict lookup instead of a pickle; ``WorkerFunctionCache``
-  keeps the last functions a worker rebuilt.
+* Functions from ``__main__`` share one namespace per process (``main_namespace``), as the
+  stdlib's share the worker's main module: cloudpickle alone would give each unpickled
+  function a namespace of its own, so a global that an initializer sets would never reach
+  the tasks (issue 15). ``Pickler`` names the receiver's namespace instead of sending one;
+  the names a function brings are merged into it by ``_merge_globals``'s rule: the
+  receiver's values win, so state set there (by an initializer, by earlier tasks) stays;
+  only a function or class that an earlier arrival put there is replaced by a newer
+  definition (a notebook cell run again). A child that forked from the caller has the
+  caller's main module; a child that did not (spawn, the fork servers) starts an empty one
+  (``use_fresh_main``), as the stdlib's spawned children start ``__mp_main__``.
+* Code sent by value keeps its file name (cloudpickle writes ``<dynamic-code>``), and the
+  source lines of a file that is not on disk (a notebook cell) travel with it into the
+  receiver's ``linecache``: a worker's traceback shows the user's file, line and source.
+* ``FunctionCache`` keeps the pickled bytes of functions per function object, so per-item
+  ``apply_async``/``submit`` pay a dict lookup instead of a pickle; a function pickled by
+  value is a snapshot of what it refers to, taken anew for each pool (``new_snapshots``),
+  as the stdlib's fork copies the caller when a pool starts. ``WorkerFunctionCache`` keeps
+  the last functions a worker rebuilt.
 * ``first_unpicklable`` and ``argument_error`` name the argument that cannot be pickled.
 
 This is the bottom of the serialization family (layer 1), which reads upwards as:
@@ -29,13 +44,17 @@ processes (see docs/design.md, "No one else gets in").
 from __future__ import annotations
 
 import functools
+import io
+import linecache
+import os
 import pickle
+import sys
 import threading
 import types
 import weakref
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from collections.abc import Iterable
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import cloudpickle
 
@@ -44,10 +63,16 @@ from ._errors import ArgumentPicklingError
 __all__ = [
     "PROTOCOL",
     "FunctionCache",
+    "Pickler",
     "WorkerFunctionCache",
     "argument_error",
+    "cloudpickle_dumps",
     "dumps",
+    "dumps_callable",
     "first_unpicklable",
+    "main_namespace",
+    "new_snapshots",
+    "use_fresh_main",
 ]
 
 PROTOCOL = 5
@@ -63,10 +88,242 @@ def dumps(obj: Any) -> bytes:
     try:
         data = pickle.dumps(obj, PROTOCOL)
     except Exception:
-        return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+        return cloudpickle_dumps(obj)
     if MAIN in data:
-        return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+        return cloudpickle_dumps(obj)
     return data
+
+
+def cloudpickle_dumps(obj: Any, buffer_callback: Optional[Callable[[Any], Any]] = None) -> bytes:
+    """``obj`` pickled by ``Pickler`` (cloudpickle, with ``__main__`` functions bound to the
+    receiver's main namespace).
+
+    Raises:
+        Exception: whatever cloudpickle raises for an object that cannot be pickled.
+    """
+    out = io.BytesIO()
+    Pickler(out, protocol=PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+    return out.getvalue()
+
+
+def dumps_callable(obj: Any) -> bytes:
+    """``dumps`` for a pool's function or initializer with its arguments. When that fails
+    because something cannot be pickled by value, functions and classes of ``__main__`` are
+    pickled by name instead, as the stdlib pickles them: a worker forked from the caller
+    finds them in its copy of the main module (with the objects they refer to, inherited);
+    any other worker raises an error that names the first failure and ``context="fork"``.
+
+    Raises:
+        Exception: what ``dumps`` raised, when pickling by name does not help either.
+    """
+    try:
+        return dumps(obj)
+    except Exception as exc:
+        first = exc
+    out = io.BytesIO()
+    try:
+        _ByNamePickler(out, f"{type(first).__name__}: {first}").dump(obj)
+    except Exception:
+        raise first from None
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- the main namespace
+
+_fresh_main: Optional[dict[str, Any]] = None  # set by use_fresh_main in a child
+# Per name: the object an arrival put into the main namespace (see _merge_globals).
+_arrived: dict[str, Any] = {}
+
+
+def use_fresh_main() -> None:
+    """In a child that did not fork from the caller: by-value ``__main__`` functions share a
+    new, empty namespace rather than whatever this process's main module holds (a fork
+    server's copy of the caller as it was long ago, or the ``python -c`` launcher's)."""
+    global _fresh_main
+    module = types.ModuleType("__mp_main__")
+    _fresh_main = module.__dict__
+    _fresh_main["__builtins__"] = __builtins__
+    _arrived.clear()
+
+
+def main_namespace() -> dict[str, Any]:
+    """The namespace that functions from ``__main__`` share in this process: the main
+    module's (the caller's, or its copy in a forked child), or a fresh one in a child that
+    did not fork from the caller (``use_fresh_main``)."""
+    if _fresh_main is not None:
+        return _fresh_main
+    main = sys.modules.get("__main__")
+    if main is None:  # an embedding without a main module
+        use_fresh_main()
+        assert _fresh_main is not None
+        return _fresh_main
+    return main.__dict__
+
+
+def _is_main(fn: types.FunctionType) -> bool:
+    namespace = fn.__globals__
+    return namespace is main_namespace() or namespace.get("__name__") == "__main__"
+
+
+class _MainNamespace:
+    """Stands for the receiver's ``main_namespace()`` in a pickle."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (main_namespace, ())
+
+
+_MAIN_NAMESPACE = _MainNamespace()
+
+
+def _make_main_function(
+    code: types.CodeType, namespace: dict[str, Any], name: Any, defaults: Any, closure: Any
+) -> types.FunctionType:
+    return types.FunctionType(code, namespace, name, defaults, closure)
+
+
+def _set_main_function_state(fn: types.FunctionType, state: Any) -> None:
+    """cloudpickle's function state, with the globals merged by ``_merge_globals``."""
+    attributes, slots = state
+    fn.__dict__.update(attributes)
+    slots = dict(slots)
+    _merge_globals(fn.__globals__, slots.pop("__globals__", {}))
+    closure = slots.pop("__closure__", None)
+    slots.pop("_cloudpickle_submodules", None)  # only kept the submodules imported
+    if closure is not None:
+        for mine, sent in zip(fn.__closure__ or (), closure):
+            try:
+                mine.cell_contents = sent.cell_contents
+            except ValueError:  # an empty cell
+                pass
+    for name, value in slots.items():
+        setattr(fn, name, value)
+
+
+def _merge_globals(namespace: dict[str, Any], sent: dict[str, Any]) -> None:
+    """Merge a function's pickled globals into the main namespace.
+
+    The namespace's values win: what an initializer or an earlier task bound there is what
+    the function sees, as with the stdlib's shared main module. A function or class is
+    replaced by a newer one only when an earlier arrival put it there and nothing here
+    rebound it since (a helper redefined in a notebook reaches a pool that is running)."""
+    if namespace is not main_namespace():  # a function with a namespace of its own
+        namespace.update(sent)
+        return
+    for name, value in sent.items():
+        if name not in namespace:
+            namespace[name] = value
+            _arrived[name] = value
+            continue
+        current = namespace[name]
+        if (
+            current is not value
+            and current is _arrived.get(name)
+            and isinstance(value, (types.FunctionType, type))
+        ):
+            namespace[name] = value
+            _arrived[name] = value
+
+
+# ---------------------------------------------------------------- code with its source
+
+
+def _rebuild_code(args: tuple[Any, ...], filename: str, lines: Optional[list[str]]) -> Any:
+    if lines is not None and filename not in linecache.cache:
+        # No mtime: linecache.checkcache keeps the entry (there is no file to compare with).
+        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+    return types.CodeType(*args)
+
+
+_cloudpickle_code_reduce = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+def _code_reduce(code: types.CodeType) -> tuple[Any, ...]:
+    """cloudpickle's reduction of a code object, with the real file name put back, and the
+    source lines when the file is not on disk but ``linecache`` has them (IPython's cells)."""
+    rebuild, args = _cloudpickle_code_reduce(code)
+    filename = code.co_filename
+    args = tuple(filename if type(a) is str and a == "<dynamic-code>" else a for a in args)
+    lines = None
+    entry = linecache.cache.get(filename)
+    if entry is not None and len(entry) == 4 and not os.path.exists(filename):
+        lines = list(entry[2])
+    if rebuild is not types.CodeType:  # a future cloudpickle: leave its form alone
+        return (rebuild, args)
+    return (_rebuild_code, (args, filename, lines))
+
+
+class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle's pickler, with functions from ``__main__`` bound to the receiver's main
+    namespace and code that keeps its file name (see the module docstring)."""
+
+    # the C pickler reads ``dispatch_table`` when it is built: a class attribute
+    dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
+
+    def _function_getnewargs(self, func: types.FunctionType) -> tuple[Any, ...]:
+        newargs = super()._function_getnewargs(func)
+        if not _is_main(func):
+            return newargs  # type: ignore[no-any-return]
+        code, _, name, defaults, closure = newargs
+        return code, _MAIN_NAMESPACE, name, defaults, closure
+
+    def _dynamic_function_reduce(self, func: types.FunctionType) -> tuple[Any, ...]:
+        reduced = super()._dynamic_function_reduce(func)
+        if not _is_main(func) or len(reduced) != 6:
+            return reduced  # type: ignore[no-any-return]
+        _, newargs, state, items, pairs, _ = reduced
+        return (_make_main_function, newargs, state, items, pairs, _set_main_function_state)
+
+
+# ---------------------------------------------------------------- by name, when by value fails
+
+
+def _main_object(qualname: str) -> Any:
+    """``qualname`` looked up in this process's main module, if it is the caller's (or a
+    forked copy of it); None otherwise."""
+    if _fresh_main is not None:
+        return None
+    obj: Any = sys.modules.get("__main__")
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _by_name(qualname: str, why: str) -> Any:
+    """What ``_ByNamePickler`` sent: ``qualname`` of the caller's ``__main__``."""
+    obj = _main_object(qualname)
+    if obj is None:
+        raise pickle.UnpicklingError(
+            f"{qualname} (from __main__) was sent by name, as the call could not be "
+            f"pickled by value ({why}), and this process was not forked from the caller: it "
+            'has no such name. Start the pool with context="fork" (manycore.get_context('
+            '"fork").Pool, ProcessPoolExecutor(mp_context="fork")), whose workers inherit the '
+            "main module and what it refers to, as with the stdlib's default on Linux; or "
+            "make what it refers to picklable, or create it in the worker (an initializer "
+            "that sets a global)."
+        )
+    return obj
+
+
+class _ByNamePickler(Pickler):
+    """Functions and classes that ``__main__`` holds under their name are pickled by that
+    name (see ``dumps_callable``)."""
+
+    def __init__(self, file: Any, why: str) -> None:
+        super().__init__(file, protocol=PROTOCOL)
+        self.why = why
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (
+            isinstance(obj, (types.FunctionType, type))
+            and getattr(obj, "__module__", None) == "__main__"
+        ):
+            qualname = obj.__qualname__
+            if "<" not in qualname and _main_object(qualname) is obj:
+                return (_by_name, (qualname, self.why))
+        return super().reducer_override(obj)
+
+
+# ---------------------------------------------------------------- errors, function caches
 
 
 def first_unpicklable(labelled: Iterable[tuple[str, Any]]) -> tuple[str, Any, Exception] | None:
@@ -98,19 +355,28 @@ def argument_error(
     )
 
 
+_snapshot = [0]  # bumped by new_snapshots: by-value function blobs older than this are stale
+
+
+def new_snapshots() -> None:
+    """A pool starts: functions pickled by value from now on are snapshots taken anew."""
+    _snapshot[0] += 1
+
+
 class FunctionCache:
-    """Pickled bytes of functions that pickle by reference, kept per function object.
+    """Pickled bytes of functions, kept per function object.
 
     A function importable from a module pickles to its module and name; the worker looks
-    it up itself, so those bytes never go stale and are worth keeping (pickling costs a
-    few microseconds, a dict lookup far less). A function pickled by value (``__main__``,
-    a lambda, a closure) captures its globals and closure cells, whose contents may change
-    in place between calls; it is pickled afresh at every call so that each call sees the
-    current state. A ``map`` pickles its function once for all its items either way.
+    it up itself, so those bytes never go stale. A function pickled by value (``__main__``,
+    a lambda, a closure) carries a snapshot of the globals and closure cells it refers to;
+    it is kept until the next pool starts (``new_snapshots``). So, as with the stdlib's fork,
+    a pool's workers see the caller's state as it was when the pool started (its first call
+    of the function, here), and later in-place changes are not sent again at every call
+    (issue 16: that cost ~15 us per ``apply_async``/``submit``).
     """
 
     def __init__(self) -> None:
-        self._blobs: dict[int, tuple[weakref.ref[Any], bytes]] = {}
+        self._blobs: dict[int, tuple[weakref.ref[Any], bytes, int]] = {}
         self._lock = threading.Lock()
 
     def dumps(self, fn: Callable[..., Any]) -> bytes:
@@ -120,21 +386,23 @@ class FunctionCache:
             ArgumentPicklingError: ``fn`` cannot be pickled.
         """
         entry = self._blobs.get(id(fn))
-        if entry is not None and entry[0]() is fn:
+        if entry is not None and entry[0]() is fn and entry[2] >= _snapshot[0]:
             return entry[1]
         try:
-            blob = dumps(fn)
+            blob = dumps_callable(fn)
         except Exception as exc:
             raise ArgumentPicklingError(
                 f"cannot send the function {fn!r} to a worker: {exc}. Define it at module "
                 "level or make the objects it captures picklable.",
                 argument="function",
             ) from exc
-        if type(fn) is types.FunctionType and _by_reference(blob):
+        if type(fn) is types.FunctionType:
+            # by reference: never stale (a snapshot number no pool start reaches)
+            snapshot = _snapshot[0] if not _by_reference(blob) else sys.maxsize
             key = id(fn)
             ref = weakref.ref(fn, functools.partial(self._forget, key))
             with self._lock:
-                self._blobs[key] = (ref, blob)
+                self._blobs[key] = (ref, blob, snapshot)
         return blob
 
     def _forget(self, key: int, ref: weakref.ref[Any]) -> None:
@@ -145,9 +413,9 @@ class FunctionCache:
 
 
 def _by_reference(blob: bytes) -> bool:
-    # cloudpickle's by-value form always names its own reconstructors; a by-reference
-    # pickle is only a module and a qualified name.
-    return b"cloudpickle" not in blob
+    # The by-value form always names its reconstructors (cloudpickle's, or this module's for
+    # functions from __main__); a by-reference pickle is only a module and a qualified name.
+    return b"cloudpickle" not in blob and __name__.encode() not in blob
 
 
 class WorkerFunctionCache:

@@ -43,6 +43,8 @@ import struct
 import sys
 from typing import Callable, NoReturn
 
+from ._serialize import use_fresh_main
+
 __all__ = ["REPLY", "REQUEST", "STATUS", "encode_request", "resolve_entry", "serve"]
 
 REQUEST = struct.Struct("<cH")  # b"R", then the entry's length; the entry follows
@@ -146,6 +148,9 @@ def _handle(control: socket.socket, status_fds: dict[int, int], own: tuple[int, 
                 os.close(fd)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # The server's main module is the caller's as it was when the server started
+            # (or the launcher's): __main__ functions get an empty namespace of their own.
+            use_fresh_main()
             code = entry(*child_fds)
         finally:
             os._exit(code)
