@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from typing import Any, Callable, TypeVar
 
 from ._jobs import ResultIterator
-from ._options import DEFAULT
+from ._options import DEFAULT, PoolConfig
 from ._pool import Pool as SyncPool
 from ._stats import PoolStatistics, WorkerStack
 
@@ -46,6 +46,16 @@ __all__ = ["Pool", "PoolOptions"]
 T = TypeVar("T")
 
 DEFAULT_CONCURRENCY = 16  # coroutines per worker, as aiomultiprocess's childconcurrency
+# Pool's keyword options and their defaults, to check a pool's options when it is made.
+_POOL_DEFAULTS: dict[str, Any] = {
+    "max_tasks_per_child": None,
+    "backend": "local",
+    "address": None,
+    "task_timeout": None,
+    "retries": 0,
+    "retry_on": None,
+    "max_memory_per_child": None,
+}
 
 
 class Pool:
@@ -81,17 +91,55 @@ class Pool:
                 f"concurrency must be a positive int (coroutines per worker), not "
                 f"{concurrency!r}; for example concurrency=16"
             )
-        self._sync = SyncPool(
-            processes, initializer, initargs, maxtasksperchild, context, **options
+        initargs = tuple(initargs)
+        # Checked here, so that a bad option raises where the pool is made; the workers
+        # start in start() (``async with``), off the loop: a fresh fork server or spawned
+        # workers take tens of milliseconds.
+        PoolConfig.for_pool(
+            processes=processes,
+            initializer=initializer,
+            initargs=initargs,
+            maxtasksperchild=maxtasksperchild,
+            context=context,
+            **{**_POOL_DEFAULTS, **options},
         )
-        # Set before any task is submitted; read by the scheduler thread at each dispatch.
-        self._sync._scheduler.concurrency = concurrency
+        self._args = (processes, initializer, initargs, maxtasksperchild, context)
+        self._options = options
+        self._sync_pool: SyncPool | None = None
         self.concurrency = concurrency
+
+    async def start(self) -> Pool:
+        """Start the workers (``async with`` and ``await pool`` do it); return the pool."""
+        if self._sync_pool is None:
+            pool = await _in_thread(lambda: SyncPool(*self._args, **self._options))
+            if self._sync_pool is None:
+                # Set before any task is submitted; the scheduler reads it at each dispatch.
+                pool._scheduler.concurrency = self.concurrency
+                self._sync_pool = pool
+            else:  # started twice at once: keep the first
+                await _in_thread(pool.terminate)
+        return self
+
+    def __await__(self) -> Generator[Any, None, Pool]:
+        return self.start().__await__()
 
     @property
     def sync(self) -> SyncPool:
-        """The ``manycore.Pool`` underneath, for code that waits instead of awaiting."""
-        return self._sync
+        """The ``manycore.Pool`` underneath, for code that waits instead of awaiting.
+
+        Raises:
+            RuntimeError: the pool has not started.
+        """
+        if self._sync_pool is None:
+            raise RuntimeError(
+                "the pool has not started: use it in 'async with manycore.aio.Pool() as "
+                "pool:', or start it first with 'pool = await manycore.aio.Pool()'"
+            )
+        return self._sync_pool
+
+    @property
+    def _sync(self) -> SyncPool:
+        return self.sync
 
     # -------------------------------------------------------------- single calls
 
@@ -106,6 +154,8 @@ class Pool:
             ArgumentPicklingError: an argument cannot be pickled (nothing was sent).
             PoolClosedError: the pool was closed.
         """
+        if self._sync_pool is None:
+            await self.start()
         return await self._sync.apply_async(func, args, kwargs)
 
     def options(
@@ -133,6 +183,7 @@ class Pool:
         **options: Any,
     ) -> list[Any]:
         """``[func(x) for x in iterable]`` computed by the workers, in input order."""
+        await self.start()
         return await self._sync.map_async(func, iterable, chunksize, progress=progress, **options)  # type: ignore[no-any-return]
 
     async def starmap(
@@ -145,6 +196,7 @@ class Pool:
         **options: Any,
     ) -> list[Any]:
         """``[func(*args) for args in iterable]`` computed by the workers."""
+        await self.start()
         result = self._sync.starmap_async(func, iterable, chunksize, progress=progress, **options)
         return await result  # type: ignore[no-any-return]
 
@@ -190,19 +242,21 @@ class Pool:
 
     def close(self) -> None:
         """Accept no more work; workers exit once everything submitted has finished."""
-        self._sync.close()
+        if self._sync_pool is not None:
+            self._sync_pool.close()
 
     async def join(self) -> None:
         """Wait for the workers to exit (after ``close()`` or ``terminate()``)."""
-        await _in_thread(self._sync.join)
+        if self._sync_pool is not None:
+            await _in_thread(self._sync_pool.join)
 
     async def terminate(self) -> None:
         """Stop the workers now; unfinished calls fail with ``PoolClosedError``."""
-        await _in_thread(self._sync.terminate)
+        if self._sync_pool is not None:
+            await _in_thread(self._sync_pool.terminate)
 
     async def __aenter__(self) -> Pool:
-        self._sync._check_running()
-        return self
+        return await self.start()
 
     async def __aexit__(self, exc_type: Any, *rest: Any) -> None:
         if exc_type is None:
@@ -212,10 +266,14 @@ class Pool:
             await self.terminate()
 
     def __reduce__(self) -> Any:
-        return self._sync.__reduce__()
+        raise NotImplementedError(
+            "pool objects cannot be passed between processes or pickled; create a pool in "
+            "the process that uses it"
+        )
 
     def __repr__(self) -> str:
-        return f"<manycore.aio.Pool concurrency={self.concurrency} of {self._sync!r}>"
+        inner = "not started" if self._sync_pool is None else repr(self._sync_pool)
+        return f"<manycore.aio.Pool concurrency={self.concurrency}, {inner}>"
 
 
 class PoolOptions:
@@ -227,6 +285,7 @@ class PoolOptions:
 
     async def apply(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """As ``aio.Pool.apply``, with these options."""
+        await self._pool.start()
         return await self._pool.sync.apply_async(func, args, kwargs, **self._options)
 
     async def map(

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import functools
 import multiprocessing
 import os
 import signal
@@ -343,7 +344,16 @@ class _CoroutineServer:
                 self._add((task_id, m.FAILED, runner.unbuildable(exc), 0.0))
                 continue
             call = self._run(task_id, kind, fn, args, coroutines[task_id])
-            self.running[task_id] = self.loop.create_task(call)
+            task = self.loop.create_task(call)
+            task.add_done_callback(functools.partial(self._ended, task_id))
+            self.running[task_id] = task
+
+    def _ended(self, task_id: int, task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never ran ``_run``'s handlers: answer here.
+        if task.cancelled():
+            self.running.pop(task_id, None)
+            self.cancelled.discard(task_id)
+            self._finished(task_id, m.FAILED, CANCELLED, 0.0)
 
     async def _run(
         self, task_id: int, kind: int, fn: Callable[..., Any], args: Any, timeout: float | None
