@@ -108,6 +108,8 @@ class CallBatch(NamedTuple):
     # The batch's coroutine calls (kind & CORO), by task id, with their task_timeout (None:
     # none), which the worker enforces itself; None when the batch has none.
     coroutines: Optional[dict[int, Optional[float]]] = None
+    # How many of them may run at once (the pool's concurrency); more wait their turn.
+    concurrency: Optional[int] = None
 
 
 class CancelCalls(NamedTuple):

@@ -82,6 +82,10 @@ TERMINATE_GRACE = 0.5  # seconds between SIGTERM and SIGKILL when terminating
 KILL_GRACE = 0.5  # seconds a worker stopped for a timeout or a cancel gets after SIGTERM
 WATCH_TICK = 0.01  # seconds between board checks while a timed or cancelled task waits
 SAMPLE_EVERY = 0.5  # seconds between memory samples of busy workers
+# Coroutine tasks in a worker, per unit of the pool's concurrency: the worker runs
+# ``concurrency`` of them and holds the rest, so a finished one is replaced without waiting
+# for a round trip to the owner. (A task waiting there is cancelled like a running one.)
+COROUTINES_AHEAD = 2
 
 
 class _Slot:
@@ -512,7 +516,8 @@ class Scheduler(Engine):
 
     def _fill_workers(self) -> None:
         slots = self._slots.values()
-        room = self.concurrency
+        # Coroutine tasks a worker may hold: its concurrency running, as many sent ahead.
+        room = COROUTINES_AHEAD * self.concurrency
         for slot in slots:  # an idle worker gets work before a busy one gets more
             if not slot.batches and slot.has_room():
                 calls = self._next_batch(slot.quota, room - slot.coroutines)
@@ -543,7 +548,8 @@ class Scheduler(Engine):
                 slot.timed += 1
                 self._watching = True
         batch = [(t.id, t.kind, t.fn_blob, t.payload) for t in calls]
-        frame = pickle.dumps(m.CallBatch(batch, coroutines), 5)
+        limit = None if coroutines is None else self.concurrency
+        frame = pickle.dumps(m.CallBatch(batch, coroutines, limit), 5)
         if plain:
             slot.batches.append(plain)
         slot.coroutines += len(calls) - plain

@@ -269,6 +269,9 @@ class _CoroutineServer:
         self.cancelled: set[int] = set()  # by the owner, while running
         self.outcomes: list[m.Outcome] = []
         self.flush_due = False
+        # The pool's concurrency: the owner sends up to twice as many coroutine calls, so
+        # the next is here when one ends; the rest wait for a turn.
+        self.slots: asyncio.Semaphore | None = None
 
     def serve(self, first: m.CallBatch) -> int:
         asyncio.set_event_loop(self.loop)
@@ -322,6 +325,8 @@ class _CoroutineServer:
     def _start(self, batch: m.CallBatch) -> None:
         worker = self.worker
         coroutines = batch.coroutines or {}
+        if batch.concurrency is not None and self.slots is None:
+            self.slots = asyncio.Semaphore(batch.concurrency)
         board, slot, runner = worker.board, worker.slot, worker.runner
         clock = time.perf_counter
         for task_id, kind, fn_blob, call_payload in batch.calls:
@@ -358,20 +363,18 @@ class _CoroutineServer:
     async def _run(
         self, task_id: int, kind: int, fn: Callable[..., Any], args: Any, timeout: float | None
     ) -> None:
-        loop = self.loop
         start = time.perf_counter()
         timer = None
         expired: list[bool] = []
-        if timeout is not None:
-            current = asyncio.current_task()
-            assert current is not None
-
-            def expire() -> None:
-                expired.append(True)
-                current.cancel()
-
-            timer = loop.call_later(timeout, expire)
+        slots = self.slots
+        acquired = False
         try:
+            if slots is not None:  # a call sent ahead waits here for its turn
+                await slots.acquire()
+                acquired = True
+                start = time.perf_counter()
+            if timeout is not None:
+                timer = self.loop.call_later(timeout, _expire, asyncio.current_task(), expired)
             status, payload = await self.worker.runner.run_coroutine(kind, fn, args)
         except asyncio.CancelledError as exc:
             if task_id in self.cancelled:
@@ -381,6 +384,8 @@ class _CoroutineServer:
             else:  # the coroutine cancelled itself: its own error
                 status, payload = m.RAISED, self.worker.runner.raised(exc, fn)
         finally:
+            if acquired:
+                slots.release()  # type: ignore[union-attr]
             if timer is not None:
                 timer.cancel()
             self.running.pop(task_id, None)
@@ -423,6 +428,12 @@ class _Marker:
 
 _EOF = _Marker("EOF")  # the reader thread saw the owner close the socket
 _WAKE = _Marker("WAKE")  # look at the retiring state again
+
+
+def _expire(task: asyncio.Task[Any] | None, expired: list[bool]) -> None:
+    expired.append(True)
+    if task is not None:
+        task.cancel()
 
 
 def _timeout_error(fn: Callable[..., Any], args: Any, kind: int, timeout: float | None) -> bytes:
