@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+from types import BuiltinFunctionType, FunctionType
 from typing import Any, Callable, Optional, Protocol
 
 from . import _messages as m
@@ -82,12 +83,15 @@ _CO_COROUTINE = inspect.CO_COROUTINE
 def is_coroutine_function(fn: Any) -> bool:
     """Whether calling ``fn`` gives a coroutine to await (an ``async def`` function).
 
-    A plain function is told by one flag of its code (this runs once per submitted task);
-    anything else (a partial, a method, a marked callable) goes through ``inspect``.
+    This runs once per submitted task: a plain function is told by one flag of its code
+    and a builtin at once; anything else (a partial, a method, a callable object, a
+    function marked by ``inspect.markcoroutinefunction``) goes through ``inspect``.
     """
-    code = getattr(fn, "__code__", None)
-    if code is not None and not code.co_flags & _CO_COROUTINE:
-        return bool(getattr(fn, "_is_coroutine_marker", False))
+    kind = type(fn)
+    if kind is FunctionType and "_is_coroutine_marker" not in fn.__dict__:
+        return bool(fn.__code__.co_flags & _CO_COROUTINE)
+    if kind is BuiltinFunctionType:
+        return False
     return inspect.iscoroutinefunction(fn)
 
 
