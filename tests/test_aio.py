@@ -100,9 +100,33 @@ def test_the_sync_api_is_awaitable() -> None:
     run(body())
 
 
-def test_bad_concurrency_is_refused() -> None:
+def test_bad_options_are_refused_where_the_pool_is_made() -> None:
     with pytest.raises(ValueError, match="concurrency must be a positive int"):
         manycore.aio.Pool(1, concurrency=0)
+    with pytest.raises(ValueError):
+        manycore.aio.Pool(0)
+    with pytest.raises(ValueError):
+        manycore.aio.Pool(1, task_timeout=-1)
+
+
+def test_await_starts_the_pool_and_an_unstarted_pool_says_how() -> None:
+    async def body() -> None:
+        pool = manycore.aio.Pool(1)
+        with pytest.raises(RuntimeError, match=r"await manycore\.aio\.Pool"):
+            pool.imap(workloads.square, range(3))
+        assert "not started" in repr(pool)
+        assert await pool.apply(workloads.square, 2) == 4  # an async call starts it
+        same = await pool
+        assert same is pool
+        iterator = pool.imap(workloads.square, range(10))
+        assert await iterator.__anext__() == 0
+        await iterator.aclose()
+        pool.close()
+        await pool.join()
+        with pytest.raises(PoolClosedError):
+            await pool.apply(workloads.square, 2)
+
+    run(body())
 
 
 # ------------------------------------------------------------------ coroutine tasks
