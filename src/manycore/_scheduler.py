@@ -75,6 +75,8 @@ from ._worker import resident_memory
 
 __all__ = ["Scheduler"]
 
+CORO = m.CORO  # a coroutine task's kind flag, read per task on the hot path
+
 STARTUP_FAILURES = 3  # consecutive deaths before "ready" that break the pool
 KILLED_AT_START_WEIGHT = 3  # SIGKILLed before ready: that many count as one such death
 STATUS_WAIT = 2.0  # seconds to wait for a dead worker's exit status before killing it
@@ -449,7 +451,7 @@ class Scheduler(Engine):
         settled, items, busy = 0, 0, 0.0
         for task_id, status, payload, elapsed in outcomes:
             task = tasks.pop(task_id, None)
-            if task is not None and task.kind & m.CORO:
+            if task is not None and task.kind & CORO:
                 slot.coroutines -= 1
                 if task_id in slot.coroutine_cancels:  # cancelled: settled already
                     slot.coroutine_cancels.discard(task_id)
@@ -539,7 +541,7 @@ class Scheduler(Engine):
         plain = len(calls)
         for task in calls:
             slot.tasks[task.id] = task
-            if task.kind & m.CORO:  # the worker times it out itself
+            if task.kind & CORO:  # the worker times it out itself
                 if coroutines is None:
                     coroutines = {}
                 coroutines[task.id] = task.options.timeout if task.options else None
