@@ -33,10 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Generator, Iterable
+from collections.abc import AsyncIterator, Generator, Iterable
 from typing import Any, Callable, TypeVar
 
-from ._jobs import ResultIterator
 from ._options import DEFAULT, PoolConfig
 from ._pool import Pool as SyncPool
 from ._stats import PoolStatistics, WorkerStack
@@ -208,7 +207,7 @@ class Pool:
         *,
         progress: Any = None,
         **options: Any,
-    ) -> ResultIterator:
+    ) -> AsyncIterator[Any]:
         """``async for r in pool.imap(f, xs)``: results in input order as they come.
 
         The input is read lazily, a bounded window ahead of the consumer, on the loop's
@@ -224,7 +223,7 @@ class Pool:
         *,
         progress: Any = None,
         **options: Any,
-    ) -> ResultIterator:
+    ) -> AsyncIterator[Any]:
         """Like ``imap``, with results in the order they finish."""
         return self._sync.imap_unordered(func, iterable, chunksize, progress=progress, **options)
 
@@ -319,7 +318,7 @@ class PoolOptions:
         chunksize: int | None = None,
         *,
         progress: Any = None,
-    ) -> ResultIterator:
+    ) -> AsyncIterator[Any]:
         """As ``aio.Pool.imap``, with these options."""
         return self._pool.imap(func, iterable, chunksize, progress=progress, **self._options)
 
@@ -330,7 +329,7 @@ class PoolOptions:
         chunksize: int | None = None,
         *,
         progress: Any = None,
-    ) -> ResultIterator:
+    ) -> AsyncIterator[Any]:
         """As ``aio.Pool.imap_unordered``, with these options."""
         return self._pool.imap_unordered(
             func, iterable, chunksize, progress=progress, **self._options

@@ -36,7 +36,7 @@ import operator
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import AsyncIterator, Iterable, Iterator, Sized
 from typing import Any, Callable, Optional
 
 from ._engine import IN_FLIGHT_BATCHES, Engine, Task, chunk_items
@@ -420,7 +420,7 @@ class ResultIterator:
     # the loop gets a turn every ``YIELD_EVERY`` seconds. Leaving the loop early (``break``,
     # an exception, a cancelled task) stops the work as ``cancel()`` does.
 
-    def __aiter__(self) -> ResultIterator:
+    def __aiter__(self) -> AsyncIterator[Any]:
         self._stop_when_dropped = True
         return self
 
