@@ -17,6 +17,7 @@ from manycore._bench.peers import find_peers, peers_note
 from manycore._bench.render import Progress
 
 from . import (
+    asyncio_face,
     control,
     dask_backend,
     overhead,
@@ -42,6 +43,7 @@ SUITES: dict[str, Callable[[Context], list[Figure]]] = {
     "shared_counter": shared_counter.run,
     "zerocopy": zerocopy.run,
     "control": control.run,
+    "asyncio": asyncio_face.run,
 }
 
 ROOT = Path(__file__).resolve().parent.parent

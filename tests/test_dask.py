@@ -550,3 +550,24 @@ def test_pools_are_not_picklable(pool: manycore.Pool) -> None:
     with pytest.raises(NotImplementedError):
         pickle.dumps(pool)
     assert "start_method=dask" in repr(pool)
+
+
+def test_the_asyncio_pool_on_dask(dask_client: Any) -> None:
+    """``manycore.aio.Pool(backend="dask")``: awaited calls and maps, coroutine tasks (each
+    runs to its end on a Dask worker), async for, and an error."""
+    import asyncio
+
+    import manycore.aio
+    from tests import workloads_aio
+
+    async def body() -> None:
+        async with manycore.aio.Pool(backend="dask", address=dask_client) as pool:
+            assert await pool.apply(workloads.square, 6) == 36
+            assert await pool.apply(workloads_aio.add, 1, 2, scale=2) == 6
+            assert await pool.map(workloads_aio.double, range(20)) == [2 * x for x in range(20)]
+            got = [r async for r in pool.imap(workloads.square, range(50))]
+            assert got == [x * x for x in range(50)]
+            with pytest.raises(ValueError, match="bad value 4"):
+                await pool.apply(workloads_aio.raise_value_error, 4)
+
+    asyncio.run(asyncio.wait_for(body(), TIMEOUT))

@@ -41,6 +41,13 @@ EXPECTED = {
         "cells: [30, 40, 50, 60]",
     ],
     "shared_counter.py": ["total: 40000"],
+    "asyncio_pool.py": [
+        "apply: 144",
+        f"map: {[x * x for x in range(10)]}",
+        f"coroutines: {list(range(16))}",
+        "async for: [0, 1, 4, 9, 16]",
+        "too slow: the awaiting task gave up and the call was cancelled",
+    ],
     "pool_map.py": [
         f"map: {[x * x for x in range(20)]}",
         "apply: 144",
@@ -52,7 +59,12 @@ EXPECTED = {
 }
 
 # Printed by the example's top level: a child that re-ran the main module would print it again.
-ONCE = {"process_basics.py": "parent pid", "pool_map.py": "map: ", "shared_counter.py": "total: "}
+ONCE = {
+    "asyncio_pool.py": "apply: ",
+    "process_basics.py": "parent pid",
+    "pool_map.py": "map: ",
+    "shared_counter.py": "total: ",
+}
 
 MODES = ["script", "fork", "forkserver", "spawn", "notebook-cell"]
 

@@ -93,6 +93,20 @@ CELLS = {
         else:
             print("progress= is not a parameter of Pool.map yet")
     """,
+    # The asyncio pool in a kernel whose event loop is already running: top-level await.
+    "asyncio": """
+        import asyncio
+        import manycore.aio
+
+        async def twice(x):
+            await asyncio.sleep(0.01)
+            return 2 * x
+
+        async with manycore.aio.Pool(2) as apool:
+            print("aio map:", await apool.map(twice, range(4)))
+            print("aio apply:", await apool.apply(shout, 3))
+            print("aio for:", [r async for r in apool.imap(shout, [1, 2])])
+    """,
 }
 
 
@@ -204,3 +218,10 @@ def test_progress_bar_renders_in_the_cell(outputs: dict[str, dict[str, str]]) ->
         pytest.skip("Pool.map has no progress= parameter yet; the cell could not check it")
     assert "items: 1000" in cell["stdout"]
     assert "100%" in cell["stderr"]
+
+
+def test_the_asyncio_pool_runs_in_the_kernel_loop(outputs: dict[str, dict[str, str]]) -> None:
+    out = outputs["asyncio"]["stdout"]
+    assert "aio map: [0, 2, 4, 6]\n" in out, outputs["asyncio"]
+    assert out.index("task 3 says hello") < out.index("aio apply: 9")
+    assert "aio for: [1, 4]" in out

@@ -20,7 +20,9 @@ from typing import Any, Callable
 
 from ._engine import Engine, Sink, Task
 from ._launch import resolve_start_method
+from ._messages import CORO
 from ._options import PoolConfig, TaskOptions
+from ._outcome import is_coroutine_function
 from ._scheduler import Scheduler
 from ._serialize import FunctionCache
 
@@ -83,4 +85,6 @@ def call_task(
     call (a tenth of what ``submit`` costs its caller), while a function takes them as they
     are. The positional order is written once, here.
     """
+    if is_coroutine_function(fn):
+        kind |= CORO
     return Task(kind, fn, fn_blob, payload, sink, 0, 1, options)

@@ -118,7 +118,12 @@ class Source(Protocol):
 
     @property
     def timed(self) -> bool:
-        """Its tasks have a timeout: one-item chunks, several per batch (module docstring)."""
+        """Its tasks have a timeout, or run a coroutine function: one-item chunks, several
+        per batch (module docstring)."""
+
+    @property
+    def coroutine(self) -> bool:
+        """Its function is a coroutine function (its tasks' kind has ``CORO``)."""
 
     def _take(self, engine: Engine) -> Optional[Task]:
         """The next chunk to run, or None if none is ready now."""
@@ -180,12 +185,13 @@ class Task:
         """``task 17: square(3)``, unpickling the arguments only for this message."""
         try:
             args = loads(self.payload)
-            if self.kind == m.CALL:
+            kind = self.kind & m.KIND
+            if kind == m.CALL:
                 shown = args
-            elif self.kind == m.CALL_KW:
+            elif kind == m.CALL_KW:
                 shown = args[0]
             else:
-                first = describe_call(self.fn, args[0] if self.kind == m.STARMAP else (args[0],))
+                first = describe_call(self.fn, args[0] if kind == m.STARMAP else (args[0],))
                 if self.items == 1:
                     return f"task {self.id}: chunk {self.index} of a map (1 item), {first}"
                 return (
@@ -270,6 +276,10 @@ class Engine:
     # see time: a backend may feed them scaled run times).
     balance_divisor = 1
     chunk_floor = FLOOR_SECONDS
+    # Coroutine tasks (``kind & CORO``) a worker runs at once, at most; a face may set it
+    # before the first task (``manycore.aio.Pool(concurrency=)``). A backend that runs
+    # each coroutine to its end alone ignores it.
+    concurrency = 16
 
     def __init__(
         self,
@@ -495,13 +505,15 @@ class Engine:
 
     # picking ------------------------------------------------------------------
 
-    def _next_batch(self, limit: int | None = None) -> list[Task]:
+    def _next_batch(self, limit: int | None = None, coroutines: int | None = None) -> list[Task]:
         """The next batch to send, or [] if nothing can go now.
 
         Single tasks at the head of the FIFO go together (at most ``limit`` of them, the
         worker's remaining quota); a job gives one chunk, or for a timed job several
         one-item chunks (see the module docstring). A lazy job waiting for its consumer
         goes to the back so that others go first; each job is looked at once or twice.
+        ``coroutines`` is how many more coroutine tasks (``kind & CORO``) the worker may
+        run (None: no limit); a coroutine task that does not fit waits at the head.
         """
         fifo = self._fifo
         for _ in range(2 * len(fifo)):
@@ -509,16 +521,21 @@ class Engine:
                 break
             head = fifo[0]
             if isinstance(head, Task):
-                singles = self._take_singles(limit)
+                if coroutines is not None and coroutines <= 0 and head.kind & m.CORO:
+                    return []
+                singles = self._take_singles(limit, coroutines)
                 if singles:
                     return singles
                 continue  # all of them were cancelled
+            if coroutines is not None and coroutines <= 0 and head.coroutine:
+                fifo.rotate(-1)  # no room for its chunks on this worker: let others go
+                continue
             task = head._take(self)
             if task is not None:
                 if task.claimed or task.sink._claim():
                     task.claimed = True
                     if head.timed:
-                        return self._take_timed(head, task)
+                        return self._take_timed(head, task, coroutines)
                     return [task]
                 continue
             if head._drained():
@@ -527,7 +544,7 @@ class Engine:
                 fifo.rotate(-1)  # a lazy job waiting for its consumer: let others go first
         return []
 
-    def _take_singles(self, limit: int | None) -> list[Task]:
+    def _take_singles(self, limit: int | None, coroutines: int | None = None) -> list[Task]:
         fifo = self._fifo
         size = self.single_sizer.next_size(remaining=len(fifo))
         if limit is not None:
@@ -537,15 +554,23 @@ class Engine:
             task = fifo[0]
             if not isinstance(task, Task):
                 break
+            if coroutines is not None and task.kind & m.CORO:
+                if coroutines <= 0:
+                    break
+                coroutines -= 1
             fifo.popleft()
             if task.claimed or task.sink._claim():
                 task.claimed = True
                 batch.append(task)
         return batch
 
-    def _take_timed(self, job: Source, first: Task) -> list[Task]:
-        """One-item chunks of a timed job: as many per batch as ``timed_batch_size``."""
-        want = timed_batch_size(first.sink.sizer)
+    def _take_timed(self, job: Source, first: Task, coroutines: int | None = None) -> list[Task]:
+        """One-item chunks of a timed job: as many per batch as ``timed_batch_size``; of a
+        coroutine job, as many as the worker may run (``coroutines``)."""
+        if job.coroutine and coroutines is not None:
+            want = coroutines
+        else:
+            want = timed_batch_size(first.sink.sizer)
         batch = [first]
         while len(batch) < want:
             task = job._take(self)

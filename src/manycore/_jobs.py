@@ -30,22 +30,25 @@ job's progress (``_progress``) advances as chunks settle.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import operator
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import AsyncIterator, Iterable, Iterator, Sized
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from ._engine import IN_FLIGHT_BATCHES, Engine, Task, chunk_items
 from ._errors import TimeoutError
+from ._messages import CORO
 from ._options import TaskOptions
+from ._outcome import is_coroutine_function
 from ._payload import dumps_payload
 from ._progress import Progress, make_progress
 from ._serialize import argument_error
 
-__all__ = ["MapJob"]
+__all__ = ["PENDING", "MapJob", "ResultIterator", "waker_of"]
 
 _Outcome = tuple[list[Any], Optional[BaseException]]
 
@@ -81,6 +84,12 @@ class MapJob:
         self._options = options
         # One item per chunk, so that a timeout stops one item (the engine's chunking policy).
         self.timed = options is not None and options.timeout is not None
+        # A coroutine function's items run at once in a worker, up to the pool's
+        # concurrency: one item per chunk too, so each counts towards it on its own.
+        self.coroutine = is_coroutine_function(fn)
+        if self.coroutine:
+            self._kind = kind | CORO
+            self.timed = True
         total: int | None
         if lazy:
             total = len(iterable) if isinstance(iterable, Sized) else None
@@ -93,6 +102,8 @@ class MapJob:
         self._window = IN_FLIGHT_BATCHES * scheduler.workers + 2
         if self.timed:
             self._window *= TIMED_WINDOW
+        if self.coroutine:  # enough to keep every worker's coroutines going
+            self._window = max(self._window, 2 * scheduler.concurrency * scheduler.workers)
         name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "")
         self.progress: Progress | None = make_progress(progress, total, str(name))
         self._ready: deque[Task] = deque()  # lazy: cut, waiting for the scheduler
@@ -108,6 +119,9 @@ class MapJob:
         self._cancelled = False
         self._aborted: BaseException | None = None  # the pool ended under this job
         self._done = False
+        # Set while an asyncio consumer waits (``ResultIterator.__anext__``): called, under
+        # the condition, whenever the consumer may have something new to look at.
+        self.waker: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ cutting chunks
 
@@ -189,6 +203,8 @@ class MapJob:
             self._ready.clear()
             self._done = True
             self._cond.notify_all()
+            if self.waker is not None:
+                self.waker()
         self._finish_progress()
         if self._on_done is not None:
             self._on_done(self)
@@ -223,6 +239,8 @@ class MapJob:
         if exc is not None and (self._error_index is None or index < self._error_index):
             self.error, self._error_index = exc, index
         self._cond.notify_all()
+        if self.waker is not None:
+            self.waker()
         self._check_done()
 
     def _check_done(self) -> None:
@@ -233,6 +251,8 @@ class MapJob:
             if failed_fast:
                 self._cancelled = True  # an eager map fails as a whole: stop cutting
             self._cond.notify_all()
+            if self.waker is not None:
+                self.waker()
             self._finish_progress()
             if self._on_done is not None:
                 # Run outside the lock would be nicer; callbacks only read our state.
@@ -267,20 +287,35 @@ class MapJob:
     def iterate(self, ordered: bool) -> ResultIterator[Any]:
         return ResultIterator(self, ordered)
 
+    def poll(self, ordered: bool) -> _Outcome | _Pending | None:
+        """The next chunk for the consumer if one is there (feeding input first), None at
+        the end, else ``PENDING``; never waits."""
+        if self._lazy:
+            self._feed()
+        with self._cond:
+            return self._poll(ordered)
+
+    def _poll(self, ordered: bool) -> _Outcome | _Pending | None:
+        # Called with self._cond held.
+        outcome = self._pop_settled(ordered)
+        if outcome is not None:
+            return outcome
+        if self._aborted is not None:
+            exc, self._aborted = self._aborted, _REPORTED
+            return None if exc is _REPORTED else ([], exc)
+        if self._exhausted and self._consumed >= self._cut:
+            return None
+        return PENDING
+
     def _next_chunk(self, ordered: bool, deadline: float | None) -> _Outcome | None:
         """The next chunk for the consumer, feeding input while it waits; None at the end."""
         while True:
             if self._lazy:
                 self._feed()
             with self._cond:
-                outcome = self._pop_settled(ordered)
-                if outcome is not None:
-                    return outcome
-                if self._aborted is not None:
-                    exc, self._aborted = self._aborted, _REPORTED
-                    return None if exc is _REPORTED else ([], exc)
-                if self._exhausted and self._consumed >= self._cut:
-                    return None
+                polled = self._poll(ordered)
+                if polled is not PENDING:
+                    return polled  # type: ignore[return-value]
                 timeout = None if deadline is None else deadline - time.monotonic()
                 if timeout is not None and timeout <= 0:
                     raise TimeoutError("the next result did not arrive within the timeout")
@@ -308,6 +343,17 @@ class MapJob:
 
 TIMED_WINDOW = 32  # one-item chunks: a window this many times longer, in chunks
 
+
+class _Pending:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+PENDING = _Pending()  # what ``MapJob.poll`` returns while the next chunk is not settled
+YIELD_EVERY = 0.005  # seconds an ``async for`` may run on ready results before it yields
+
 _REPORTED: BaseException = Exception("abort already reported")
 
 
@@ -323,6 +369,8 @@ class ResultIterator(Generic[_T]):
         self._deadline = deadline
         self._buffer: Iterator[_T] = iter(())
         self._finished = False
+        self._stop_when_dropped = False  # iterated by ``async for``: see __aiter__
+        self._turn = time.monotonic()  # when an ``async for`` last let the loop run
 
     def __iter__(self) -> ResultIterator[_T]:
         return self
@@ -366,6 +414,69 @@ class ResultIterator(Generic[_T]):
             self._buffer = iter(values)
         return self.next(timeout)
 
+    # ------------------------------------------------------------ asyncio
+    #
+    # ``async for value in pool.imap(...)`` on the event loop's thread: the input is read
+    # and chunks are cut there (bounded by the window, as for ``for``), and a wait for the
+    # next result is an await on a loop future that the scheduler thread completes with
+    # ``call_soon_threadsafe``. Results already there are handed out without waiting, but
+    # the loop gets a turn every ``YIELD_EVERY`` seconds. Leaving the loop early (``break``,
+    # an exception, a cancelled task) stops the work as ``cancel()`` does.
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        self._stop_when_dropped = True
+        return self
+
+    async def __anext__(self) -> Any:
+        now = time.monotonic()
+        if now - self._turn > YIELD_EVERY:
+            self._turn = now
+            await asyncio.sleep(0)
+        for value in self._buffer:
+            return value
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            outcome = await self._wait_chunk()
+        except BaseException:  # cancelled, or the consumer's loop is going away
+            self.cancel()
+            raise
+        if outcome is None:
+            self._finished = True
+            raise StopAsyncIteration
+        values, exc = outcome
+        self._buffer = _then_raise(values, exc) if exc is not None else iter(values)
+        return await self.__anext__()
+
+    async def _wait_chunk(self) -> _Outcome | None:
+        job = self._job
+        while True:
+            polled = job.poll(self._ordered)
+            if polled is not PENDING:
+                return polled  # type: ignore[return-value]
+            loop = asyncio.get_running_loop()
+            woken = loop.create_future()
+            wake = waker_of(loop, woken)
+            with job._cond:
+                polled = job._poll(self._ordered)
+                if polled is not PENDING:
+                    return polled  # type: ignore[return-value]
+                job.waker = wake
+            try:
+                # A lazy job is topped up only here; wake now and then in case its window
+                # was full when it was last fed (as the blocking wait does).
+                await asyncio.wait_for(asyncio.shield(woken), 0.05 if job._lazy else None)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                job.waker = None
+            self._turn = time.monotonic()
+
+    async def aclose(self) -> None:
+        """Stop now, as ``cancel()``: what has not run is dropped, running chunks stopped."""
+        if not self._finished:
+            self.cancel()
+
     def close(self) -> None:
         """Stop: no more input is read and chunks not yet running are dropped."""
         self._finished = True
@@ -382,12 +493,29 @@ class ResultIterator(Generic[_T]):
     def __del__(self) -> None:
         try:
             if not self._finished:
-                self._job.cancel()
+                self._job.cancel(stop_running=self._stop_when_dropped)
         except Exception:
             pass
 
     def __length_hint__(self) -> int:
         return operator.length_hint(self._buffer)
+
+
+def waker_of(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> Callable[[], None]:
+    """What another thread calls to complete ``future`` on its loop."""
+
+    def wake() -> None:
+        try:
+            loop.call_soon_threadsafe(_set_result, future)
+        except RuntimeError:  # the loop was closed
+            pass
+
+    return wake
+
+
+def _set_result(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _then_raise(values: list[Any], exc: BaseException) -> Iterator[Any]:

@@ -7,7 +7,8 @@ which is markedly cheaper than a dataclass on the per-task hot path.
 Owner -> worker::
 
     WorkerConfig   first frame: slot, sys.path, cwd, initializer, task quota, shm settings
-    CallBatch      calls to run in order
+    CallBatch      calls to run in order; coroutine calls start at once and run together
+    CancelCalls    cancel these running coroutine calls (the worker answers "cancelled")
     SHUTDOWN       finish and exit 0
 
 Worker -> owner::
@@ -38,8 +39,10 @@ from typing import Any, NamedTuple, Optional
 __all__ = [
     "CALL",
     "CALL_KW",
+    "CORO",
     "FAILED",
     "INIT_FAILED",
+    "KIND",
     "MAP",
     "OK",
     "RAISED",
@@ -47,6 +50,7 @@ __all__ = [
     "STARMAP",
     "Call",
     "CallBatch",
+    "CancelCalls",
     "InitFailed",
     "Outcome",
     "ResultBatch",
@@ -61,6 +65,10 @@ CALL = 0  # payload is args: fn(*args)
 CALL_KW = 3  # payload is (args, kwargs): fn(*args, **kwargs)
 MAP = 1  # payload is a list of items: [fn(x) for x in items]
 STARMAP = 2  # payload is a list of argument tuples: [fn(*a) for a in items]
+# A flag on any kind: fn is a coroutine function. A pool worker runs such calls on an event
+# loop, many at once; elsewhere (a Dask worker) each runs to its end on a loop of its own.
+CORO = 8
+KIND = 7  # kind & KIND: the kind without its flag
 
 # Outcome status (the payload's codec is _outcome's).
 OK = 0  # payload: the pickled value (a list for MAP/STARMAP)
@@ -97,6 +105,17 @@ Outcome = tuple[int, int, bytes, float]
 
 class CallBatch(NamedTuple):
     calls: list[Call]
+    # The batch's coroutine calls (kind & CORO), by task id, with their task_timeout (None:
+    # none), which the worker enforces itself; None when the batch has none.
+    coroutines: Optional[dict[int, Optional[float]]] = None
+    # How many of them may run at once (the pool's concurrency); more wait their turn.
+    concurrency: Optional[int] = None
+
+
+class CancelCalls(NamedTuple):
+    """Owner -> worker: cancel these coroutine calls if they are still running."""
+
+    ids: list[int]
 
 
 class ResultBatch(NamedTuple):

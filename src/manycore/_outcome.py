@@ -34,7 +34,10 @@ Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import inspect
+from types import BuiltinFunctionType, FunctionType
 from typing import Any, Callable, Optional, Protocol
 
 from . import _messages as m
@@ -56,6 +59,7 @@ __all__ = [
     "Described",
     "exception_parts",
     "initializer_error",
+    "is_coroutine_function",
     "outcome_error",
     "rebuild_exception",
     "run_initializer",
@@ -71,6 +75,24 @@ class Described(Protocol):
 
 
 # ---------------------------------------------------------------- running, encoding
+
+
+_CO_COROUTINE = inspect.CO_COROUTINE
+
+
+def is_coroutine_function(fn: Any) -> bool:
+    """Whether calling ``fn`` gives a coroutine to await (an ``async def`` function).
+
+    This runs once per submitted task: a plain function is told by one flag of its code
+    and a builtin at once; anything else (a partial, a method, a callable object, a
+    function marked by ``inspect.markcoroutinefunction``) goes through ``inspect``.
+    """
+    kind = type(fn)
+    if kind is FunctionType and "_is_coroutine_marker" not in fn.__dict__:
+        return bool(fn.__code__.co_flags & _CO_COROUTINE)
+    if kind is BuiltinFunctionType:
+        return False
+    return inspect.iscoroutinefunction(fn)
 
 
 class CallRunner:
@@ -103,12 +125,9 @@ class CallRunner:
             fn = self.get_fn(fn_blob)
             payload = loads(call_payload)
         except BaseException as exc:
-            error = ArgumentUnpicklingError(
-                f"{self.where} could not rebuild the task's function or arguments: {exc!r}. "
-                f"{self.fix}",
-                remote=format_remote(exc),
-            )
-            return m.FAILED, dumps(error)
+            return m.FAILED, self.unbuildable(exc)
+        if kind & m.CORO:  # run here to its end, on a loop of its own (see run_coroutine)
+            return self._run_sync(kind, fn, payload)
         if kind == m.CALL or kind == m.CALL_KW:
             try:
                 if kind == m.CALL:
@@ -129,6 +148,48 @@ class CallRunner:
         except BaseException as exc:
             return m.RAISED, _encode_raised(exc, values, fn)
         return self._encode_value(values, fn)
+
+    def unbuildable(self, exc: BaseException) -> bytes:
+        """The FAILED payload of a call whose function or arguments could not be rebuilt."""
+        error = ArgumentUnpicklingError(
+            f"{self.where} could not rebuild the task's function or arguments: {exc!r}. {self.fix}",
+            remote=format_remote(exc),
+        )
+        return dumps(error)
+
+    async def run_coroutine(
+        self, kind: int, fn: Callable[..., Any], payload: Any
+    ) -> tuple[int, bytes]:
+        """Await one call of the coroutine function ``fn`` (``kind`` with ``CORO``) on the
+        running loop; the outcome as ``run`` gives it. A map chunk's items run one after
+        the other. ``asyncio.CancelledError`` is left to the caller, who knows who
+        cancelled it."""
+        kind &= m.KIND
+        values: list[Any] = []
+        try:
+            if kind == m.CALL:
+                return self._encode_value(await fn(*payload), fn)
+            if kind == m.CALL_KW:
+                args, kwargs = payload
+                return self._encode_value(await fn(*args, **kwargs), fn)
+            for item in payload:
+                values.append(await (fn(item) if kind == m.MAP else fn(*item)))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            partial = values if kind in (m.MAP, m.STARMAP) else None
+            return m.RAISED, _encode_raised(exc, partial, fn)
+        return self._encode_value(values, fn)
+
+    def raised(self, exc: BaseException, fn: Callable[..., Any]) -> bytes:
+        """The RAISED payload of ``exc``, raised by a call of ``fn``."""
+        return _encode_raised(exc, None, fn)
+
+    def _run_sync(self, kind: int, fn: Callable[..., Any], payload: Any) -> tuple[int, bytes]:
+        try:
+            return asyncio.run(self.run_coroutine(kind, fn, payload))
+        except BaseException as exc:  # cancelled from inside: an error of the call
+            return m.RAISED, _encode_raised(exc, None, fn)
 
     def _encode_value(self, value: Any, fn: Callable[..., Any]) -> tuple[int, bytes]:
         try:

@@ -16,10 +16,11 @@ Differences from the stdlib that users can see (all of them fixes):
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from . import _messages as m
@@ -27,7 +28,7 @@ from ._backend import call_task, function_cache, make_scheduler
 from ._chunking import ChunkSizer
 from ._engine import Task
 from ._errors import PoolClosedError, TimeoutError
-from ._jobs import MapJob, ResultIterator
+from ._jobs import MapJob, ResultIterator, waker_of
 from ._options import DEFAULT, PoolConfig, TaskOptions, check_chunksize, merge_options
 from ._payload import dumps_args
 from ._stats import PoolStatistics, WorkerStack
@@ -53,6 +54,7 @@ class AsyncResult(Generic[_T]):
         "_ready",
         "_scheduler",
         "_value",
+        "_wakers",
     )
     sizer: Optional[ChunkSizer] = None  # single tasks are sized by the pool's own sizer
 
@@ -73,6 +75,7 @@ class AsyncResult(Generic[_T]):
         self._error_callback = error_callback
         self._value: Any = None
         self._error: BaseException | None = None
+        self._wakers: list[Callable[[], None]] | None = None  # awaiting event loops
 
     def ready(self) -> bool:
         """Whether the call has completed."""
@@ -164,8 +167,33 @@ class AsyncResult(Generic[_T]):
         if not self._ready:
             self._ready = True
             self._latch.release()
+            wakers = self._wakers
+            if wakers is not None:
+                for wake in wakers:
+                    wake()
         self._pool = None
         self._scheduler = None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """``await result``: its value, or its exception raised, without blocking the loop.
+
+        Cancelling the awaiting task cancels the call, as ``cancel()`` does.
+        """
+        if not self._ready:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            wake = waker_of(loop, future)
+            if self._wakers is None:
+                self._wakers = []
+            self._wakers.append(wake)
+            if self._ready:  # settled meanwhile: it may not have seen our waker
+                wake()
+            try:
+                yield from future
+            except BaseException:
+                self.cancel()
+                raise
+        return self.get(0)
 
     def __repr__(self) -> str:
         state = "pending"

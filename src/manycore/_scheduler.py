@@ -75,6 +75,8 @@ from ._worker import resident_memory
 
 __all__ = ["Scheduler"]
 
+CORO = m.CORO  # a coroutine task's kind flag, read per task on the hot path
+
 STARTUP_FAILURES = 3  # consecutive deaths before "ready" that break the pool
 KILLED_AT_START_WEIGHT = 3  # SIGKILLed before ready: that many count as one such death
 STATUS_WAIT = 2.0  # seconds to wait for a dead worker's exit status before killing it
@@ -82,6 +84,10 @@ TERMINATE_GRACE = 0.5  # seconds between SIGTERM and SIGKILL when terminating
 KILL_GRACE = 0.5  # seconds a worker stopped for a timeout or a cancel gets after SIGTERM
 WATCH_TICK = 0.01  # seconds between board checks while a timed or cancelled task waits
 SAMPLE_EVERY = 0.5  # seconds between memory samples of busy workers
+# Coroutine tasks in a worker, per unit of the pool's concurrency: the worker runs
+# ``concurrency`` of them and holds the rest, so a finished one is replaced without waiting
+# for a round trip to the owner. (A task waiting there is cancelled like a running one.)
+COROUTINES_AHEAD = 2
 
 
 class _Slot:
@@ -100,7 +106,11 @@ class _Slot:
         self.proc = proc
         self.chan = chan
         self.tasks: dict[int, Task] = {}  # in flight, in dispatch order
-        self.batches: deque[int] = deque()  # outcomes still due per batch in flight
+        self.batches: deque[int] = deque()  # outcomes of plain calls due per batch in flight
+        # Coroutine tasks in flight: they run at once, whatever their batch, and end in any
+        # order; at most the engine's ``concurrency``. Those cancelled, awaiting the answer:
+        self.coroutines = 0
+        self.coroutine_cancels: set[int] = set()
         self.quota = quota  # tasks it may still be sent, None = unlimited
         self.ready = False
         self.retiring = False
@@ -353,8 +363,13 @@ class Scheduler(Engine):
             if slot.stopping:
                 continue
             running = self._board.running(slot.index)[0]
+            coroutines: list[int] = []
             for task in list(slot.tasks.values()):
                 if task.sink is sink:
+                    if task.kind & m.CORO:  # cancelled in the worker, which goes on
+                        if task.id not in slot.coroutine_cancels:
+                            coroutines.append(task.id)
+                        continue
                     if task.id == running:
                         self._stop_task(slot, task, None)
                         continue
@@ -362,6 +377,10 @@ class Scheduler(Engine):
                     self._watching = True
             if slot.cancels:  # the worker skips these when it comes to them
                 self._board.write_skips(slot.index, slot.cancels)
+            if coroutines:
+                slot.coroutine_cancels.update(coroutines)
+                slot.chan.queue(pickle.dumps(m.CancelCalls(coroutines), 5))
+                self._flush(slot)
 
     # statistics and stacks ---------------------------------------------------
 
@@ -432,7 +451,13 @@ class Scheduler(Engine):
         settled, items, busy = 0, 0, 0.0
         for task_id, status, payload, elapsed in outcomes:
             task = tasks.pop(task_id, None)
-            if batches:
+            if task is not None and task.kind & CORO:
+                slot.coroutines -= 1
+                if task_id in slot.coroutine_cancels:  # cancelled: settled already
+                    slot.coroutine_cancels.discard(task_id)
+                    self._cancelled += 1
+                    continue
+            elif batches:
                 batches[0] -= 1
                 if not batches[0]:
                     batches.popleft()
@@ -493,28 +518,43 @@ class Scheduler(Engine):
 
     def _fill_workers(self) -> None:
         slots = self._slots.values()
+        # Coroutine tasks a worker may hold: its concurrency running, as many sent ahead.
+        room = COROUTINES_AHEAD * self.concurrency
         for slot in slots:  # an idle worker gets work before a busy one gets more
             if not slot.batches and slot.has_room():
-                calls = self._next_batch(slot.quota)
+                calls = self._next_batch(slot.quota, room - slot.coroutines)
                 if not calls:
-                    return
+                    if not slot.coroutines:
+                        return
+                    continue  # what waits may be coroutine tasks it has no room for
                 self._send(slot, calls)
         for slot in slots:
             while slot.has_room():
-                calls = self._next_batch(slot.quota)
+                calls = self._next_batch(slot.quota, room - slot.coroutines)
                 if not calls:
-                    return
+                    break
                 self._send(slot, calls)
 
     def _send(self, slot: _Slot, calls: list[Task]) -> None:
         start = time.perf_counter()
-        frame = pickle.dumps(m.CallBatch([(t.id, t.kind, t.fn_blob, t.payload) for t in calls]), 5)
+        coroutines: dict[int, float | None] | None = None
+        plain = len(calls)
         for task in calls:
             slot.tasks[task.id] = task
-            if task.options is not None and task.options.timeout is not None:
+            if task.kind & CORO:  # the worker times it out itself
+                if coroutines is None:
+                    coroutines = {}
+                coroutines[task.id] = task.options.timeout if task.options else None
+                plain -= 1
+            elif task.options is not None and task.options.timeout is not None:
                 slot.timed += 1
                 self._watching = True
-        slot.batches.append(len(calls))
+        batch = [(t.id, t.kind, t.fn_blob, t.payload) for t in calls]
+        limit = None if coroutines is None else self.concurrency
+        frame = pickle.dumps(m.CallBatch(batch, coroutines, limit), 5)
+        if plain:
+            slot.batches.append(plain)
+        slot.coroutines += len(calls) - plain
         if slot.quota is not None:
             slot.quota -= len(calls)
         slot.chan.queue(frame)
@@ -586,8 +626,16 @@ class Scheduler(Engine):
         # it had moved on to another one by the time the signal landed, that one is not to
         # blame and runs again elsewhere.
         blamed = None if slot.stopping else slot.tasks.pop(running, None)
-        for task_id in slot.cancels:  # cancelled while waiting in its batch: settled already
+        for task_id in slot.cancels | slot.coroutine_cancels:  # cancelled: settled already
             slot.tasks.pop(task_id, None)
+        if not planned and not slot.stopping:
+            # Coroutines run together: one that crashed the worker cannot be told from the
+            # others, so each fails (``retries`` run them again).
+            for task in [t for t in slot.tasks.values() if t.kind & m.CORO]:
+                del slot.tasks[task.id]
+                if task is not blamed:
+                    error = lost_error(slot.index, slot.proc.pid, slot.rss, status, task)
+                    self._fail(task, error, None)
         if slot.tasks:  # not started, or finished with their results lost: run them again
             self._fifo.extendleft(reversed(list(slot.tasks.values())))
         reason = slot.stopping or slot.retire_reason
@@ -629,6 +677,7 @@ class Scheduler(Engine):
             tasks.extend(slot.tasks.values())
             slot.tasks.clear()
             slot.batches.clear()
+            slot.coroutines = 0
         return tasks
 
     def _stop(self, graceful: bool) -> None:
