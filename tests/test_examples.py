@@ -41,6 +41,11 @@ EXPECTED = {
         "cells: [30, 40, 50, 60]",
     ],
     "shared_counter.py": ["total: 40000"],
+    "shared_array.py": [
+        "row sums from the workers: [10.0, 20.0, 30.0, 40.0]",
+        "column sums in the parent: [0, 10, 20, 30, 40]",
+        "image * 2, a private array: [0, 8, 16, 24, 32]",
+    ],
     "pool_map.py": [
         f"map: {[x * x for x in range(20)]}",
         "apply: 144",
@@ -52,7 +57,12 @@ EXPECTED = {
 }
 
 # Printed by the example's top level: a child that re-ran the main module would print it again.
-ONCE = {"process_basics.py": "parent pid", "pool_map.py": "map: ", "shared_counter.py": "total: "}
+ONCE = {
+    "process_basics.py": "parent pid",
+    "pool_map.py": "map: ",
+    "shared_counter.py": "total: ",
+    "shared_array.py": "row sums",
+}
 
 MODES = ["script", "fork", "forkserver", "spawn", "notebook-cell"]
 
