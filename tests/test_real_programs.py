@@ -45,6 +45,9 @@ def report(queue):
     me = mp.current_process()
     queue.put((me.name, me._identity))
 
+def name_of_a_child(_):
+    return ctx.Process(target=abs, args=(1,)).name
+
 def log_in_child():
     mp.get_logger().warning("hello from the child")
 
@@ -76,8 +79,7 @@ if __name__ == "__main__":
     logger.setLevel(logging.WARNING)
     # Last: the stdlib may start one more replacement than the two it needs.
     pool = ctx.Pool(1, initializer=report, initargs=(queue,), maxtasksperchild=1)
-    for i in range(2):
-        pool.apply(abs, (i,))
+    print([pool.apply(name_of_a_child, (i,)) for i in range(2)])
     print([queue.get(timeout=60) for _ in range(2)])
     pool.close()
     pool.join()

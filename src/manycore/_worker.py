@@ -31,7 +31,9 @@ Guarantees:
 from __future__ import annotations
 
 import faulthandler
+import itertools
 import multiprocessing
+import multiprocessing.process
 import os
 import signal
 import socket
@@ -96,6 +98,11 @@ def _adopt_identity(identity: tuple[str, tuple[int, ...]] | None) -> None:
     if identity is not None:
         me: Any = multiprocessing.current_process()
         me.name, me._identity = identity
+        # As a stdlib child starts: its own processes are numbered from 1 ("Process-3:1"),
+        # and what a fork copied from the caller's list of children is not ours.
+        process: Any = multiprocessing.process
+        process._process_counter = itertools.count(1)
+        process._children = set()
 
 
 def run_worker(chan_fd: int, lifeline_fd: int, board_fd: int) -> int:
