@@ -48,6 +48,11 @@ EXPECTED = {
         "async for: [0, 1, 4, 9, 16]",
         "too slow: the awaiting task gave up and the call was cancelled",
     ],
+    "shared_array.py": [
+        "row sums from the workers: [10.0, 20.0, 30.0, 40.0]",
+        "column sums in the parent: [0, 10, 20, 30, 40]",
+        "image * 2, a private array: [0, 8, 16, 24, 32]",
+    ],
     "pool_map.py": [
         f"map: {[x * x for x in range(20)]}",
         "apply: 144",
@@ -64,6 +69,7 @@ ONCE = {
     "process_basics.py": "parent pid",
     "pool_map.py": "map: ",
     "shared_counter.py": "total: ",
+    "shared_array.py": "row sums",
 }
 
 MODES = ["script", "fork", "forkserver", "spawn", "notebook-cell"]

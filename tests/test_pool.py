@@ -225,3 +225,36 @@ def test_pool_from_threads():
             t.join(TIMEOUT)
             assert not t.is_alive()
     assert results == {k: [x + k for x in range(100)] for k in range(4)}
+
+
+def fail_on_multiples_of_seven(x: int) -> int:
+    if x % 7 == 0:
+        raise ValueError(x)
+    return x
+
+
+def _drain(iterator) -> tuple[list[int], list[str]]:
+    values, errors = [], []
+    while True:
+        try:
+            values.append(iterator.next(timeout=TIMEOUT))
+        except StopIteration:
+            return values, errors
+        except ValueError as exc:
+            errors.append(str(exc))
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 3, 50])
+def test_imap_errors_fail_their_items_alone(chunksize):
+    # Several failures per chunk, one at a chunk's end, one at the very end of the input.
+    items = list(range(1, 50))
+    good = [x for x in items if x % 7]
+    bad = [str(x) for x in items if x % 7 == 0]
+    kwargs = {} if chunksize is None else {"chunksize": chunksize}
+    with manycore.Pool(2) as pool:
+        values, errors = _drain(pool.imap(fail_on_multiples_of_seven, items, **kwargs))
+        assert values == good
+        assert errors == bad
+        values, errors = _drain(pool.imap_unordered(fail_on_multiples_of_seven, items, **kwargs))
+        assert sorted(values) == good
+        assert sorted(errors, key=int) == bad

@@ -542,3 +542,43 @@ def test_semaphores_are_freed_when_their_creator_is_sigkilled() -> None:
         proc.wait(timeout=helpers.TIMEOUT)
         left = helpers.shm_left(names, 30.0)
         assert not left, f"left behind after SIGKILL: {sorted(left)}"
+
+
+# --- a quiet exit (issue 15: "lost sys.stderr" at exit) ----------------------------------------
+
+EVERY_KIND = """
+import manycore as mp
+kept = [mp.Value("i", 1), mp.Lock(), mp.Queue(), mp.Event(), mp.Condition(), mp.Barrier(2),
+        mp.RawArray("i", 3)]
+"""
+
+# What interpreter exit does, in order, with warnings shown: the exit handlers run, then the
+# objects still alive are collected. The tracker process's Popen object is one of them; if it
+# still thought its child unreaped it would warn, and at a real exit (sys.stderr gone by then)
+# Python prints "lost sys.stderr" in place of that warning.
+EXIT_THEN_COLLECT = """
+import atexit, gc, warnings
+import manycore as mp
+from manycore import _shm
+warnings.simplefilter("always")
+lock = mp.Lock()
+atexit._run_exitfuncs()
+_shm._tracker._proc = None
+gc.collect()
+"""
+
+
+def test_exit_after_making_every_kind_of_object_prints_nothing() -> None:
+    from tests import helpers
+
+    result = helpers.run_python(["-c", EVERY_KIND])
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
+def test_the_shm_tracker_is_left_running_without_a_warning() -> None:
+    from tests import helpers
+
+    result = helpers.run_python(["-c", EXIT_THEN_COLLECT])
+    assert result.returncode == 0
+    assert result.stderr == ""

@@ -33,8 +33,11 @@ __all__ = ["call_task", "function_cache", "make_scheduler"]
 function_cache = FunctionCache()
 
 
-def make_scheduler(config: PoolConfig) -> Engine:
+def make_scheduler(config: PoolConfig, worker_title: str = "PoolWorker") -> Engine:
     """The scheduler behind a Pool or an executor: local worker processes, or Dask.
+
+    ``worker_title`` names local workers as the stdlib's do: ``"PoolWorker"`` for a Pool
+    (``ForkPoolWorker-3``), ``"Process"`` for an executor (``ForkProcess-3``).
 
     Raises:
         ValueError: an unknown start method, or task options the backend cannot honour
@@ -50,6 +53,7 @@ def make_scheduler(config: PoolConfig) -> Engine:
             initargs=config.initargs,
             max_tasks_per_child=config.max_tasks_per_child,
             max_memory_per_child=config.max_memory_per_child,
+            worker_title=worker_title,
         )
     # Imported only here: importing manycore never imports Dask.
     from ._dask import DaskScheduler

@@ -15,7 +15,11 @@ What it guarantees:
   the parent's copy of ``b`` counts as given away, and ``a.recv()``/``a.poll()``/``wait([a])``
   wait on the descriptor *and* on the sentinels of the processes ``b`` was handed to: when
   they have all exited and nothing is left to read, ``recv`` raises ``EOFError``. Data the
-  child sent before it died is still delivered first.
+  child sent before it died is still delivered first. The parent's copy stays its own if
+  the parent sends or receives on it itself (a process that writes into the pipe it also
+  hands out, as CPython's test_recursion does), and the holders' exit is an EOF only if no
+  other process holds the end either (a grandchild the holder handed it to): that is
+  checked in ``/proc`` once, when the holders have all exited.
 * **Throughput**: every pipe is a Unix socketpair (one-way pipes too, where the stdlib makes
   an OS pipe), with kernel buffers raised to 1 MiB where the system allows (fewer context
   switches for big messages); a message is written with one system call when it is small and
@@ -45,6 +49,7 @@ import select
 import socket
 import stat
 import struct
+import weakref
 from multiprocessing import BufferTooShort
 from multiprocessing import reduction as _reduction
 from multiprocessing.connection import Client as Client  # stdlib's: their ends work with wait()
@@ -81,8 +86,8 @@ class Connection:
         self._writable = writable
         # Processes this end was handed to, and those the other end was handed to (a list
         # shared with the other end's object, in the process that made the pipe).
-        self._holders: List[Any] = []
-        self._peer_holders: List[Any] = []
+        self._holders: _Holders = _Holders(self)
+        self._peer_holders: _Holders = _Holders(None)
         self._scratch = bytearray()
         self._socket: Optional[bool] = None  # whether fd is a socket (memfds can travel)
         self._outbox: Optional[_memfd.Outbox] = None
@@ -144,11 +149,13 @@ class Connection:
 
     def _check_readable(self) -> None:
         self._check_open()
+        self._holders.used_here = True
         if not self._readable:
             raise OSError("connection is write-only")
 
     def _check_writable(self) -> None:
         self._check_open()
+        self._holders.used_here = True
         if not self._writable:
             raise OSError("connection is read-only")
 
@@ -166,7 +173,7 @@ class Connection:
     def _peer_gone(self) -> bool:
         """Whether the other end was handed to processes that have all exited."""
         holders = self._peer_holders
-        if not holders:
+        if not holders or holders.used_here or holders.escaped:
             return False
         for process in holders:
             try:
@@ -175,6 +182,12 @@ class Connection:
                     return False
             except ValueError:  # the Process object was closed: it had exited
                 continue
+        peer = holders.end()
+        if peer is None or peer._fd < 0:
+            return False  # no copy here: the kernel's EOF is exact
+        if _held_elsewhere(peer._fd):
+            holders.escaped = True  # a holder passed it on: only the kernel can tell now
+            return False
         return True
 
     def _peer_sentinels(self) -> list[int]:
@@ -518,6 +531,41 @@ class Connection:
         if self._peer_holders:
             return self._wait_readable(timeout) != 0
         return _readable_now(self._fd, timeout)
+
+
+class _Holders(List[Any]):
+    """The processes an end was handed to, shared with the other end's object (``Pipe``)."""
+
+    def __init__(self, end: Optional[Connection]) -> None:
+        super().__init__()
+        self.end = weakref.ref(end) if end is not None else lambda: None
+        self.used_here = False  # this process sent or received on the end itself
+        self.escaped = False  # some process other than the holders has it too
+
+
+def _held_elsewhere(fd: int) -> bool:
+    """Whether a process other than this one holds the socket ``fd`` is, by ``/proc``."""
+    try:
+        target = f"socket:[{os.fstat(fd).st_ino}]"
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return True  # cannot tell: do as the stdlib does and wait for the kernel's EOF
+    me = str(os.getpid())
+    for pid in pids:
+        if pid == me:
+            continue
+        base = f"/proc/{pid}/fd/"
+        try:
+            fds = os.listdir(base)
+        except OSError:  # gone, or another user's
+            continue
+        for name in fds:
+            try:
+                if os.readlink(base + name) == target:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def _looks_big(obj: Any) -> bool:

@@ -200,7 +200,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             max_memory_per_child=max_memory_per_child,
         )
         self._options = config.options  # read by every submit: one attribute, not two
-        self._scheduler = make_scheduler(config)
+        self._scheduler = make_scheduler(config, worker_title="Process")
         self._max_workers = self._scheduler.workers
         self._shutdown = False
         self._finalizer = weakref.finalize(self, self._scheduler.close)

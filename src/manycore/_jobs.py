@@ -22,6 +22,14 @@ Guarantees: every chunk cut is settled exactly once (value, error, or abort); an
 the input iterator or an unpicklable item becomes the error of the chunk at its position,
 and no later chunk is cut.
 
+``each_item`` jobs (``Pool.imap``/``imap_unordered``) fail an item alone, as the stdlib's
+one-item chunks do (#2): when an item of a chunk raises, the job keeps the values before
+it and the error, and submits the items after it as a new task of the same chunk index;
+the chunk settles once its last piece does, as values with ``_Raised`` markers in place.
+The consumer yields the values and raises each error at its position, and iterating on
+goes past it. A chunk that fails as a whole (its worker died, its result could not be
+pickled) still fails with one error.
+
 How big a chunk is, and what ``chunksize`` means with a ``task_timeout`` (one-item chunks,
 ``chunksize`` of them per batch), is the engine's chunking policy (``_engine``): a job asks
 the engine for its sizer (``job_sizer``) and for each chunk's size (``chunk_items``). A
@@ -69,6 +77,7 @@ class MapJob:
         on_done: Callable[[MapJob], None] | None = None,
         options: TaskOptions | None = None,
         progress: Any = None,
+        each_item: bool = False,
     ) -> None:
         self.sizer = scheduler.job_sizer(fn_blob, chunksize)
         self._scheduler = scheduler
@@ -111,6 +120,9 @@ class MapJob:
         self._items_cut = 0  # input items read so far
         self._exhausted = False  # no more chunks will be cut
         self._results: dict[int, _Outcome] = {}
+        self._each_item = each_item
+        self._kept: dict[int, list[Any]] = {}  # each_item: the items of chunks in flight
+        self._pieces: dict[int, list[Any]] = {}  # each_item: what a split chunk gave so far
         self._settled = 0
         self._consumed = 0  # lazy: chunks the consumer has taken
         self._completed: deque[int] = deque()  # settled chunk indexes, in settling order
@@ -153,6 +165,8 @@ class MapJob:
                 self._fail_input(index, argument_error(self._fn, labelled, exc))
                 return None
             self._cut += 1
+            if self._each_item:
+                self._kept[index] = items
             if self._remaining == 0:
                 # Known input, last chunk cut: completion needs no extra pass.
                 self._exhausted = True
@@ -221,13 +235,53 @@ class MapJob:
         if self.progress is not None:  # before _store, which may finish the bar
             self.progress.advance(task.items)
         with self._cond:
-            self._store(task.index, values, None)
+            before = self._settle_pieces(task.index)
+            self._store(task.index, before + values if before else values, None)
 
     def _reject(self, task: Task, exc: BaseException, partial: list[Any] | None) -> None:
+        rest = self._kept.get(task.index) if self._each_item and partial is not None else None
+        if rest is not None and partial is not None and len(partial) + 1 < len(rest):
+            self._continue_after(task, exc, partial, rest[len(partial) + 1 :])
+            return
         if self.progress is not None:
             self.progress.advance(task.items)
         with self._cond:
-            self._store(task.index, partial or [], exc)
+            before = self._settle_pieces(task.index)
+            self._store(task.index, before + (partial or []), exc)
+
+    def _continue_after(
+        self, task: Task, exc: BaseException, partial: list[Any], rest: list[Any]
+    ) -> None:
+        """Keep a failed item's error in its place and run the items after it anew."""
+        if self.progress is not None:
+            self.progress.advance(len(partial) + 1)
+        with self._cond:
+            if self._cancelled or self._done:
+                return
+            self._pieces.setdefault(task.index, []).extend([*partial, _Raised(exc)])
+            self._kept[task.index] = rest
+        try:
+            payload = dumps_payload(rest)  # these items pickled once already
+        except Exception as error:  # pragma: no cover - a pickle that is not repeatable
+            self._reject(task, error, [])
+            return
+        self._scheduler.submit(
+            Task(
+                self._kind,
+                self._fn,
+                self._fn_blob,
+                payload,
+                self,
+                task.index,
+                len(rest),
+                self._options,
+            )
+        )
+
+    def _settle_pieces(self, index: int) -> list[Any]:
+        # Called with self._cond held: the chunk's earlier pieces, its items forgotten.
+        self._kept.pop(index, None)
+        return self._pieces.pop(index, [])
 
     def _store(self, index: int, values: list[Any], exc: BaseException | None) -> None:
         # Called with self._cond held.
@@ -386,6 +440,8 @@ class ResultIterator(Generic[_T]):
             StopIteration: all results were returned.
         """
         for value in self._buffer:
+            if type(value) is _Raised:
+                raise value.exc
             return value
         if self._finished:
             raise StopIteration
@@ -409,9 +465,8 @@ class ResultIterator(Generic[_T]):
         values, exc = outcome
         if exc is not None:
             # Yield what the chunk produced before it failed, then raise at its position.
-            self._buffer = _then_raise(values, exc)
-        else:
-            self._buffer = iter(values)
+            values = [*values, _Raised(exc)]
+        self._buffer = iter(values)
         return self.next(timeout)
 
     # ------------------------------------------------------------ asyncio
@@ -433,6 +488,8 @@ class ResultIterator(Generic[_T]):
             self._turn = now
             await asyncio.sleep(0)
         for value in self._buffer:
+            if type(value) is _Raised:
+                raise value.exc
             return value
         if self._finished:
             raise StopAsyncIteration
@@ -445,7 +502,7 @@ class ResultIterator(Generic[_T]):
             self._finished = True
             raise StopAsyncIteration
         values, exc = outcome
-        self._buffer = _then_raise(values, exc) if exc is not None else iter(values)
+        self._buffer = iter(values if exc is None else [*values, _Raised(exc)])
         return await self.__anext__()
 
     async def _wait_chunk(self) -> _Outcome | None:
@@ -518,6 +575,10 @@ def _set_result(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _then_raise(values: list[Any], exc: BaseException) -> Iterator[Any]:
-    yield from values
-    raise exc
+class _Raised:
+    """In a chunk's values: the error of the item at this place."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc

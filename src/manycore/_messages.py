@@ -97,6 +97,8 @@ class WorkerConfig(NamedTuple):
     output: Optional[Any] = None
     # Resident memory, in bytes, above which the worker retires after its current task.
     max_memory: Optional[int] = None
+    # What current_process() says in the worker: (name, _identity), "ForkPoolWorker-3", (3,).
+    identity: Optional[tuple[str, tuple[int, ...]]] = None
 
 
 Call = tuple[int, int, bytes, bytes]

@@ -592,6 +592,7 @@ class Pool:
             lazy=True,
             options=options,
             progress=progress,
+            each_item=True,
         )
         iterator = job.iterate(ordered)
         iterator._pool = self  # type: ignore[attr-defined]  # keep the pool while iterating

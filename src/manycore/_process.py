@@ -162,7 +162,9 @@ def _adopt(prep: dict[str, Any]) -> None:
         pass
     sys.argv[:] = prep["argv"]
     current_process().authkey = prep["authkey"]
-    if prep["log_to_stderr"]:
+    # A child forked from a fork server that was itself forked from the parent after
+    # log_to_stderr() already has its handler: a second one printed each record twice.
+    if prep["log_to_stderr"] and not multiprocessing.util._log_to_stderr:  # type: ignore[attr-defined]
         multiprocessing.util.log_to_stderr()
     if prep["log_level"] is not None:
         multiprocessing.util.get_logger().setLevel(prep["log_level"])
@@ -369,6 +371,20 @@ def _serve_exit_hook() -> None:
     if not _hooked:
         _hooked = True
         _launch.before_servers_close.append(multiprocessing.util._exit_function)  # type: ignore[attr-defined]
+
+
+def _join_children_first() -> None:
+    """Make multiprocessing's exit function (terminate daemonic children, join the others,
+    then run the remaining finalizers) the first exit handler to run.
+
+    atexit runs handlers last in, first out, and the handlers that free shared memory
+    (``weakref.finalize``'s) were registered when the first segment was made, after
+    multiprocessing's: a parent whose script ended right after ``start()`` freed what its
+    children were given before they had opened it (#5). Moved to the end at every start.
+    """
+    exit_function = multiprocessing.util._exit_function  # type: ignore[attr-defined]
+    atexit.unregister(exit_function)
+    atexit.register(exit_function)
 
 
 def _pickling_error(process_obj: Process, exc: Exception) -> ArgumentPicklingError:
@@ -578,6 +594,7 @@ class Process(multiprocessing.process.BaseProcess):
             AssertionError: as the stdlib: started twice, or from a daemonic process.
         """
         handed = _handed(getattr(self, "_args", ()), getattr(self, "_kwargs", {}))
+        _join_children_first()
         super().start()
         for obj in handed:
             obj._manycore_handed_to(self)

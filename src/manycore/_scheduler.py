@@ -71,7 +71,7 @@ from ._payload import loads
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 from ._transport import OwnerChannel
 from ._worker import ENTRY as WORKER_ENTRY
-from ._worker import resident_memory
+from ._worker import resident_memory, worker_identity
 
 __all__ = ["Scheduler"]
 
@@ -165,10 +165,12 @@ class Scheduler(Engine):
         initargs: tuple[Any, ...] = (),
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
+        worker_title: str = "PoolWorker",
     ) -> None:
         super().__init__(workers, initializer, initargs)
         self.launcher = launcher
         self.start_method = launcher.name
+        self.worker_title = worker_title
         self.max_tasks = max_tasks_per_child
         self.max_memory = max_memory_per_child
         self._output = _output.worker_settings()
@@ -595,6 +597,7 @@ class Scheduler(Engine):
             authkey=bytes(multiprocessing.current_process().authkey),
             output=self._output,
             max_memory=self.max_memory,
+            identity=worker_identity(self.start_method, self.worker_title),
         )
         chan.queue(pickle.dumps(config, 5))
         chan.flush()

@@ -12,12 +12,19 @@ What this module guarantees:
   interpreter exit, or through the tracker when the owner is killed). Arrays already obtained
   from ``.array`` stay valid after that; new receivers cannot attach any more.
 * NumPy is imported only when one of these is used: ``import manycore`` never imports it.
+* A ``SharedArray`` behaves as its array where NumPy users expect it to (#6): indexing and
+  slicing (views of the shared memory, so ``sa[2:5] = 1`` writes it), ``len``, iteration,
+  ``shape``/``dtype``, ``np.asarray(sa)`` without a copy, every ufunc and operator
+  (``sa + 1``, ``np.sqrt(sa)``: a new private array; ``sa += 1`` and ``out=sa``: in
+  place), and the array's own attributes and methods (``sa.sum()``, ``sa.ndim``). Results
+  are plain ``ndarray``s: only what was made with ``shared_array``/``from_array`` is shared.
+  As with an array, ``==`` compares element by element and a ``SharedArray`` is unhashable.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from ._shm import Segment
 
@@ -101,7 +108,56 @@ class SharedArray:
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
         a = self.array
-        return a if dtype is None else a.astype(dtype)
+        if dtype is not None:
+            a = a.astype(dtype, copy=bool(copy))
+        elif copy:
+            a = a.copy()
+        return a
+
+    # ------------------------------------------------------------ the array protocol
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        """Run NumPy's ufunc on the arrays behind any SharedArray among the operands."""
+        inputs = tuple(x.array if isinstance(x, SharedArray) else x for x in inputs)
+        out = kwargs.get("out")
+        if out is not None:
+            kwargs["out"] = tuple(x.array if isinstance(x, SharedArray) else x for x in out)
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.array[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.array[key] = value.array if isinstance(value, SharedArray) else value
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.array)
+
+    def __contains__(self, value: Any) -> bool:
+        return value in self.array
+
+    def __bool__(self) -> bool:
+        return bool(self.array)
+
+    def __int__(self) -> int:
+        return int(self.array)
+
+    def __float__(self) -> float:
+        return float(self.array)
+
+    def __index__(self) -> int:
+        return self.array.__index__()  # type: ignore[no-any-return]
+
+    __hash__ = None  # type: ignore[assignment]  # == is element-wise, as for an array
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for names this class lacks: the array's attributes and methods (sa.sum()).
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.array, name)
 
     @property
     def name(self) -> str:
@@ -130,6 +186,65 @@ class SharedArray:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _operator(ufunc: str, reflected: bool = False, in_place: bool = False) -> Any:
+    def method(self: SharedArray, other: Any) -> Any:
+        fn = getattr(_numpy(), ufunc)
+        if in_place:
+            fn(self.array, other, out=(self.array,))
+            return self
+        return fn(other, self) if reflected else fn(self, other)
+
+    return method
+
+
+def _unary(ufunc: str) -> Any:
+    def method(self: SharedArray) -> Any:
+        return getattr(_numpy(), ufunc)(self)
+
+    return method
+
+
+# The operators, each the ufunc NumPy's own ndarray uses (as numpy.lib.mixins lays them out,
+# without importing NumPy here).
+for _name, _ufunc in {
+    "add": "add",
+    "sub": "subtract",
+    "mul": "multiply",
+    "matmul": "matmul",
+    "truediv": "true_divide",
+    "floordiv": "floor_divide",
+    "mod": "remainder",
+    "pow": "power",
+    "lshift": "left_shift",
+    "rshift": "right_shift",
+    "and": "bitwise_and",
+    "or": "bitwise_or",
+    "xor": "bitwise_xor",
+}.items():
+    setattr(SharedArray, f"__{_name}__", _operator(_ufunc))
+    setattr(SharedArray, f"__r{_name}__", _operator(_ufunc, reflected=True))
+    setattr(SharedArray, f"__i{_name}__", _operator(_ufunc, in_place=True))
+setattr(SharedArray, "__divmod__", _operator("divmod"))  # noqa: B010
+setattr(SharedArray, "__rdivmod__", _operator("divmod", reflected=True))  # noqa: B010
+for _name, _ufunc in {
+    "lt": "less",
+    "le": "less_equal",
+    "eq": "equal",
+    "ne": "not_equal",
+    "gt": "greater",
+    "ge": "greater_equal",
+}.items():
+    setattr(SharedArray, f"__{_name}__", _operator(_ufunc))
+for _name, _ufunc in {
+    "neg": "negative",
+    "pos": "positive",
+    "abs": "absolute",
+    "invert": "invert",
+}.items():
+    setattr(SharedArray, f"__{_name}__", _unary(_ufunc))
+del _name, _ufunc
 
 
 def shared_array(shape: Any, dtype: Any = float, order: str = "C") -> SharedArray:

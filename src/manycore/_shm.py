@@ -41,6 +41,7 @@ can remove what it left with ``unlink_prefix``.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import mmap
 import os
@@ -271,8 +272,20 @@ class _Tracker:
         # (The lock may have been held by another thread at fork: make a fresh one.)
         self._lock = threading.Lock()
         self._drop()
+        self.leave_running()  # the parent's child, not ours to reap
         self._proc = None
         self._pid = -1
+
+    def leave_running(self) -> None:
+        """Never reap the tracker from here: it outlives this process on purpose (it frees
+        what we leave when it reads EOF). ``Popen`` warns "subprocess ... is still running"
+        when the object of a child it never reaped is collected; at interpreter exit that
+        happens after ``sys.stderr`` is gone, and Python prints "lost sys.stderr" instead
+        (Python 3.9 every time, 3.11 now and then). So the object is told the child is done.
+        """
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            proc.returncode = 0  # init reaps it once we are gone
 
     def register(self, path: str) -> None:
         self._send(b"+" + os.fsencode(path) + b"\n", acked=True)
@@ -290,6 +303,9 @@ class _Tracker:
 _tracker = _Tracker()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_tracker.after_fork_in_child)
+# Registered at import, so it runs after the exit handlers that still unlink through the
+# tracker (atexit runs the last registered first).
+atexit.register(_tracker.leave_running)
 
 
 def tracker_pid() -> Optional[int]:

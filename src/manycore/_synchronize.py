@@ -19,7 +19,9 @@ they are made and how they travel:
   semaphores (and, for ``Barrier``, the shared memory) they are made of.
 * **Lifetime.** The creating process owns the name: it unlinks it when its object is
   garbage-collected, or when the process exits (``multiprocessing.util.Finalize``, which
-  runs at interpreter exit and at the end of a ``Process``). Processes that opened the
+  runs at interpreter exit and at the end of a ``Process``), after its non-daemonic
+  children were joined, so a child started just before the parent's script ended can
+  still open it. Processes that opened the
   semaphore keep using it after the name is gone. A lock must stay referenced in its
   creator until every other process has unpickled it, as with the stdlib. Each name is
   registered with the ``_shm`` tracker before the semaphore exists, so a creator killed by
@@ -140,8 +142,11 @@ def _create(cls: type, kind: int, value: int, maxvalue: int) -> Any:
     else:  # pragma: no cover
         raise FileExistsError("could not find a free name for a semaphore in /dev/shm")
     _adopt(obj)
-    # Unlinks in this process only (Finalize checks the pid), at GC or at exit.
-    _util.Finalize(obj, _unlink, (name,), exitpriority=0)
+    # Unlinks in this process only (Finalize checks the pid), at GC or at exit. At exit,
+    # below priority 0: multiprocessing's exit function runs the finalizers of priority 0
+    # and up, then joins the children, then runs the rest; a child that had not yet
+    # unpickled the lock when the parent's script ended must still find its name (#5).
+    _util.Finalize(obj, _unlink, (name,), exitpriority=-1)
     return obj
 
 

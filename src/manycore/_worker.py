@@ -33,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import functools
+import itertools
 import multiprocessing
+import multiprocessing.process
 import os
 import signal
 import socket
@@ -58,6 +60,7 @@ __all__ = [
     "STACK_SIGNAL",
     "resident_memory",
     "run_worker",
+    "worker_identity",
 ]
 
 STACK_SIGNAL = signal.SIGRTMIN + 6  # faulthandler dumps the stacks on this one
@@ -71,6 +74,38 @@ FLUSH_AFTER = 0.002  # seconds of finished work before results are sent mid-batc
 ENTRY = "manycore._worker:run_worker"
 
 _shm_prefix: list[str] = []  # this worker's result-segment prefix, once configured
+
+# How the stdlib's workers are named, by start method: "ForkPoolWorker-3" in a Pool,
+# "ForkProcess-3" in an executor. Programs log and shard by the name (#3). The default
+# method is named as the stdlib's default is on this Python (fork up to 3.13), so a
+# program's output does not change with the import.
+_METHOD_PREFIX = {
+    "fork": "Fork",
+    "spawn": "Spawn",
+    "forkserver": "ForkServer",
+    "default": "Fork" if sys.version_info < (3, 14) else "ForkServer",
+}
+
+
+def worker_identity(start_method: str, title: str) -> tuple[str, tuple[int, ...]]:
+    """In the owner: the next worker's ``(name, _identity)``, numbered from the same counter
+    as the owner's ``Process`` objects, as the stdlib's are, so a replacement gets a new
+    number."""
+    number = next(multiprocessing.process._process_counter)  # type: ignore[attr-defined]
+    identity = (*multiprocessing.current_process()._identity, number)
+    name = f"{_METHOD_PREFIX.get(start_method, '')}{title}-{':'.join(map(str, identity))}"
+    return name, identity
+
+
+def _adopt_identity(identity: tuple[str, tuple[int, ...]] | None) -> None:
+    if identity is not None:
+        me: Any = multiprocessing.current_process()
+        me.name, me._identity = identity
+        # As a stdlib child starts: its own processes are numbered from 1 ("Process-3:1"),
+        # and what a fork copied from the caller's list of children is not ours.
+        process: Any = multiprocessing.process
+        process._process_counter = itertools.count(1)
+        process._children = set()
 
 
 def run_worker(chan_fd: int, lifeline_fd: int, board_fd: int) -> int:
@@ -159,6 +194,7 @@ class _Worker:
 
     def run(self) -> int:
         config: m.WorkerConfig = self.chan.recv()
+        _adopt_identity(config.identity)
         self.slot = config.slot
         self.max_tasks = config.max_tasks
         self.max_memory = config.max_memory
