@@ -421,7 +421,7 @@ class ResultIterator(Generic[_T]):
         self._job = job
         self._ordered = ordered
         self._deadline = deadline
-        self._buffer: Iterator[_T] = iter(())
+        self._buffer: Iterator[Any] = iter(())  # results, and _Raised at a failed item
         self._finished = False
         self._stop_when_dropped = False  # iterated by ``async for``: see __aiter__
         self._turn = time.monotonic()  # when an ``async for`` last let the loop run
@@ -442,7 +442,7 @@ class ResultIterator(Generic[_T]):
         for value in self._buffer:
             if type(value) is _Raised:
                 raise value.exc
-            return value
+            return value  # type: ignore[no-any-return]
         if self._finished:
             raise StopIteration
         deadline = self._deadline
