@@ -20,6 +20,7 @@ from .._serialize import MAIN as _MAIN
 from ._fifo import BIG_READ, SPIN
 from ._items import ItemFifo, _holds_big_bytes, _ploads
 from ._layout import (
+    CREATE_TRIES,
     FIRST_RESERVE,
     H_CURSOR,
     H_GETS,
@@ -37,8 +38,13 @@ from ._layout import (
     WRAP,
     _cleanup,
     _File,
+    _mp,
     _reserve,
+    _sem_name,
 )
+
+# The attribute each of the queue's named semaphores is kept in (see RecordFifo._attach).
+_SEM_ATTRS = {"m": "_mutex", "i": "_items", "w": "_space", "s": "_slots", "d": "_done"}
 
 __all__ = ["Empty", "Full", "JoinableQueue", "Queue", "SimpleQueue"]
 
@@ -63,26 +69,49 @@ class Queue(ItemFifo):
     def __init__(self, maxsize: int = 0, *, ctx: Any = None) -> None:
         del ctx  # accepted for signature compatibility with multiprocessing.queues.Queue
         self._maxsize = maxsize if maxsize > 0 else 0
-        prefix = f"manycore-q{secrets.token_hex(8)}"
+        sems = (
+            ("m", "i", "w") + (("s",) if self._maxsize else ()) + (("d",) if self._joinable else ())
+        )
+        for attempt in range(CREATE_TRIES):
+            prefix = f"manycore-q{secrets.token_hex(8)}"
+            try:
+                self._create(prefix, sems)
+                return
+            except FileExistsError:
+                # Another local user took one of the names (the prefix shows in /dev/shm as
+                # soon as the ring exists): start again under a fresh random prefix.
+                if attempt == CREATE_TRIES - 1:
+                    raise
+
+    def _create(self, prefix: str, sems: tuple[str, ...]) -> None:
         # If this process dies without cleaning up (SIGKILL), the shm tracker unlinks the
         # ring, every overflow block and the semaphores, all named after the prefix.
         _shm.track_prefix(prefix)
         _shm.track_semaphores(prefix)
-        ring = _File(f"{prefix}-ring", HEADER_BYTES + RING_BYTES, create=True, keep_fd=True)
+        ring = None
         try:
+            ring = _File(f"{prefix}-ring", HEADER_BYTES + RING_BYTES, create=True, keep_fd=True)
             _reserve(ring.fd, 0, HEADER_BYTES + FIRST_RESERVE)
+            ring.buf[:HEADER_BYTES].cast("Q")[H_RESERVED] = FIRST_RESERVE
+            self._attach(prefix, ring, created=True)
         except BaseException:
-            ring.close()
-            _File.unlink(ring.name)
+            # Whatever exists was made by us (creation is exclusive): remove only that.
+            if ring is not None:
+                ring.close()
+                _File.unlink(ring.name)
+            for what in sems:
+                sem = getattr(self, _SEM_ATTRS[what], None)
+                if sem is not None:
+                    try:
+                        _mp.sem_unlink(_sem_name(prefix, what))
+                    except OSError:
+                        pass
+            for attr in _SEM_ATTRS.values():
+                self.__dict__.pop(attr, None)
             _shm.untrack_prefix(prefix)
             _shm.untrack_semaphores(prefix)
             raise
-        ring.buf[:HEADER_BYTES].cast("Q")[H_RESERVED] = FIRST_RESERVE
-        sems = (
-            ("m", "i", "w") + (("s",) if self._maxsize else ()) + (("d",) if self._joinable else ())
-        )
         self._finalizer: Any = weakref.finalize(self, _cleanup, os.getpid(), prefix, sems)
-        self._attach(prefix, ring, created=True)
 
     # --- sharing between processes ---
 

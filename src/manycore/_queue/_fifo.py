@@ -16,7 +16,6 @@ from ._layout import (
     BLOCK_HEADER,
     BLOCK_MAPPINGS,
     FREE,
-    H_BLOCK_SEQ,
     H_CURSOR,
     H_GETS,
     H_HEAD,
@@ -118,9 +117,9 @@ class RecordFifo:
                 self._set_name(SPARE_NAME, "")
                 block.buf[:NAME_BYTES] = bytes(NAME_BYTES)
                 return spare, block
-        seq = self._hdr[H_BLOCK_SEQ] = self._hdr[H_BLOCK_SEQ] + 1
-        name = f"{self._prefix}-b{seq}"
-        block = _File(name, BLOCK_HEADER + max(RING_BYTES, size), create=True)
+        # A random name: the prefix shows in /dev/shm, so a counted name could be taken by
+        # another local user before we create it (O_EXCL would then fail the put).
+        name, block = _File.create_unique(f"{self._prefix}-b", BLOCK_HEADER + max(RING_BYTES, size))
         if len(self._blocks) >= BLOCK_MAPPINGS:
             self._forget_block(next(iter(self._blocks)))
         self._blocks[name] = block

@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import os
 import pickle
-import secrets
 import threading
 import time
 from typing import Any, Optional
@@ -172,11 +171,11 @@ class ItemFifo(RecordFifo):
             self._forget_segment(replaced)
             _File.unlink(replaced)
         if empty < 0:  # every kept segment is in use: a one-off, unlinked by its reader
-            name = f"{self._prefix}-o{secrets.token_hex(8)}"
-            return name, _File(name, need, create=True), False
-        name = f"{self._prefix}-s{secrets.token_hex(8)}"
+            name, block = _File.create_unique(f"{self._prefix}-o", need)
+            return name, block, False
         try:
-            block = _File(name, need, create=True)  # outside the mutex: this takes a while
+            # outside the mutex: this takes a while
+            name, block = _File.create_unique(f"{self._prefix}-s", need)
         except BaseException:
             self._lock()
             self._set_name(empty, "")
