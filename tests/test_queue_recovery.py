@@ -6,12 +6,21 @@ from __future__ import annotations
 import gc
 import itertools
 import os
-from typing import Iterator
+import pickle
+import queue
+import signal
+from typing import Any, Iterator, Optional
 
 import pytest
 
-from manycore._queue import Queue, _fifo, _layout
-from tests.helpers import TIMEOUT
+from manycore._errors import ManycoreError
+from manycore._queue import JoinableQueue, Queue, _fifo, _layout
+from manycore._queue._layout import H_HEAD, H_OVF_DIRTY, H_TAIL, PICKLE
+from tests.helpers import TIMEOUT, call_with_timeout, join_ok, start_process
+
+# How long a call that must give up (a timeout, a nowait call) is given here: far beyond its
+# own timeout, so only a call that ignores it fails the test.
+SHORT = 0.2
 
 MIB = 1 << 20
 SHM = "/dev/shm"
@@ -32,6 +41,133 @@ def shm_tracker() -> Iterator[None]:
 def collect_queues() -> Iterator[None]:
     yield
     gc.collect()
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _killed(process: Any) -> None:
+    process.join(TIMEOUT)
+    assert process.exitcode == -signal.SIGKILL, f"child exit code {process.exitcode}"
+
+
+# Children. Each takes the queue's lock the way put and get do, then dies inside it: the
+# steps the queue's own code takes before a kill landing there, done deterministically.
+
+
+def die_holding_the_lock(q: Queue) -> None:
+    q._lock()
+    _die()
+
+
+def die_after_publishing_a_record(q: Queue, item: Any) -> None:
+    """A put killed after its record went in, before the counters and "items" were told."""
+    data = pickle.dumps(item, 5)
+    q._lock()
+    tail = int(q._hdr[H_TAIL])
+    pos = tail % q._cap
+    q._dataq[pos >> 3] = (len(data) << 8) | PICKLE
+    q._data[pos + 8 : pos + 8 + len(data)] = data
+    q._hdr[H_TAIL] = tail + 8 + ((len(data) + 7) & ~7)
+    _die()
+
+
+def die_taking_a_record(q: Queue) -> None:
+    """A get killed between moving the ring's head and its cursor (its "items" token taken)."""
+    assert q._items.acquire(True, TIMEOUT)
+    q._lock()
+    head = int(q._hdr[H_HEAD])
+    word = q._dataq[(head % q._cap) >> 3]
+    q._hdr[H_HEAD] = head + 8 + (((word >> 8) + 7) & ~7)
+    _die()
+
+
+def die_changing_the_overflow_chain(q: Queue) -> None:
+    q._lock()
+    q._hdr[H_OVF_DIRTY] = 1
+    _die()
+
+
+def hold_the_lock_until_told(q: Queue, told: Queue, locked: Queue) -> None:
+    q._lock()
+    locked.put("locked")
+    told.get(timeout=TIMEOUT)
+    q._unlock()
+
+
+def _get(q: Queue, block: bool = True, timeout: Optional[float] = None) -> Any:
+    return call_with_timeout(q.get, block, timeout)
+
+
+# --- a process killed while it holds the queue's lock --------------------------------------
+
+
+def test_a_lock_whose_holder_was_killed_is_taken_over(start_method: Optional[str]) -> None:
+    q = Queue()
+    q.put("before")
+    child = start_process(start_method, die_holding_the_lock, q)
+    # Not joined first: a killed child its parent has not reaped yet is dead too.
+    assert _get(q, True, TIMEOUT) == "before"
+    call_with_timeout(q.put, "after")
+    assert _get(q, True, TIMEOUT) == "after"
+    assert q.qsize() == 0
+    _killed(child)
+
+
+def test_timeouts_are_honoured_while_the_lock_is_held(start_method: Optional[str]) -> None:
+    q, told, locked = Queue(), Queue(), Queue()
+    q.put("waiting")
+    child = start_process(start_method, hold_the_lock_until_told, q, told, locked)
+    assert locked.get(timeout=TIMEOUT) == "locked"
+    with pytest.raises(queue.Empty):
+        _get(q, True, SHORT)
+    with pytest.raises(queue.Empty):
+        _get(q, False)
+    with pytest.raises(queue.Full):
+        call_with_timeout(q.put, "x", True, SHORT)
+    with pytest.raises(queue.Full):
+        call_with_timeout(q.put_nowait, "x")
+    told.put("go")
+    join_ok(child)
+    assert _get(q, True, TIMEOUT) == "waiting"  # nothing was lost or added by the timeouts
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+
+
+def test_a_put_killed_after_writing_its_record_delivers_it(start_method: Optional[str]) -> None:
+    q = JoinableQueue()
+    q.put(1)
+    child = start_process(start_method, die_after_publishing_a_record, q, 2)
+    _killed(child)
+    q.put(3)
+    assert [_get(q, True, TIMEOUT) for _ in range(3)] == [1, 2, 3]
+    assert q.qsize() == 0
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+
+
+def test_a_get_killed_while_taking_a_record_loses_only_that(start_method: Optional[str]) -> None:
+    q = Queue()
+    for i in range(4):
+        q.put(i)
+    child = start_process(start_method, die_taking_a_record, q)
+    _killed(child)
+    assert [_get(q, True, TIMEOUT) for _ in range(3)] == [1, 2, 3]
+    assert q.qsize() == 0
+    q.put(4)  # the ring's cursors agree again: new items come out in order
+    assert _get(q, True, TIMEOUT) == 4
+
+
+def test_damage_that_cannot_be_repaired_is_a_clear_error(start_method: Optional[str]) -> None:
+    q = Queue()
+    q.put("x")
+    child = start_process(start_method, die_changing_the_overflow_chain, q)
+    _killed(child)
+    for call in (lambda: q.get(timeout=TIMEOUT), lambda: q.put("y")):
+        with pytest.raises(ManycoreError, match="died while it held the lock") as info:
+            call_with_timeout(call)
+        assert isinstance(info.value, RuntimeError)
 
 
 def _squat(name: str) -> None:

@@ -11,13 +11,14 @@ import os
 import pickle
 import queue as _stdqueue
 import secrets
+import time
 import weakref
 from typing import Any, Iterable, Optional
 
 from .. import _shm
 from .._buffers import inband_unless_big
 from .._serialize import MAIN as _MAIN
-from ._fifo import BIG_READ, SPIN
+from ._fifo import BIG_READ, LOCK_NOWAIT_S, NOTHING, SPIN
 from ._items import ItemFifo, _holds_big_bytes, _ploads
 from ._layout import (
     CREATE_TRIES,
@@ -26,6 +27,7 @@ from ._layout import (
     H_GETS,
     H_HEAD,
     H_JOIN_WAITERS,
+    H_LOCKER,
     H_OVF_COUNT,
     H_PUTS,
     H_RESERVED,
@@ -50,6 +52,12 @@ __all__ = ["Empty", "Full", "JoinableQueue", "Queue", "SimpleQueue"]
 
 Empty = _stdqueue.Empty
 Full = _stdqueue.Full
+
+
+def _left(deadline: Optional[float]) -> Optional[float]:
+    """Seconds until ``deadline`` (None: no deadline), never negative."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
 
 _PLAIN = frozenset({int, float, str, tuple, list, dict, type(None), bool})
 _pdumps = pickle.dumps
@@ -164,7 +172,8 @@ class Queue(ItemFifo):
                 size = 8 + ((n + 7) & ~7)
                 if self._slots is None and size <= self._quarter:
                     cap = self._cap
-                    self._lock()
+                    if not self._lock(timeout if block else LOCK_NOWAIT_S):
+                        raise Full
                     hdr = self._hdr
                     if not hdr[H_OVF_COUNT]:
                         tail = hdr[H_TAIL]
@@ -172,14 +181,15 @@ class Queue(ItemFifo):
                         if pos + size <= self._reserved and cap - (tail - hdr[H_HEAD]) >= size:
                             self._dataq[pos >> 3] = (n << 8) | PICKLE
                             self._data[pos + 8 : pos + 8 + n] = data
-                            hdr[H_TAIL] = tail + size
+                            hdr[H_TAIL] = tail + size  # the record is in (see _repair)
                             hdr[H_PUTS] += 1
                             if self._joinable:
                                 hdr[H_UNFINISHED] += 1
+                            hdr[H_LOCKER] = 0
                             self._mutex.release()
                             self._items.release()
                             return
-                    self._mutex.release()
+                    self._unlock()
                 self._put_encoded((PICKLE, [data], n), block, timeout)
                 return
         self._put_encoded(self._encode(obj), block, timeout)
@@ -218,7 +228,8 @@ class Queue(ItemFifo):
                 raise
             return
         try:
-            self._lock()
+            if not self._lock(timeout if block else LOCK_NOWAIT_S):
+                raise Full
         except BaseException:
             for one in encoded:
                 self._abandon(one)
@@ -246,7 +257,7 @@ class Queue(ItemFifo):
         finally:
             if self._joinable:
                 self._hdr[H_UNFINISHED] += written
-            self._mutex.release()
+            self._unlock()
             for _ in range(written):  # announce what went in, even if a later item failed
                 self._items.release()
 
@@ -255,12 +266,15 @@ class Queue(ItemFifo):
     ) -> None:
         slots = self._slots
         slot = locked = False
+        deadline = None if timeout is None or not block else time.monotonic() + timeout
         try:
             if slots is not None:
                 if not slots.acquire(block, timeout):
                     raise Full
                 slot = True
-            self._lock()
+            wait = LOCK_NOWAIT_S if not block else _left(deadline)
+            if not self._lock(wait):
+                raise Full
             locked = True
             self._write_waiting(*encoded)
             if self._joinable:
@@ -272,7 +286,7 @@ class Queue(ItemFifo):
             raise
         finally:
             if locked:
-                self._mutex.release()
+                self._unlock()
         self._items.release()
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
@@ -285,41 +299,53 @@ class Queue(ItemFifo):
         if self._closed:
             self._check_open()
         items = self._items
-        if not items.acquire(False):
-            if not block:
-                raise Empty
-            # Spin a little before sleeping: a producer a few microseconds behind then costs
-            # neither side a futex wake-up (the stdlib pays one per item here).
-            for _ in range(SPIN):
-                if items.acquire(False):
-                    break
-            else:
-                if not items.acquire(True, timeout):
+        deadline = None
+        while True:
+            if not items.acquire(False):
+                if not block:
                     raise Empty
-        self._lock()
-        hdr = self._hdr
-        try:
-            head = hdr[H_HEAD]
-            # The hot path, inlined: a small record in the ring, no big read in flight.
-            if hdr[H_PUTS] != hdr[H_GETS] and hdr[H_CURSOR] == head:
-                cap = self._cap
-                pos = head % cap
-                word = self._dataq[pos >> 3]
-                n = word >> 8
-                if word != WRAP and n < BIG_READ:
-                    payload = bytes(self._data[pos + 8 : pos + 8 + n])
-                    hdr[H_HEAD] = hdr[H_CURSOR] = head + 8 + ((n + 7) & ~7)
-                    hdr[H_GETS] += 1
-                    kind = word & 0xFF
+                # Spin a little before sleeping: a producer a few microseconds behind then
+                # costs neither side a futex wake-up (the stdlib pays one per item here).
+                for _ in range(SPIN):
+                    if items.acquire(False):
+                        break
                 else:
-                    kind, payload = self._take_ring()
-            else:
-                kind, payload = self._read()
-            wake = hdr[H_SPACE_WAITERS]
-            if wake:
-                hdr[H_SPACE_WAITERS] = 0
-        finally:
-            self._mutex.release()
+                    if timeout is not None and deadline is None:
+                        deadline = time.monotonic() + timeout
+                    if not items.acquire(True, _left(deadline)):
+                        raise Empty
+            wait = (timeout if deadline is None else _left(deadline)) if block else LOCK_NOWAIT_S
+            if not self._lock(wait):
+                items.release()  # the item stays for another consumer
+                raise Empty
+            hdr = self._hdr
+            try:
+                head = hdr[H_HEAD]
+                # The hot path, inlined: a small record in the ring, no big read in flight.
+                if hdr[H_PUTS] != hdr[H_GETS] and hdr[H_CURSOR] == head:
+                    cap = self._cap
+                    pos = head % cap
+                    word = self._dataq[pos >> 3]
+                    n = word >> 8
+                    if word != WRAP and n < BIG_READ:
+                        payload = bytes(self._data[pos + 8 : pos + 8 + n])
+                        hdr[H_HEAD] = hdr[H_CURSOR] = head + 8 + ((n + 7) & ~7)
+                        hdr[H_GETS] += 1
+                        kind = word & 0xFF
+                    else:
+                        kind, payload = self._take_ring()
+                else:
+                    kind, payload = self._read()
+                wake = hdr[H_SPACE_WAITERS]
+                if wake:
+                    hdr[H_SPACE_WAITERS] = 0
+            finally:
+                hdr[H_LOCKER] = 0
+                self._mutex.release()
+            if kind != NOTHING:
+                break
+            if deadline is None and timeout is not None:
+                deadline = time.monotonic() + timeout
         if self._slots is not None:
             self._slots.release()
         for _ in range(wake):
@@ -348,11 +374,14 @@ class Queue(ItemFifo):
         self._lock()
         try:
             for _ in range(taken):
-                records.append(self._read())
+                record = self._read()
+                if record[0] != NOTHING:
+                    records.append(record)
+            taken = len(records)
             wake = self._hdr[H_SPACE_WAITERS]
             self._hdr[H_SPACE_WAITERS] = 0
         finally:
-            self._mutex.release()
+            self._unlock()
         if self._slots is not None:
             for _ in range(taken):
                 self._slots.release()
@@ -419,7 +448,7 @@ class JoinableQueue(Queue):
             wake = self._hdr[H_JOIN_WAITERS] if self._hdr[H_UNFINISHED] == 0 else 0
             self._hdr[H_JOIN_WAITERS] -= wake
         finally:
-            self._mutex.release()
+            self._unlock()
         for _ in range(wake):
             self._done.release()
 
@@ -436,10 +465,10 @@ class JoinableQueue(Queue):
                 return True
             self._hdr[H_JOIN_WAITERS] += 1
         finally:
-            self._mutex.release()
+            self._unlock()
         if self._done.acquire(True, timeout):
             return True
-        self._mutex.acquire()  # give up our turn, unless task_done() just counted us
+        self._lock()  # give up our turn, unless task_done() just counted us
         try:
             if self._hdr[H_UNFINISHED] == 0:
                 gone = False
@@ -447,7 +476,7 @@ class JoinableQueue(Queue):
                 self._hdr[H_JOIN_WAITERS] -= 1
                 gone = True
         finally:
-            self._mutex.release()
+            self._unlock()
         if not gone:
             self._done.acquire()  # the post meant for us is on its way or there
             return True

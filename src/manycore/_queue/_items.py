@@ -164,7 +164,7 @@ class ItemFifo(RecordFifo):
                         self._set_name(empty, _CREATING)
                     break
             finally:
-                self._mutex.release()
+                self._unlock()
             if not wait_until(functools.partial(_any_free, busy), WAIT_S):
                 self._seg_no_wait_until = time.monotonic() + NO_WAIT_S
         if replaced:  # outside the mutex: freeing 64 MiB takes about 10 ms
@@ -179,12 +179,12 @@ class ItemFifo(RecordFifo):
         except BaseException:
             self._lock()
             self._set_name(empty, "")
-            self._mutex.release()
+            self._unlock()
             raise
         _state(block)[0] = SEG_SENT
         self._lock()
         self._set_name(empty, name)
-        self._mutex.release()
+        self._unlock()
         self._keep_mapped(name, block)
         return name, block, True
 

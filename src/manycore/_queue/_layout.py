@@ -30,6 +30,7 @@ import struct
 from typing import Any
 
 from .. import _reuse, _shm
+from .._errors import ManycoreError
 
 # The C semaphore behind multiprocessing's locks (typeshed has no stubs for it).
 _mp: Any = importlib.import_module("_multiprocessing")
@@ -67,6 +68,9 @@ H_JOIN_WAITERS = 21
 H_OVF_BYTES = 22  # bytes of records in the overflow chain
 H_RESERVED = 23  # ring bytes whose memory is reserved (posix_fallocate), from offset 0
 H_SPACE_WAITERS = 24  # producers waiting for ring space
+H_LOCKER = 25  # pid of the process holding the mutex (0: none, or in its first/last step)
+H_BROKEN = 26  # pid of a holder that died leaving the queue damaged beyond repair (0: none)
+H_OVF_DIRTY = 27  # 1 while the holder changes the overflow chain (its repair is not attempted)
 OVF_HEAD_NAME = 256  # byte offsets of the name slots
 OVF_TAIL_NAME = 320
 SPARE_NAME = 384  # an emptied overflow block kept for reuse (its pages are already mapped)
@@ -85,6 +89,11 @@ SEG_MAPPINGS = 8  # big-buffer segments each process keeps mapped
 _CREATING = "*"
 _SEG_HEAD = struct.Struct("<BBII")
 _SPAN = struct.Struct("<QQ")
+
+
+class QueueBrokenError(ManycoreError, RuntimeError):
+    """A process died while it held the queue's lock, in the middle of a change the other
+    processes cannot finish for it: what the queue holds can no longer be trusted."""
 
 
 def _pad(n: int) -> int:
