@@ -140,7 +140,7 @@ def test_a_put_killed_after_writing_its_record_delivers_it(start_method: Optiona
     q.put(1)
     child = start_process(start_method, die_after_publishing_a_record, q, 2)
     _killed(child)
-    q.put(3)
+    call_with_timeout(q.put, 3)
     assert [_get(q, True, TIMEOUT) for _ in range(3)] == [1, 2, 3]
     assert q.qsize() == 0
     with pytest.raises(queue.Empty):
@@ -155,7 +155,7 @@ def test_a_get_killed_while_taking_a_record_loses_only_that(start_method: Option
     _killed(child)
     assert [_get(q, True, TIMEOUT) for _ in range(3)] == [1, 2, 3]
     assert q.qsize() == 0
-    q.put(4)  # the ring's cursors agree again: new items come out in order
+    call_with_timeout(q.put, 4)  # the ring's cursors agree again: new items come out in order
     assert _get(q, True, TIMEOUT) == 4
 
 
