@@ -23,6 +23,7 @@ from ._items import ItemFifo, _holds_big_bytes, _ploads
 from ._layout import (
     CREATE_TRIES,
     FIRST_RESERVE,
+    H_BROKEN,
     H_CURSOR,
     H_GETS,
     H_HEAD,
@@ -52,6 +53,17 @@ __all__ = ["Empty", "Full", "JoinableQueue", "Queue", "SimpleQueue"]
 
 Empty = _stdqueue.Empty
 Full = _stdqueue.Full
+
+
+_pid = os.getpid()  # written next to the mutex while this process holds it (see _fifo)
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _left(deadline: Optional[float]) -> Optional[float]:
@@ -172,9 +184,15 @@ class Queue(ItemFifo):
                 size = 8 + ((n + 7) & ~7)
                 if self._slots is None and size <= self._quarter:
                     cap = self._cap
-                    if not self._lock(timeout if block else LOCK_NOWAIT_S):
-                        raise Full
                     hdr = self._hdr
+                    # RecordFifo._lock's first step, inlined: an uncontended mutex.
+                    if self._mutex.acquire(False):
+                        hdr[H_LOCKER] = _pid
+                        if hdr[H_BROKEN]:
+                            self._unlock()
+                            self._raise_broken()
+                    elif not self._lock(timeout if block else LOCK_NOWAIT_S):
+                        raise Full
                     if not hdr[H_OVF_COUNT]:
                         tail = hdr[H_TAIL]
                         pos = tail % cap
@@ -314,11 +332,18 @@ class Queue(ItemFifo):
                         deadline = time.monotonic() + timeout
                     if not items.acquire(True, _left(deadline)):
                         raise Empty
-            wait = (timeout if deadline is None else _left(deadline)) if block else LOCK_NOWAIT_S
-            if not self._lock(wait):
+            hdr = self._hdr
+            if self._mutex.acquire(False):  # RecordFifo._lock's first step, inlined
+                hdr[H_LOCKER] = _pid
+                if hdr[H_BROKEN]:
+                    items.release()
+                    self._unlock()
+                    self._raise_broken()
+            elif not self._lock(
+                (timeout if deadline is None else _left(deadline)) if block else LOCK_NOWAIT_S
+            ):
                 items.release()  # the item stays for another consumer
                 raise Empty
-            hdr = self._hdr
             try:
                 head = hdr[H_HEAD]
                 # The hot path, inlined: a small record in the ring, no big read in flight.
