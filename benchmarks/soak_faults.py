@@ -415,7 +415,12 @@ def queue_caller(method: Optional[str], seconds: float, seed: int) -> int:
     """The caller process of the queue scenario: prints a JSON list of problems."""
     import manycore
 
-    manycore.Queue().put(0)  # starts what outlives queues on purpose (the shm tracker)
+    # Start what outlives queues and processes on purpose (the shm tracker, a fork server).
+    manycore.Queue().put(0)
+    warm = manycore.get_context(method).Process(target=os.getpid)
+    warm.start()
+    warm.join(TASK_TIMEOUT)
+    warm.close()
     gc.collect()
     before = _snapshot()
     with tempfile.TemporaryDirectory(prefix="soak-queue-") as logs:
@@ -470,6 +475,7 @@ def _queue_scenario(
         role = os.path.basename(victim).split("-")[0]
         kills[role] += 1
         procs[victim].join(TASK_TIMEOUT)
+        procs.pop(victim).close()
         start(role)
     for p in procs.values():  # stop the rest the same way
         if p.exitcode is None:
