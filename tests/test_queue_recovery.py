@@ -96,6 +96,22 @@ def hold_the_lock_until_told(q: Queue, told: Queue, locked: Queue) -> None:
     q._unlock()
 
 
+def put_forever(q: Queue, first: int) -> None:
+    n = first
+    while True:
+        q.put((n, b"x" * (200 << 10) if n % 3 == 0 else None), timeout=TIMEOUT)
+        n += 1
+
+
+def get_forever(q: Queue, seen: Queue) -> None:
+    while True:
+        try:
+            n, _ = q.get(timeout=TIMEOUT)
+        except queue.Empty:
+            continue
+        seen.put(n, timeout=TIMEOUT)
+
+
 def _get(q: Queue, block: bool = True, timeout: Optional[float] = None) -> Any:
     return call_with_timeout(q.get, block, timeout)
 
@@ -168,6 +184,44 @@ def test_damage_that_cannot_be_repaired_is_a_clear_error(start_method: Optional[
         with pytest.raises(ManycoreError, match="died while it held the lock") as info:
             call_with_timeout(call)
         assert isinstance(info.value, RuntimeError)
+
+
+def test_producers_and_consumers_killed_in_a_loop(start_method: Optional[str]) -> None:
+    """Kills at random moments (many inside put or get, where the lock is held): the queue
+    keeps working, no item arrives twice, and every call returns within its timeout."""
+    import random
+
+    rng = random.Random(13)
+    q, seen = Queue(), Queue()
+    producer = start_process(start_method, put_forever, q, 0)
+    consumer = start_process(start_method, get_forever, q, seen)
+    for round_ in range(1, 6):
+        seen.get(timeout=TIMEOUT)  # both are at work
+        victim = rng.choice(["producer", "consumer"])
+        os.kill((producer if victim == "producer" else consumer).pid, signal.SIGKILL)
+        if victim == "producer":
+            _killed(producer)
+            producer = start_process(start_method, put_forever, q, round_ * 10_000_000)
+        else:
+            _killed(consumer)
+            consumer = start_process(start_method, get_forever, q, seen)
+    for child in (producer, consumer):
+        os.kill(child.pid, signal.SIGKILL)
+        _killed(child)
+    got = []
+    while True:  # what the consumers took, then what is left in the queue
+        try:
+            got.append(call_with_timeout(seen.get, True, SHORT))
+        except queue.Empty:
+            break
+    while True:
+        try:
+            got.append(call_with_timeout(q.get, True, SHORT)[0])
+        except queue.Empty:
+            break
+    assert len(got) == len(set(got)), "an item arrived twice"
+    call_with_timeout(q.put, ("after", None), True, TIMEOUT)
+    assert _get(q, True, TIMEOUT) == ("after", None)
 
 
 def _squat(name: str) -> None:
