@@ -61,6 +61,12 @@ def die_holding_the_lock(q: Queue) -> None:
     _die()
 
 
+def die_before_naming_itself(q: Queue) -> None:
+    """Killed between taking the lock's semaphore and writing its pid next to it."""
+    q._mutex.acquire()
+    _die()
+
+
 def die_after_publishing_a_record(q: Queue, item: Any) -> None:
     """A put killed after its record went in, before the counters and "items" were told."""
     data = pickle.dumps(item, 5)
@@ -129,6 +135,21 @@ def test_a_lock_whose_holder_was_killed_is_taken_over(start_method: Optional[str
     assert _get(q, True, TIMEOUT) == "after"
     assert q.qsize() == 0
     _killed(child)
+
+
+def test_a_holder_killed_before_naming_itself_is_taken_over_too(
+    start_method: Optional[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_fifo, "STALE_S", 0.5)  # in this process, the waiter
+    q = Queue()
+    q.put("before")
+    child = start_process(start_method, die_before_naming_itself, q)
+    _killed(child)
+    with pytest.raises(queue.Empty):  # shorter than STALE_S: the timeout holds
+        _get(q, True, SHORT)
+    assert _get(q, True, TIMEOUT) == "before"
+    call_with_timeout(q.put, "after")
+    assert _get(q, True, TIMEOUT) == "after"
 
 
 def test_timeouts_are_honoured_while_the_lock_is_held(start_method: Optional[str]) -> None:

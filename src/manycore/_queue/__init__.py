@@ -61,7 +61,8 @@ overflow chain leaves damage that is not repaired: the queue is marked broken an
 later call raises ``QueueBrokenError`` naming the dead pid, never hangs. What remains: a
 consumer killed inside ``get`` loses the item it was taking; a bounded queue may lose or gain
 a slot; a holder killed between taking the semaphore and writing its pid (two bytecodes) is
-not detected, so waiters time out as usual; one killed while copying a big record out
+taken over from once the mutex has stayed taken with no holder named for ``STALE_S``
+(waiters with shorter timeouts time out meanwhile); one killed while copying a big record out
 leaves that record's ring space unfreed (later puts spill to the overflow chain, nothing
 blocks). A kept segment whose producer died before enqueuing its item, or whose consumer died
 between taking the record and building the item, stays "sent": the queue has one kept

@@ -78,6 +78,10 @@ LOCK_CHECK_S = 0.1
 # is held for a memcpy, so only a holder that died or was stopped keeps it longer.
 LOCK_NOWAIT_S = 0.02
 NOTHING = 0  # _read's kind when there was no record after all
+# The mutex taken with no holder named for this long means its holder died in the moment
+# between the semaphore and the pid word (see _take_over): far beyond any live holder's stay.
+STALE_S = 5.0
+UNNAMED = 1 << 62  # H_BROKEN's value for a dead holder whose pid is unknown
 
 _pid = os.getpid()  # written as the mutex's holder; a forked child writes its own
 
@@ -115,6 +119,7 @@ class RecordFifo:
         self._done = make(prefix, "d", 0, SEM_MAX) if self._joinable else None
         self._blocks: dict[str, _File] = {}
         self._spill_freely_until = 0.0
+        self._unnamed_since = 0.0  # since when the mutex was seen taken with no holder named
         self._closed = False
 
     def _block(self, name: str) -> _File:
@@ -203,26 +208,39 @@ class RecordFifo:
             if deadline is not None:
                 step = min(step, deadline - time.monotonic())
             if step > 0 and mutex.acquire(True, step):
+                self._unnamed_since = 0.0
                 return True
-            if self._take_over():
+            holder = int(self._hdr[H_LOCKER])
+            now = time.monotonic()
+            if holder:
+                self._unnamed_since = 0.0
+                if self._take_over(holder):
+                    return True
+            elif not self._unnamed_since:
+                self._unnamed_since = now
+            elif now - self._unnamed_since >= STALE_S and self._take_over(0):
                 return True
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and now >= deadline:
                 return False
 
-    def _take_over(self) -> bool:
-        """If the process named as the mutex's holder has died, become the holder in its
-        place (the semaphore stays taken) and repair what it left half done.
+    def _take_over(self, holder: int) -> bool:
+        """If ``holder``, the process named as the mutex's holder, has died, become the holder
+        in its place (the semaphore stays taken) and repair what it left half done.
+
+        ``holder`` 0: the mutex has stayed taken with no holder named for STALE_S, seen by
+        this process at every step: a holder killed in the moment between taking the
+        semaphore and writing its pid, or between clearing it and releasing (a live one
+        passes that moment in microseconds; one stopped there for STALE_S would then find a
+        second holder: the one risk this rule takes).
 
         The claim must go to one waiter only: they serialize on an exclusive ``flock`` of the
         ring, taken on a descriptor opened for this claim alone (so a forked copy of this
         process does not share it) and dropped by the kernel if the claimant dies too. The
         holder word is checked again under it: a waiter that took over before us wrote its
-        own pid there. A holder that died between taking the semaphore and writing its pid
-        (or between clearing it and releasing) is not seen: waiters then time out as usual.
+        own pid there.
         """
         hdr = self._hdr
-        holder = int(hdr[H_LOCKER])
-        if not holder or holder == _pid or _reuse.process_alive(holder):
+        if holder == _pid or (holder and _reuse.process_alive(holder)):
             return False
         try:
             fd = os.open(self._ring.path(self._ring.name), os.O_RDONLY | os.O_CLOEXEC)
@@ -235,19 +253,25 @@ class RecordFifo:
                 return False
             if hdr[H_LOCKER] != holder:
                 return False
+            if self._mutex.acquire(False):  # released meanwhile: taken the ordinary way
+                hdr[H_LOCKER] = _pid
+                return True
             hdr[H_LOCKER] = _pid
         finally:
             os.close(fd)  # drops the flock
+        self._unnamed_since = 0.0
         try:
-            self._repair(holder)
+            self._repair(holder or UNNAMED)
         except BaseException:
             self._unlock()
             raise
         return True
 
     def _raise_broken(self) -> None:
+        pid = self._hdr[H_BROKEN]
         raise QueueBrokenError(
-            f"process {self._hdr[H_BROKEN]} died while it held the lock of {self!r}, in the "
+            f"{'a process' if pid == UNNAMED else f'process {pid}'} died while it held the "
+            f"lock of {self!r}, in the "
             "middle of changing it, and the change cannot be finished or undone: the queue's "
             "contents can no longer be trusted. Create a new queue (and see what killed that "
             "process: SIGKILL, the OOM killer)."
