@@ -21,6 +21,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -426,6 +428,13 @@ def test_the_cluster_a_pool_starts_refuses_other_local_users() -> None:
                 with pytest.raises(OSError):
                     client = dask_cluster._client(distributed, how["address"], timeout=5, **how)
                     client.close()  # it connected: the test fails on the raises above
+        # The scheduler's plain-HTTP endpoint shows nothing but its health.
+        http = f"http://127.0.0.1:{cluster.scheduler.http_server.port}"
+        with urllib.request.urlopen(f"{http}/health", timeout=TIMEOUT) as answer:
+            assert answer.status == 200
+        for page in ("/info/main/workers.html", "/info/logs/", "/json/counts.json"):
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(f"{http}{page}", timeout=TIMEOUT).close()
 
 
 def test_a_pool_never_closes_a_cluster_it_did_not_start(dask_client: Any) -> None:

@@ -54,7 +54,8 @@ def start_local_cluster(workers: int) -> Any:
     Loopback is not private: any local user can connect to 127.0.0.1, and a Dask scheduler
     runs whatever code its clients send. So the cluster speaks TLS with a temporary
     certificate authority and key that exist only in this process's memory and are handed to
-    the workers it starts (``Security.temporary``); a peer without them is refused.
+    the workers it starts (``Security.temporary``); a peer without them is refused. Their
+    plain-HTTP endpoints serve only a health check.
 
     Raises:
         ImportError: Dask is not installed (the message says how to install it).
@@ -65,6 +66,10 @@ def start_local_cluster(workers: int) -> Any:
     settings = {
         "distributed.scheduler.allowed-failures": 0,
         "distributed.worker.profile.enabled": False,
+        # The HTTP endpoints stay plain HTTP on loopback, readable by any local user: serve
+        # only the health check there (not the pages that show tasks, logs and a proxy).
+        "distributed.scheduler.http.routes": ["distributed.http.health"],
+        "distributed.worker.http.routes": ["distributed.http.health"],
     }
     try:
         security = distributed.security.Security.temporary()
