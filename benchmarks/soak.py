@@ -1,7 +1,15 @@
-"""The long chaos run: workers SIGKILLed at random while a pool with ``retries`` works.
+"""The long chaos run: faults injected at every point a task passes, queue producers and
+consumers killed mid-operation, then workers SIGKILLed at random while a pool with
+``retries`` works.
 
 ``python -m benchmarks.soak [--tasks 100000] [--seconds 180] [--kill-every 0.3]
-[--workers 2] [--start-method default|fork|forkserver|spawn]``
+[--workers 2] [--start-method default|fork|forkserver|spawn]
+[--fault-methods fork,spawn,default] [--no-faults] [--faults-only]``
+
+First the fault phase (``benchmarks.soak_faults``, whose docstring lists the faults and the
+checks): each scenario in a caller process of its own, so a fault that kills the caller or
+hangs it is reported as such and the run goes on. Its failures are listed by kind at the end
+and make the exit status 1, but do not stop the rounds below.
 
 Rounds of ``--tasks`` tasks (each sleeps 1 ms and returns its input) run until
 ``--seconds`` have passed (at least one round). Rounds alternate between ``manycore.Pool``
@@ -252,6 +260,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="the pool's start method",
     )
     parser.add_argument("--seed", type=int, default=None, help="for the killer's choices")
+    parser.add_argument(
+        "--fault-methods",
+        default="fork,spawn,default",
+        help="start methods of the fault phase (comma-separated)",
+    )
+    parser.add_argument("--no-faults", action="store_true", help="skip the fault phase")
+    parser.add_argument("--faults-only", action="store_true", help="only the fault phase")
     args = parser.parse_args(argv)
     if args.tasks < 6 or args.workers < 1 or args.kill_every <= 0:
         parser.error("--tasks must be at least 6, --workers at least 1, --kill-every > 0")
@@ -260,6 +275,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from benchmarks.soak import echo_after as fn
 
     seed = args.seed if args.seed is not None else random.randrange(2**32)
+    faults_failed = 0
+    if not args.no_faults:
+        from benchmarks import soak_faults
+
+        methods = [m.strip() for m in args.fault_methods.split(",") if m.strip()]
+        print(f"soak: the fault phase, start methods {methods}, seed {seed}", flush=True)
+        found = soak_faults.run_queue_faults(methods, soak_faults.QUEUE_SECONDS, seed)
+        found += soak_faults.run_task_faults(methods)
+        faults_failed = soak_faults.report(found)
+        if args.faults_only:
+            return faults_failed
     print(
         f"soak: {args.tasks:,} tasks a round, {args.workers} workers "
         f"({args.start_method}), a kill every {args.kill_every:g} s on average, "
@@ -286,7 +312,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if time.monotonic() - started >= args.seconds:
             break
     print(f"soak: {number} rounds passed in {time.monotonic() - started:.0f} s")
-    return 0
+    if faults_failed:
+        print("soak: the fault phase failed (see above)", file=sys.stderr)
+    return faults_failed
 
 
 if __name__ == "__main__":

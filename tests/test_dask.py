@@ -21,6 +21,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -31,6 +33,7 @@ from hypothesis import strategies as st
 
 import manycore
 from manycore import _buffers, _payload
+from manycore._dask import cluster as dask_cluster
 from manycore._dask import scheduler as dask_scheduler
 from tests import helpers, workloads, workloads_dask
 from tests.helpers import TIMEOUT
@@ -403,6 +406,35 @@ def test_close_finishes_work_then_closes_its_own_cluster() -> None:
     helpers.call_with_timeout(p.join, timeout=30)
     assert [r.get(0) for r in results] == list(range(6))
     assert not helpers.wait_gone(pids, 10)
+
+
+def test_the_cluster_a_pool_starts_refuses_other_local_users() -> None:
+    """Loopback is open to every local user, and a Dask scheduler or worker runs the code its
+    clients send: the cluster a pool starts itself must refuse a peer without its
+    credentials, in plain TCP or in TLS with credentials of its own."""
+    _, distributed = _import_dask()
+    with manycore.Pool(1, backend="dask") as p:
+        assert p.apply(workloads.square, (4,)) == 16
+        cluster = p._scheduler._cluster  # type: ignore[attr-defined]
+        ports = [cluster.scheduler_address.rsplit(":", 1)[1]]
+        ports += [a.rsplit(":", 1)[1] for a in cluster.scheduler_info["workers"]]
+        stranger = distributed.security.Security.temporary()  # a CA of its own
+        for port in ports:
+            for how in (
+                {"address": f"tcp://127.0.0.1:{port}"},
+                {"address": f"tls://127.0.0.1:{port}", "security": stranger},
+            ):
+                # (through the pool's own helper, which stops a failed client's IO thread)
+                with pytest.raises(OSError):
+                    client = dask_cluster._client(distributed, how["address"], timeout=5, **how)
+                    client.close()  # it connected: the test fails on the raises above
+        # The scheduler's plain-HTTP endpoint shows nothing but its health.
+        http = f"http://127.0.0.1:{cluster.scheduler.http_server.port}"
+        with urllib.request.urlopen(f"{http}/health", timeout=TIMEOUT) as answer:
+            assert answer.status == 200
+        for page in ("/info/main/workers.html", "/info/logs/", "/json/counts.json"):
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(f"{http}{page}", timeout=TIMEOUT).close()
 
 
 def test_a_pool_never_closes_a_cluster_it_did_not_start(dask_client: Any) -> None:

@@ -97,14 +97,22 @@ def reusable(state: int) -> bool:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (a reader named in a state word)."""
+    """Whether a process with this pid exists and has not died (a reader named in a state
+    word, a queue's lock holder)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # EPERM: it exists
         return True
-    return True
+    # A zombie has died: its parent just has not reaped it yet (often the very process that
+    # waits for what the dead one held).
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] not in (b"Z", b"X")
+    except (OSError, ValueError):
+        return True
 
 
 def watched_views(

@@ -2,7 +2,9 @@
 
 Guarantees: Dask is imported only through ``import_distributed`` (so importing manycore
 never imports it), and its absence is an ``ImportError`` naming ``INSTALL_HINT``; a cluster
-manycore starts listens on 127.0.0.1 only; a connection that fails leaves no thread behind.
+manycore starts listens on 127.0.0.1 only and speaks mutual TLS with credentials made for it
+alone, so no other local user can reach its scheduler or workers; a connection that fails
+leaves no thread behind.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def start_local_cluster(workers: int) -> Any:
     workers' statistical profiler (a thread sampling every 10 ms) is off, as it costs the
     tasks CPU time and the GIL.
 
+    Loopback is not private: any local user can connect to 127.0.0.1, and a Dask scheduler
+    runs whatever code its clients send. So the cluster speaks TLS with a temporary
+    certificate authority and key that exist only in this process's memory and are handed to
+    the workers it starts (``Security.temporary``); a peer without them is refused. Their
+    plain-HTTP endpoints serve only a health check.
+
     Raises:
         ImportError: Dask is not installed (the message says how to install it).
     """
@@ -58,7 +66,18 @@ def start_local_cluster(workers: int) -> Any:
     settings = {
         "distributed.scheduler.allowed-failures": 0,
         "distributed.worker.profile.enabled": False,
+        # The HTTP endpoints stay plain HTTP on loopback, readable by any local user: serve
+        # only the health check there (not the pages that show tasks, logs and a proxy).
+        "distributed.scheduler.http.routes": ["distributed.http.health"],
+        "distributed.worker.http.routes": ["distributed.http.health"],
     }
+    try:
+        security = distributed.security.Security.temporary()
+    except ImportError as exc:  # the `cryptography` package, which makes the credentials
+        raise ImportError(
+            f"backend='dask' secures the cluster it starts with TLS, which needs the "
+            f"'cryptography' package ({exc}). Install it with: {INSTALL_HINT}"
+        ) from exc
     try:
         with dask.config.set(settings):
             return distributed.LocalCluster(
@@ -66,6 +85,8 @@ def start_local_cluster(workers: int) -> Any:
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
+                protocol="tls://",
+                security=security,
                 dashboard_address=None,
                 scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             )

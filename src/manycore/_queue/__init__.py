@@ -47,12 +47,26 @@ Guarantees, and how:
   registered (by name prefix) with the ``_shm`` tracker, which unlinks them if the creator
   dies without doing it (SIGKILL).
 
-What a crash does: a process killed by SIGKILL while it holds the mutex (a small memcpy's
-length) leaves the queue locked; one killed while copying a big record out leaves that
-record's ring space unfreed (later puts spill to the overflow chain, nothing blocks). A
-kept segment whose producer died before enqueuing its item, or whose consumer died between
-taking the record and building the item, stays "sent": the queue has one kept segment
-fewer for reuse (items then use one-offs); everything is still freed with the queue.
+What a crash does: every wait on the mutex follows the caller's timeout (``get(timeout)``
+raises ``Empty``, ``put(timeout)`` ``Full``; the ``_nowait`` calls wait at most
+``LOCK_NOWAIT_S``), and the mutex's holder writes its pid next to it (``H_LOCKER``). A waiter
+that finds the holder dead (SIGKILL, the OOM killer; a zombie counts as dead) takes the
+mutex over: one waiter only, under an ``flock`` the kernel drops if it dies too. It then
+repairs what the dead one left half done (``RecordFifo._repair``): the ring is walked from
+the read cursor to the tail and the counters are set from what is there (a put that wrote
+its record and advanced ``H_TAIL`` is delivered; one that did not is dropped whole; a get
+that moved the head is finished), and "items" is posted for every record without a token (a
+surplus post only makes a consumer look again). A holder that died while changing the
+overflow chain leaves damage that is not repaired: the queue is marked broken and every
+later call raises ``QueueBrokenError`` naming the dead pid, never hangs. What remains: a
+consumer killed inside ``get`` loses the item it was taking; a bounded queue may lose or gain
+a slot; a holder killed between taking the semaphore and writing its pid (two bytecodes) is
+taken over from once the mutex has stayed taken with no holder named for ``STALE_S``
+(waiters with shorter timeouts time out meanwhile); one killed while copying a big record out
+leaves that record's ring space unfreed (later puts spill to the overflow chain, nothing
+blocks). A kept segment whose producer died before enqueuing its item, or whose consumer died
+between taking the record and building the item, stays "sent": the queue has one kept
+segment fewer for reuse (items then use one-offs); everything is still freed with the queue.
 
 Big items travel in segments of their own (``_items``); the wire format is in ``_layout``.
 """

@@ -11,20 +11,24 @@ import os
 import pickle
 import queue as _stdqueue
 import secrets
+import time
 import weakref
 from typing import Any, Generic, Iterable, Optional, TypeVar
 
 from .. import _shm
 from .._buffers import inband_unless_big
 from .._serialize import MAIN as _MAIN
-from ._fifo import BIG_READ, SPIN
+from ._fifo import BIG_READ, LOCK_NOWAIT_S, NOTHING, SPIN
 from ._items import ItemFifo, _holds_big_bytes, _ploads
 from ._layout import (
+    CREATE_TRIES,
     FIRST_RESERVE,
+    H_BROKEN,
     H_CURSOR,
     H_GETS,
     H_HEAD,
     H_JOIN_WAITERS,
+    H_LOCKER,
     H_OVF_COUNT,
     H_PUTS,
     H_RESERVED,
@@ -37,8 +41,13 @@ from ._layout import (
     WRAP,
     _cleanup,
     _File,
+    _mp,
     _reserve,
+    _sem_name,
 )
+
+# The attribute each of the queue's named semaphores is kept in (see RecordFifo._attach).
+_SEM_ATTRS = {"m": "_mutex", "i": "_items", "w": "_space", "s": "_slots", "d": "_done"}
 
 __all__ = ["Empty", "Full", "JoinableQueue", "Queue", "SimpleQueue"]
 
@@ -46,6 +55,22 @@ Empty = _stdqueue.Empty
 Full = _stdqueue.Full
 
 _T = TypeVar("_T")  # the type of the items, as the stdlib's stubs type its queues
+
+_pid = os.getpid()  # written next to the mutex while this process holds it (see _fifo)
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _left(deadline: Optional[float]) -> Optional[float]:
+    """Seconds until ``deadline`` (None: no deadline), never negative."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
 
 _PLAIN = frozenset({int, float, str, tuple, list, dict, type(None), bool})
 _pdumps = pickle.dumps
@@ -65,26 +90,49 @@ class Queue(ItemFifo, Generic[_T]):
     def __init__(self, maxsize: int = 0, *, ctx: Any = None) -> None:
         del ctx  # accepted for signature compatibility with multiprocessing.queues.Queue
         self._maxsize = maxsize if maxsize > 0 else 0
-        prefix = f"manycore-q{secrets.token_hex(8)}"
+        sems = (
+            ("m", "i", "w") + (("s",) if self._maxsize else ()) + (("d",) if self._joinable else ())
+        )
+        for attempt in range(CREATE_TRIES):
+            prefix = f"manycore-q{secrets.token_hex(8)}"
+            try:
+                self._create(prefix, sems)
+                return
+            except FileExistsError:
+                # Another local user took one of the names (the prefix shows in /dev/shm as
+                # soon as the ring exists): start again under a fresh random prefix.
+                if attempt == CREATE_TRIES - 1:
+                    raise
+
+    def _create(self, prefix: str, sems: tuple[str, ...]) -> None:
         # If this process dies without cleaning up (SIGKILL), the shm tracker unlinks the
         # ring, every overflow block and the semaphores, all named after the prefix.
         _shm.track_prefix(prefix)
         _shm.track_semaphores(prefix)
-        ring = _File(f"{prefix}-ring", HEADER_BYTES + RING_BYTES, create=True, keep_fd=True)
+        ring = None
         try:
+            ring = _File(f"{prefix}-ring", HEADER_BYTES + RING_BYTES, create=True, keep_fd=True)
             _reserve(ring.fd, 0, HEADER_BYTES + FIRST_RESERVE)
+            ring.buf[:HEADER_BYTES].cast("Q")[H_RESERVED] = FIRST_RESERVE
+            self._attach(prefix, ring, created=True)
         except BaseException:
-            ring.close()
-            _File.unlink(ring.name)
+            # Whatever exists was made by us (creation is exclusive): remove only that.
+            if ring is not None:
+                ring.close()
+                _File.unlink(ring.name)
+            for what in sems:
+                sem = getattr(self, _SEM_ATTRS[what], None)
+                if sem is not None:
+                    try:
+                        _mp.sem_unlink(_sem_name(prefix, what))
+                    except OSError:
+                        pass
+            for attr in _SEM_ATTRS.values():
+                self.__dict__.pop(attr, None)
             _shm.untrack_prefix(prefix)
             _shm.untrack_semaphores(prefix)
             raise
-        ring.buf[:HEADER_BYTES].cast("Q")[H_RESERVED] = FIRST_RESERVE
-        sems = (
-            ("m", "i", "w") + (("s",) if self._maxsize else ()) + (("d",) if self._joinable else ())
-        )
         self._finalizer: Any = weakref.finalize(self, _cleanup, os.getpid(), prefix, sems)
-        self._attach(prefix, ring, created=True)
 
     # --- sharing between processes ---
 
@@ -137,22 +185,30 @@ class Queue(ItemFifo, Generic[_T]):
                 size = 8 + ((n + 7) & ~7)
                 if self._slots is None and size <= self._quarter:
                     cap = self._cap
-                    self._lock()
                     hdr = self._hdr
+                    # RecordFifo._lock's first step, inlined: an uncontended mutex.
+                    if self._mutex.acquire(False):
+                        hdr[H_LOCKER] = _pid
+                        if hdr[H_BROKEN]:
+                            self._unlock()
+                            self._raise_broken()
+                    elif not self._lock(timeout if block else LOCK_NOWAIT_S):
+                        raise Full
                     if not hdr[H_OVF_COUNT]:
                         tail = hdr[H_TAIL]
                         pos = tail % cap
                         if pos + size <= self._reserved and cap - (tail - hdr[H_HEAD]) >= size:
                             self._dataq[pos >> 3] = (n << 8) | PICKLE
                             self._data[pos + 8 : pos + 8 + n] = data
-                            hdr[H_TAIL] = tail + size
+                            hdr[H_TAIL] = tail + size  # the record is in (see _repair)
                             hdr[H_PUTS] += 1
                             if self._joinable:
                                 hdr[H_UNFINISHED] += 1
+                            hdr[H_LOCKER] = 0
                             self._mutex.release()
                             self._items.release()
                             return
-                    self._mutex.release()
+                    self._unlock()
                 self._put_encoded((PICKLE, [data], n), block, timeout)
                 return
         self._put_encoded(self._encode(obj), block, timeout)
@@ -191,7 +247,8 @@ class Queue(ItemFifo, Generic[_T]):
                 raise
             return
         try:
-            self._lock()
+            if not self._lock(timeout if block else LOCK_NOWAIT_S):
+                raise Full
         except BaseException:
             for one in encoded:
                 self._abandon(one)
@@ -219,7 +276,7 @@ class Queue(ItemFifo, Generic[_T]):
         finally:
             if self._joinable:
                 self._hdr[H_UNFINISHED] += written
-            self._mutex.release()
+            self._unlock()
             for _ in range(written):  # announce what went in, even if a later item failed
                 self._items.release()
 
@@ -228,12 +285,15 @@ class Queue(ItemFifo, Generic[_T]):
     ) -> None:
         slots = self._slots
         slot = locked = False
+        deadline = None if timeout is None or not block else time.monotonic() + timeout
         try:
             if slots is not None:
                 if not slots.acquire(block, timeout):
                     raise Full
                 slot = True
-            self._lock()
+            wait = LOCK_NOWAIT_S if not block else _left(deadline)
+            if not self._lock(wait):
+                raise Full
             locked = True
             self._write_waiting(*encoded)
             if self._joinable:
@@ -245,7 +305,7 @@ class Queue(ItemFifo, Generic[_T]):
             raise
         finally:
             if locked:
-                self._mutex.release()
+                self._unlock()
         self._items.release()
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> _T:
@@ -258,41 +318,60 @@ class Queue(ItemFifo, Generic[_T]):
         if self._closed:
             self._check_open()
         items = self._items
-        if not items.acquire(False):
-            if not block:
-                raise Empty
-            # Spin a little before sleeping: a producer a few microseconds behind then costs
-            # neither side a futex wake-up (the stdlib pays one per item here).
-            for _ in range(SPIN):
-                if items.acquire(False):
-                    break
-            else:
-                if not items.acquire(True, timeout):
+        deadline = None
+        while True:
+            if not items.acquire(False):
+                if not block:
                     raise Empty
-        self._lock()
-        hdr = self._hdr
-        try:
-            head = hdr[H_HEAD]
-            # The hot path, inlined: a small record in the ring, no big read in flight.
-            if hdr[H_PUTS] != hdr[H_GETS] and hdr[H_CURSOR] == head:
-                cap = self._cap
-                pos = head % cap
-                word = self._dataq[pos >> 3]
-                n = word >> 8
-                if word != WRAP and n < BIG_READ:
-                    payload = bytes(self._data[pos + 8 : pos + 8 + n])
-                    hdr[H_HEAD] = hdr[H_CURSOR] = head + 8 + ((n + 7) & ~7)
-                    hdr[H_GETS] += 1
-                    kind = word & 0xFF
+                # Spin a little before sleeping: a producer a few microseconds behind then
+                # costs neither side a futex wake-up (the stdlib pays one per item here).
+                for _ in range(SPIN):
+                    if items.acquire(False):
+                        break
                 else:
-                    kind, payload = self._take_ring()
-            else:
-                kind, payload = self._read()
-            wake = hdr[H_SPACE_WAITERS]
-            if wake:
-                hdr[H_SPACE_WAITERS] = 0
-        finally:
-            self._mutex.release()
+                    if timeout is not None and deadline is None:
+                        deadline = time.monotonic() + timeout
+                    if not items.acquire(True, _left(deadline)):
+                        raise Empty
+            hdr = self._hdr
+            if self._mutex.acquire(False):  # RecordFifo._lock's first step, inlined
+                hdr[H_LOCKER] = _pid
+                if hdr[H_BROKEN]:
+                    items.release()
+                    self._unlock()
+                    self._raise_broken()
+            elif not self._lock(
+                (timeout if deadline is None else _left(deadline)) if block else LOCK_NOWAIT_S
+            ):
+                items.release()  # the item stays for another consumer
+                raise Empty
+            try:
+                head = hdr[H_HEAD]
+                # The hot path, inlined: a small record in the ring, no big read in flight.
+                if hdr[H_PUTS] != hdr[H_GETS] and hdr[H_CURSOR] == head:
+                    cap = self._cap
+                    pos = head % cap
+                    word = self._dataq[pos >> 3]
+                    n = word >> 8
+                    if word != WRAP and n < BIG_READ:
+                        payload = bytes(self._data[pos + 8 : pos + 8 + n])
+                        hdr[H_HEAD] = hdr[H_CURSOR] = head + 8 + ((n + 7) & ~7)
+                        hdr[H_GETS] += 1
+                        kind = word & 0xFF
+                    else:
+                        kind, payload = self._take_ring()
+                else:
+                    kind, payload = self._read()
+                wake = hdr[H_SPACE_WAITERS]
+                if wake:
+                    hdr[H_SPACE_WAITERS] = 0
+            finally:
+                hdr[H_LOCKER] = 0
+                self._mutex.release()
+            if kind != NOTHING:
+                break
+            if deadline is None and timeout is not None:
+                deadline = time.monotonic() + timeout
         if self._slots is not None:
             self._slots.release()
         for _ in range(wake):
@@ -321,11 +400,14 @@ class Queue(ItemFifo, Generic[_T]):
         self._lock()
         try:
             for _ in range(taken):
-                records.append(self._read())
+                record = self._read()
+                if record[0] != NOTHING:
+                    records.append(record)
+            taken = len(records)
             wake = self._hdr[H_SPACE_WAITERS]
             self._hdr[H_SPACE_WAITERS] = 0
         finally:
-            self._mutex.release()
+            self._unlock()
         if self._slots is not None:
             for _ in range(taken):
                 self._slots.release()
@@ -392,7 +474,7 @@ class JoinableQueue(Queue[_T]):
             wake = self._hdr[H_JOIN_WAITERS] if self._hdr[H_UNFINISHED] == 0 else 0
             self._hdr[H_JOIN_WAITERS] -= wake
         finally:
-            self._mutex.release()
+            self._unlock()
         for _ in range(wake):
             self._done.release()
 
@@ -409,10 +491,10 @@ class JoinableQueue(Queue[_T]):
                 return True
             self._hdr[H_JOIN_WAITERS] += 1
         finally:
-            self._mutex.release()
+            self._unlock()
         if self._done.acquire(True, timeout):
             return True
-        self._mutex.acquire()  # give up our turn, unless task_done() just counted us
+        self._lock()  # give up our turn, unless task_done() just counted us
         try:
             if self._hdr[H_UNFINISHED] == 0:
                 gone = False
@@ -420,7 +502,7 @@ class JoinableQueue(Queue[_T]):
                 self._hdr[H_JOIN_WAITERS] -= 1
                 gone = True
         finally:
-            self._mutex.release()
+            self._unlock()
         if not gone:
             self._done.acquire()  # the post meant for us is on its way or there
             return True

@@ -9,19 +9,25 @@ here runs in whichever process calls it; the mutex is held as the docstrings say
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 from typing import Any, Optional
 
+from .. import _reuse
 from ._layout import (
     BLOCK_HEADER,
     BLOCK_MAPPINGS,
+    BYTES,
     FREE,
-    H_BLOCK_SEQ,
+    H_BROKEN,
     H_CURSOR,
     H_GETS,
     H_HEAD,
+    H_LOCKER,
     H_OVF_BYTES,
     H_OVF_COUNT,
+    H_OVF_DIRTY,
     H_OVF_READ,
     H_OVF_WRITE,
     H_PUTS,
@@ -33,12 +39,15 @@ from ._layout import (
     NEXT,
     OVF_HEAD_NAME,
     OVF_TAIL_NAME,
+    PICKLE,
     READING,
     RESERVE_STEP,
     RING_BYTES,
+    SEG,
     SEM_MAX,
     SPARE_NAME,
     WRAP,
+    QueueBrokenError,
     _File,
     _new_sem,
     _open_sem,
@@ -63,6 +72,26 @@ OVF_SOFT_BYTES = 16 << 20
 NO_READER_S = 1.0
 # How many times a process retries a non-blocking acquire before it sleeps (about 20 us).
 SPIN = 200
+# A process waiting for the mutex looks this often whether its holder died (see _take_over).
+LOCK_CHECK_S = 0.1
+# A call that must not block (get_nowait, put_nowait) still waits this long for the mutex: it
+# is held for a memcpy, so only a holder that died or was stopped keeps it longer.
+LOCK_NOWAIT_S = 0.02
+NOTHING = 0  # _read's kind when there was no record after all
+# The mutex taken with no holder named for this long means its holder died in the moment
+# between the semaphore and the pid word (see _take_over): far beyond any live holder's stay.
+STALE_S = 5.0
+UNNAMED = 1 << 62  # H_BROKEN's value for a dead holder whose pid is unknown
+
+_pid = os.getpid()  # written as the mutex's holder; a forked child writes its own
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class RecordFifo:
@@ -90,6 +119,7 @@ class RecordFifo:
         self._done = make(prefix, "d", 0, SEM_MAX) if self._joinable else None
         self._blocks: dict[str, _File] = {}
         self._spill_freely_until = 0.0
+        self._unnamed_since = 0.0  # since when the mutex was seen taken with no holder named
         self._closed = False
 
     def _block(self, name: str) -> _File:
@@ -118,9 +148,9 @@ class RecordFifo:
                 self._set_name(SPARE_NAME, "")
                 block.buf[:NAME_BYTES] = bytes(NAME_BYTES)
                 return spare, block
-        seq = self._hdr[H_BLOCK_SEQ] = self._hdr[H_BLOCK_SEQ] + 1
-        name = f"{self._prefix}-b{seq}"
-        block = _File(name, BLOCK_HEADER + max(RING_BYTES, size), create=True)
+        # A random name: the prefix shows in /dev/shm, so a counted name could be taken by
+        # another local user before we create it (O_EXCL would then fail the put).
+        name, block = _File.create_unique(f"{self._prefix}-b", BLOCK_HEADER + max(RING_BYTES, size))
         if len(self._blocks) >= BLOCK_MAPPINGS:
             self._forget_block(next(iter(self._blocks)))
         self._blocks[name] = block
@@ -139,16 +169,185 @@ class RecordFifo:
         raw = name.encode().ljust(NAME_BYTES, b"\0")
         (self._ring.buf if buf is None else buf)[offset : offset + NAME_BYTES] = raw
 
-    def _lock(self) -> None:
+    def _lock(self, timeout: Optional[float] = None) -> bool:
+        """Take the mutex within ``timeout`` seconds (None: however long a live holder keeps
+        it); False if that ran out. A holder found dead is taken over from (``_take_over``).
+
+        Raises:
+            QueueBrokenError: a holder died leaving damage ``_repair`` could not undo.
+        """
         # The mutex is held for a memcpy: spin on it before sleeping, since a futex sleep and
         # wake-up cost more than most critical sections.
         mutex = self._mutex
-        if mutex.acquire(False):
-            return
-        for _ in range(SPIN):
-            if mutex.acquire(False):
-                return
-        mutex.acquire()
+        if not mutex.acquire(False):
+            for _ in range(SPIN):
+                if mutex.acquire(False):
+                    break
+            else:
+                if not self._lock_slow(timeout):
+                    return False
+        hdr = self._hdr
+        hdr[H_LOCKER] = _pid
+        if hdr[H_BROKEN]:
+            self._unlock()
+            self._raise_broken()
+        return True
+
+    def _unlock(self) -> None:
+        self._hdr[H_LOCKER] = 0  # before the release: a waiter never takes over from us
+        self._mutex.release()
+
+    def _lock_slow(self, timeout: Optional[float]) -> bool:
+        """Wait for the mutex in steps of LOCK_CHECK_S, looking between steps whether its
+        holder died (SIGKILL, the OOM killer): otherwise a dead holder would block every
+        other process for good, whatever their timeouts."""
+        mutex = self._mutex
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            step = LOCK_CHECK_S
+            if deadline is not None:
+                step = min(step, deadline - time.monotonic())
+            if step > 0 and mutex.acquire(True, step):
+                self._unnamed_since = 0.0
+                return True
+            holder = int(self._hdr[H_LOCKER])
+            now = time.monotonic()
+            if holder:
+                self._unnamed_since = 0.0
+                if self._take_over(holder):
+                    return True
+            elif not self._unnamed_since:
+                self._unnamed_since = now
+            elif now - self._unnamed_since >= STALE_S and self._take_over(0):
+                return True
+            if deadline is not None and now >= deadline:
+                return False
+
+    def _take_over(self, holder: int) -> bool:
+        """If ``holder``, the process named as the mutex's holder, has died, become the holder
+        in its place (the semaphore stays taken) and repair what it left half done.
+
+        ``holder`` 0: the mutex has stayed taken with no holder named for STALE_S, seen by
+        this process at every step: a holder killed in the moment between taking the
+        semaphore and writing its pid, or between clearing it and releasing (a live one
+        passes that moment in microseconds; one stopped there for STALE_S would then find a
+        second holder: the one risk this rule takes).
+
+        The claim must go to one waiter only: they serialize on an exclusive ``flock`` of the
+        ring, taken on a descriptor opened for this claim alone (so a forked copy of this
+        process does not share it) and dropped by the kernel if the claimant dies too. The
+        holder word is checked again under it: a waiter that took over before us wrote its
+        own pid there.
+        """
+        hdr = self._hdr
+        if holder == _pid or (holder and _reuse.process_alive(holder)):
+            return False
+        try:
+            fd = os.open(self._ring.path(self._ring.name), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # another waiter is claiming it: look again at the next step
+                return False
+            if hdr[H_LOCKER] != holder:
+                return False
+            if self._mutex.acquire(False):  # released meanwhile: taken the ordinary way
+                hdr[H_LOCKER] = _pid
+                return True
+            hdr[H_LOCKER] = _pid
+        finally:
+            os.close(fd)  # drops the flock
+        self._unnamed_since = 0.0
+        try:
+            self._repair(holder or UNNAMED)
+        except BaseException:
+            self._unlock()
+            raise
+        return True
+
+    def _raise_broken(self) -> None:
+        pid = self._hdr[H_BROKEN]
+        raise QueueBrokenError(
+            f"{'a process' if pid == UNNAMED else f'process {pid}'} died while it held the "
+            f"lock of {self!r}, in the "
+            "middle of changing it, and the change cannot be finished or undone: the queue's "
+            "contents can no longer be trusted. Create a new queue (and see what killed that "
+            "process: SIGKILL, the OOM killer)."
+        )
+
+    def _repair(self, holder: int) -> None:
+        """Make the header agree with the records after taking over from a dead ``holder``
+        (mutex held), or mark the queue broken.
+
+        The ring is the truth: a record is complete once ``H_TAIL`` passes it and taken once
+        ``H_CURSOR`` does, so the counters are recomputed from a walk of the ring, and
+        "items" is posted for every record nobody holds a token for (a dead producer never
+        posted its own; a surplus post only makes a consumer look again, see ``_read``).
+        A change of the overflow chain cut short is not repaired: the queue is marked broken.
+        """
+        hdr = self._hdr
+        try:
+            if hdr[H_OVF_DIRTY]:
+                raise ValueError("the overflow chain was being changed")
+            in_ring = self._count_ring()
+        except ValueError:
+            hdr[H_BROKEN] = holder
+            self._raise_broken()
+        hdr[H_PUTS] = hdr[H_GETS] + in_ring
+        records = in_ring + hdr[H_OVF_COUNT]
+        hdr[H_SPACE_WAITERS] = 0
+        self._space.release()  # a producer waiting for space looks again
+        for sem, wanted in ((self._items, records), (self._slots, self._maxsize - records)):
+            if sem is None:
+                continue
+            try:
+                missing = wanted - sem._get_value()
+                for _ in range(missing):
+                    sem.release()
+            except (ValueError, NotImplementedError, OSError):  # full, or no sem_getvalue
+                pass
+
+    def _count_ring(self) -> int:
+        """The records in the ring not yet taken; ValueError if the ring makes no sense.
+        Records taken but not freed are freed, except those a consumer is copying out."""
+        hdr, cap, dataq = self._hdr, self._cap, self._dataq
+        head, cursor, tail = int(hdr[H_HEAD]), int(hdr[H_CURSOR]), int(hdr[H_TAIL])
+        if cursor < head:  # a get stores H_HEAD, then H_CURSOR
+            hdr[H_CURSOR] = cursor = head
+        if cursor > tail or tail - head > cap:
+            raise ValueError("the ring's cursors are out of order")
+        at = head  # taken records: mark them free (unless being copied out), sweep the head
+        sweep = True
+        while at < cursor:
+            pos = at % cap
+            word = dataq[pos >> 3]
+            if word == WRAP:
+                at += cap - pos
+            else:
+                if word & 0xFF == READING:
+                    sweep = False
+                elif word & 0xFF != FREE:
+                    dataq[pos >> 3] = (word >> 8 << 8) | FREE
+                at += 8 + _pad(word >> 8)
+            if sweep:
+                hdr[H_HEAD] = min(at, cursor)
+        count = 0
+        at = cursor
+        while at < tail:
+            pos = at % cap
+            word = dataq[pos >> 3]
+            if word == WRAP:
+                at += cap - pos
+                continue
+            if word & 0xFF not in (PICKLE, BYTES, SEG) or pos + 8 + (word >> 8) > cap:
+                raise ValueError(f"a record at {pos} of the ring is garbled")
+            at += 8 + _pad(word >> 8)
+            count += 1
+        if at != tail:
+            raise ValueError("the ring's last record runs past its tail")
+        return count
 
     def _write(self, kind: int, pieces: list[Any], length: int, overflow: bool) -> bool:
         """Append one record (the caller holds the mutex); False if the ring is full and
@@ -204,6 +403,7 @@ class RecordFifo:
 
     def _write_overflow(self, kind: int, pieces: list[Any], length: int, size: int) -> None:
         hdr = self._hdr
+        hdr[H_OVF_DIRTY] = 1
         tail_name = self._name_at(OVF_TAIL_NAME) if hdr[H_OVF_COUNT] or hdr[H_OVF_READ] else ""
         block = self._block(tail_name) if tail_name else None
         pos = hdr[H_OVF_WRITE]
@@ -222,6 +422,7 @@ class RecordFifo:
         hdr[H_OVF_WRITE] = pos + size
         hdr[H_OVF_COUNT] += 1
         hdr[H_OVF_BYTES] += size
+        hdr[H_OVF_DIRTY] = 0
 
     def _take_ring(self) -> tuple[int, bytes]:
         """Remove the oldest ring record; the caller holds the mutex (on return too).
@@ -253,7 +454,7 @@ class RecordFifo:
                 dataq[pos >> 3] = (n << 8) | FREE
             return word & 0xFF, payload
         dataq[pos >> 3] = (n << 8) | READING
-        self._mutex.release()
+        self._unlock()
         try:
             payload = bytes(self._data[pos + 8 : pos + 8 + n])
         finally:
@@ -277,6 +478,9 @@ class RecordFifo:
         hdr = self._hdr
         if hdr[H_PUTS] != hdr[H_GETS]:
             return self._take_ring()
+        if not hdr[H_OVF_COUNT]:
+            return NOTHING, b""  # a surplus "items" post after a repair: nothing to take
+        hdr[H_OVF_DIRTY] = 1
         name = self._name_at(OVF_HEAD_NAME)
         block = self._block(name)
         pos = hdr[H_OVF_READ]
@@ -296,6 +500,7 @@ class RecordFifo:
             self._retire(name)
             hdr[H_OVF_READ] = 0
             hdr[H_OVF_WRITE] = 0
+        hdr[H_OVF_DIRTY] = 0
         return word & 0xFF, payload
 
     def _write_waiting(self, kind: int, pieces: list[Any], length: int) -> None:
@@ -308,7 +513,7 @@ class RecordFifo:
             if not until:
                 until = now + SPACE_WAIT
             self._hdr[H_SPACE_WAITERS] += 1
-            self._mutex.release()
+            self._unlock()
             try:
                 self._space.acquire(True, max(0.0, until - now))
             finally:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import os
 import pickle
-import secrets
 import threading
 import time
 from typing import Any, Optional
@@ -165,27 +164,27 @@ class ItemFifo(RecordFifo):
                         self._set_name(empty, _CREATING)
                     break
             finally:
-                self._mutex.release()
+                self._unlock()
             if not wait_until(functools.partial(_any_free, busy), WAIT_S):
                 self._seg_no_wait_until = time.monotonic() + NO_WAIT_S
         if replaced:  # outside the mutex: freeing 64 MiB takes about 10 ms
             self._forget_segment(replaced)
             _File.unlink(replaced)
         if empty < 0:  # every kept segment is in use: a one-off, unlinked by its reader
-            name = f"{self._prefix}-o{secrets.token_hex(8)}"
-            return name, _File(name, need, create=True), False
-        name = f"{self._prefix}-s{secrets.token_hex(8)}"
+            name, block = _File.create_unique(f"{self._prefix}-o", need)
+            return name, block, False
         try:
-            block = _File(name, need, create=True)  # outside the mutex: this takes a while
+            # outside the mutex: this takes a while
+            name, block = _File.create_unique(f"{self._prefix}-s", need)
         except BaseException:
             self._lock()
             self._set_name(empty, "")
-            self._mutex.release()
+            self._unlock()
             raise
         _state(block)[0] = SEG_SENT
         self._lock()
         self._set_name(empty, name)
-        self._mutex.release()
+        self._unlock()
         self._keep_mapped(name, block)
         return name, block, True
 

@@ -16,7 +16,7 @@ Wire format (integers native-endian u64 unless said otherwise, records 8-byte al
     overflow block: the next block's name (64 bytes), then records
 
 Every file is named after the queue (``manycore-q<random>``): the ring ``<prefix>-ring``,
-overflow blocks ``<prefix>-b<n>``, kept segments ``<prefix>-s<random>``, one-off segments
+overflow blocks ``<prefix>-b<random>``, kept segments ``<prefix>-s<random>``, one-off segments
 ``<prefix>-o<random>``, and the named semaphores ``/<prefix>-<m|i|w|s|d>``; the creator's
 cleanup and its tracker free everything with that prefix.
 """
@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import secrets
 import struct
 from typing import Any
 
 from .. import _reuse, _shm
+from .._errors import ManycoreError
 
 # The C semaphore behind multiprocessing's locks (typeshed has no stubs for it).
 _mp: Any = importlib.import_module("_multiprocessing")
@@ -66,6 +68,9 @@ H_JOIN_WAITERS = 21
 H_OVF_BYTES = 22  # bytes of records in the overflow chain
 H_RESERVED = 23  # ring bytes whose memory is reserved (posix_fallocate), from offset 0
 H_SPACE_WAITERS = 24  # producers waiting for ring space
+H_LOCKER = 25  # pid of the process holding the mutex (0: none, or in its first/last step)
+H_BROKEN = 26  # pid of a holder that died leaving the queue damaged beyond repair (0: none)
+H_OVF_DIRTY = 27  # 1 while the holder changes the overflow chain (its repair is not attempted)
 OVF_HEAD_NAME = 256  # byte offsets of the name slots
 OVF_TAIL_NAME = 320
 SPARE_NAME = 384  # an emptied overflow block kept for reuse (its pages are already mapped)
@@ -73,6 +78,7 @@ SEG_SLOT0 = 448  # names of the big-buffer segments kept for reuse ("" unused, "
 SEG_SLOTS = 4
 HEADER_BYTES = SEG_SLOT0 + SEG_SLOTS * 64
 BLOCK_MAPPINGS = 4  # overflow blocks each process keeps mapped
+CREATE_TRIES = 16  # random names tried for a new file before giving up (see _File.create_unique)
 
 # Big-buffer segments (``_items``).
 SEG_RESERVED = _reuse.RESERVED  # bytes before a segment's data; the first u64 is its state
@@ -83,6 +89,11 @@ SEG_MAPPINGS = 8  # big-buffer segments each process keeps mapped
 _CREATING = "*"
 _SEG_HEAD = struct.Struct("<BBII")
 _SPAN = struct.Struct("<QQ")
+
+
+class QueueBrokenError(ManycoreError, RuntimeError):
+    """A process died while it held the queue's lock, in the middle of a change the other
+    processes cannot finish for it: what the queue holds can no longer be trusted."""
 
 
 def _pad(n: int) -> int:
@@ -142,6 +153,21 @@ class _File:
             self.map.close()
         except (BufferError, ValueError):  # a view is still exported; the GC will unmap it
             pass
+
+    @classmethod
+    def create_unique(cls, stem: str, size: int) -> tuple[str, _File]:
+        """A new file named ``stem`` plus a random suffix, created exclusively: a name another
+        local user made first (the queue's prefix is visible in /dev/shm) is skipped."""
+        for _ in range(CREATE_TRIES):
+            name = f"{stem}{secrets.token_hex(8)}"
+            try:
+                return name, cls(name, size, create=True)
+            except FileExistsError:
+                continue
+        raise FileExistsError(
+            f"could not create a file named {stem}<random> in {_shm.shm_dir()}: "
+            f"{CREATE_TRIES} random names were all taken; remove stale manycore files there"
+        )
 
     @staticmethod
     def path(name: str) -> str:
