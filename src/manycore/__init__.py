@@ -55,6 +55,7 @@ from ._executor import ProcessPoolExecutor as ProcessPoolExecutor
 from ._pool import AsyncResult as AsyncResult
 from ._pool import Pool as Pool
 from ._process import Process as Process
+from ._queue._layout import QueueBrokenError as QueueBrokenError
 from ._stats import PoolStatistics as PoolStatistics
 from ._stats import WorkerStack as WorkerStack
 from ._stats import WorkerStatistics as WorkerStatistics
@@ -154,6 +155,7 @@ __all__ = [
     "ProcessError",
     "ProcessPoolExecutor",
     "Queue",
+    "QueueBrokenError",
     "RLock",
     "RawArray",
     "RawValue",
