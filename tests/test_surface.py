@@ -252,6 +252,7 @@ TOP = [
     "ProcessError",
     "ProcessPoolExecutor",
     "Queue",
+    "QueueBrokenError",
     "RLock",
     "RawArray",
     "RawValue",
