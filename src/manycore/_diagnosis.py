@@ -30,7 +30,7 @@ def lost_error(
     last seen at ``rss`` bytes) ended with ``status`` while running it: the likely cause
     (the OOM killer, a crash in C code) and what to do."""
     exitcode, sig, words = describe_status(status)
-    described = task.describe()  # unpickles the task's arguments: once
+    described = task.describe()
     cause = ""
     memory = ""
     if rss:

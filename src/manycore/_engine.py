@@ -66,7 +66,7 @@ from ._chunking import FLOOR_SECONDS, ChunkSizer
 from ._errors import ManycoreError, PoolBrokenError, PoolClosedError, describe_call
 from ._options import TaskOptions
 from ._outcome import outcome_error, unpickling_error
-from ._payload import loads
+from ._payload import peek
 from ._serialize import dumps
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 
@@ -177,9 +177,12 @@ class Task:
         self.claimed = False
 
     def describe(self) -> str:
-        """``task 17: square(3)``, unpickling the arguments only for this message."""
+        """``task 17: square(3)``, for messages: the function's name and a preview of the
+        arguments when they are plain data (``_payload.peek``: no code that came with them
+        runs here, so an argument whose unpickling crashes cannot crash the caller);
+        ``square(...)`` otherwise."""
         try:
-            args = loads(self.payload)
+            args = peek(self.payload)
             if self.kind == m.CALL:
                 shown = args
             elif self.kind == m.CALL_KW:
@@ -189,13 +192,29 @@ class Task:
                 if self.items == 1:
                     return f"task {self.id}: chunk {self.index} of a map (1 item), {first}"
                 return (
-                    f"task {self.id}: chunk {self.index} of a map ({self.items} item"
-                    f"{'s' if self.items != 1 else ''}, the first {first})"
+                    f"task {self.id}: chunk {self.index} of a map ({self.items} items, "
+                    f"the first {first})"
                 )
         except Exception:
-            shown = ("...",)
+            if self.kind in (m.MAP, m.STARMAP):
+                items = f"{self.items} item{'s' if self.items != 1 else ''}"
+                return f"task {self.id}: chunk {self.index} of a map ({items}) of " + (
+                    describe_call(self.fn, (_UNSHOWN,))
+                )
+            shown = (_UNSHOWN,)
         return f"task {self.id}: {describe_call(self.fn, shown)}"
 
+
+class _Unshown:
+    """Stands for arguments a description does not show: ``square(...)``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "..."
+
+
+_UNSHOWN = _Unshown()
 
 SourceOrTask = Union[Task, Source]
 
@@ -564,7 +583,7 @@ class Engine:
             self.per_item[fn_blob] = sizer.per_item
 
     def _fail_outcome(
-        self, task: Task, status: int, payload: bytes, unpickling: Exception | None
+        self, task: Task, status: int, payload: bytes, unpickling: BaseException | None
     ) -> None:
         """Fail ``task`` (or retry it) for an outcome that is not a value: the worker's
         RAISED/FAILED ``payload``, or an OK one whose value could not be unpickled here
@@ -686,7 +705,7 @@ def call_sink(method: Callable[..., None], *args: Any) -> None:
     the pool keeps running."""
     try:
         method(*args)
-    except Exception:
+    except BaseException:  # SystemExit from a callback too: the pool keeps running
         traceback.print_exc()
 
 

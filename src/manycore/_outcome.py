@@ -235,7 +235,7 @@ def rebuild_exception(exc_blob: bytes, text: str, tb: str, raiser: str) -> BaseE
     cause; a ``ResultUnpicklingError`` saying ``raiser`` raised ``text`` when it cannot be."""
     try:
         error: BaseException = loads(exc_blob)
-    except Exception as inner:
+    except BaseException as inner:  # SystemExit while rebuilding it too
         error = ResultUnpicklingError(
             f"{raiser} raised {text}, and that exception could not be unpickled in the "
             f"caller: {inner!r}. Give the exception class an __init__ that accepts its args, "
@@ -253,14 +253,14 @@ def outcome_error(task: Described, status: int, payload: bytes) -> tuple[BaseExc
             error = rebuild_exception(exc_blob, text, tb, task.describe())
         else:
             error = loads(payload)
-    except Exception as inner:
+    except BaseException as inner:  # SystemExit while rebuilding it too
         error = ResultUnpicklingError(
             f"the outcome of {task.describe()} could not be unpickled in the caller: {inner!r}."
         )
     return error, partial
 
 
-def unpickling_error(task: Described, exc: Exception) -> ResultUnpicklingError:
+def unpickling_error(task: Described, exc: BaseException) -> ResultUnpicklingError:
     """The error for a task whose result could not be unpickled in the caller."""
     error = ResultUnpicklingError(
         f"the result of {task.describe()} could not be unpickled in the caller: "
@@ -274,7 +274,7 @@ def initializer_error(blob: bytes) -> InitializerError:
     """The pool-breaking error for an initializer failure of ``run_initializer``."""
     try:
         exc, tb = loads(blob)
-    except Exception as inner:
+    except BaseException as inner:
         return InitializerError(f"the pool's initializer failed (details lost: {inner!r})")
     if isinstance(exc, InitializerError):
         return exc

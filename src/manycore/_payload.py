@@ -45,6 +45,7 @@ Wire format (little-endian)::
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import struct
@@ -75,6 +76,7 @@ __all__ = [
     "loads",
     "pack",
     "payload_size",
+    "peek",
     "pool_closed",
     "pool_opened",
     "release",
@@ -483,3 +485,34 @@ def payload_size(data: Any) -> int:
         return 0
     _, _, spans, _, _ = _parse(data)
     return sum(n for _, n in spans)
+
+
+PEEK_LIMIT = 1 << 16  # bytes: a payload longer than this is not peeked into
+
+
+class _CodeFree(pickle.Unpickler):
+    """An unpickler that refuses every global, so no callable (and no ``__reduce__`` of the
+    sender's choosing) can run: only plain data comes out."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name}: peek rebuilds plain data only")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("peek rebuilds plain data only")
+
+
+def peek(data: Any) -> Any:
+    """Rebuild an ordinary pickle of plain data (numbers, strings, bytes, tuples, lists,
+    dicts, sets), for a message about it, without running any code that came with it.
+
+    The caller uses it to describe a task whose worker died: the task's arguments are
+    someone else's pickle, and rebuilding them for real could run anything (a ``__reduce__``
+    that segfaults took a caller down that way, issue 13).
+
+    Raises:
+        ValueError: ``data`` is a shared-memory payload or longer than ``PEEK_LIMIT``.
+        pickle.UnpicklingError: it holds anything but plain data.
+    """
+    if not data or data[0] == MARK or len(data) > PEEK_LIMIT:
+        raise ValueError("not peeked into: a shared-memory payload, or too long")
+    return _CodeFree(io.BytesIO(data)).load()

@@ -114,6 +114,9 @@ class _Slot:
         self.retire_reason = ""  # what the worker said when it retired
         self.stack_fd = -1  # its faulthandler file, as numbered in the worker
         self.rss = 0  # resident memory, last sampled
+        # Readable once the process has exited (``Child.exit_fd``): its socket's EOF is not
+        # enough, as a process it forked may hold the socket open. -1: polled instead.
+        self.exit_fd = proc.exit_fd()
 
     def has_room(self) -> bool:
         return (
@@ -169,6 +172,7 @@ class Scheduler(Engine):
         self._shm_threshold = shm_threshold()  # workers use the value of pool creation time
         self._shm_dir = _shm.shm_dir()
         self._slots: dict[int, _Slot] = {}  # by socket fd
+        self._exits: dict[int, _Slot] = {}  # by exit fd (``_Slot.exit_fd``)
         self._free_indexes = list(range(workers))
         self._startup_failures: float = 0
         self._asleep = False  # true only while blocked in poll(): a submit must wake it then
@@ -246,6 +250,9 @@ class Scheduler(Engine):
                 continue
             found = self._slots.get(fd)
             if found is None:
+                gone = self._exits.get(fd)
+                if gone is not None:
+                    self._exited(gone)
                 continue
             slot = found
             if event & (select.POLLIN | select.POLLHUP | select.POLLERR):
@@ -262,6 +269,16 @@ class Scheduler(Engine):
         if closed:
             self._worker_died(slot)
 
+    def _exited(self, slot: _Slot) -> None:
+        """``slot``'s process has exited: read what it sent before, then settle its death,
+        even though a process it forked may still hold its socket open."""
+        if slot.chan.fileno() in self._slots:
+            frames, _ = slot.chan.receive()
+            for frame in frames:
+                self._handle(slot, loads(frame))
+        if slot.chan.fileno() in self._slots:  # handling a frame may have settled it
+            self._worker_died(slot)
+
     # timeouts, cancels, memory samples ---------------------------------------
 
     def _check_timers(self) -> float | None:
@@ -274,10 +291,15 @@ class Scheduler(Engine):
         wait: float | None = None
         if now >= self._next_sample:
             busy = False
+            exited = []
             for slot in self._slots.values():
                 if slot.tasks:
                     busy = True
                     slot.rss = resident_memory(slot.proc.pid) or slot.rss
+                    if slot.exit_fd < 0 and slot.proc.poll() is not None:
+                        exited.append(slot)  # no exit fd (an old kernel): seen here
+            for slot in exited:
+                self._exited(slot)
             self._next_sample = now + SAMPLE_EVERY
             if busy:
                 wait = SAMPLE_EVERY
@@ -461,12 +483,12 @@ class Scheduler(Engine):
                     _track_worker_segments(slot)
                 try:
                     value = loads(payload)
-                except Exception as exc:
+                except BaseException as exc:  # SystemExit too: it fails this task alone
                     self._settle_failure(task, status, payload, exc)
                     continue
                 try:
                     task.sink._resolve(task, value)
-                except Exception:  # a user callback raised: report it, keep going
+                except BaseException:  # a user callback raised: report it, keep going
                     traceback.print_exc()
             else:
                 self._settle_failure(task, status, payload, None)
@@ -479,7 +501,7 @@ class Scheduler(Engine):
         self._done += settled  # failures are taken back out in _settle_failure
 
     def _settle_failure(
-        self, task: Task, status: int, payload: bytes, unpickling: Exception | None
+        self, task: Task, status: int, payload: bytes, unpickling: BaseException | None
     ) -> None:
         self._done -= 1  # counted as done by _settle_batch; it is a failure (or a retry)
         self._fail_outcome(task, status, payload, unpickling)
@@ -558,13 +580,21 @@ class Scheduler(Engine):
         )
         chan.queue(pickle.dumps(config, 5))
         chan.flush()
-        self._slots[chan.fileno()] = _Slot(index, proc, chan, self.max_tasks, prefix or "")
+        slot = _Slot(index, proc, chan, self.max_tasks, prefix or "")
+        self._slots[chan.fileno()] = slot
+        if slot.exit_fd >= 0:
+            self._exits[slot.exit_fd] = slot
+            self._poller.register(slot.exit_fd, select.POLLIN)
         self._seats[index].since = time.perf_counter()
 
     def _worker_died(self, slot: _Slot) -> None:
         fd = slot.chan.fileno()
-        self._poller.unregister(fd)
+        try:
+            self._poller.unregister(fd)
+        except KeyError:  # its exit was seen before its socket was first polled
+            pass
         del self._slots[fd]
+        self._forget_exit_fd(slot)
         forget_internal_fd(fd)
         slot.chan.close()
         running = self._board.running(slot.index)[0]
@@ -657,11 +687,17 @@ class Scheduler(Engine):
             if slot.proc.wait(max(0.0, deadline - time.monotonic())) is None:
                 slot.proc.kill(signal.SIGKILL)
                 slot.proc.wait(STATUS_WAIT)
+            self._forget_exit_fd(slot)
             slot.proc.close()
             forget_internal_fd(slot.chan.fileno())
             slot.chan.close()
             _free_worker_segments(slot)
         self._slots.clear()
+
+    def _forget_exit_fd(self, slot: _Slot) -> None:
+        """Stop watching ``slot``'s exit fd, before its handle closes it."""
+        if self._exits.pop(slot.exit_fd, None) is not None:
+            self._poller.unregister(slot.exit_fd)
 
     def _release(self) -> None:
         _payload.pool_closed()

@@ -467,7 +467,7 @@ class DaskScheduler(Engine):
             if status == m.OK:
                 try:
                     value = loads(payload)
-                except Exception as exc:
+                except BaseException as exc:  # SystemExit too: it fails this task alone
                     self._fail_outcome(task, status, payload, exc)
                     continue
                 self._done += 1

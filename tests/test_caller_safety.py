@@ -1,0 +1,140 @@
+"""Nothing a worker or a task does can crash the caller, hang it, or drop work silently
+(issue 13): what the caller unpickles, where, and how it notices a worker's death."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+import manycore
+from tests import helpers
+from tests import workloads_safety as ws
+from tests.helpers import TIMEOUT
+
+# --- the caller never runs a task's argument-unpickling code -------------------------------
+
+SEGFAULTING_ARGUMENT = textwrap.dedent(
+    """
+    import sys
+    from concurrent.futures.process import BrokenProcessPool
+    import manycore
+    from tests import workloads_safety as ws
+
+    method = sys.argv[1] or None
+    with manycore.ProcessPoolExecutor(1, mp_context=method) as ex:
+        future = ex.submit(id, ws.SegfaultsWhenUnpickled())
+        try:
+            future.result(timeout=60)
+        except BrokenProcessPool as exc:
+            print("executor:", type(exc).__name__, exc.signal, exc.task)
+        print("executor goes on:", ex.submit(abs, -3).result(timeout=60))
+    with manycore.Pool(1, context=method) as pool:
+        result = pool.apply_async(id, (ws.SegfaultsWhenUnpickled(),))
+        try:
+            result.get(timeout=60)
+        except manycore.WorkerLostError as exc:
+            print("pool:", type(exc).__name__, exc.signal, exc.task)
+        print("pool goes on:", pool.apply_async(abs, (-4,)).get(timeout=60))
+    """
+)
+
+
+def test_an_argument_that_segfaults_when_unpickled_kills_only_the_worker(
+    start_method: Optional[str],
+) -> None:
+    done = helpers.run_python(["-c", SEGFAULTING_ARGUMENT, start_method or ""])
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    sigsegv = int(signal.SIGSEGV)
+    assert lines[0].startswith(f"executor: WorkerLostError {sigsegv} task "), lines
+    assert "id(...)" in lines[0]
+    assert lines[1] == "executor goes on: 3"
+    assert lines[2].startswith(f"pool: WorkerLostError {sigsegv} task "), lines
+    assert "id(...)" in lines[2]
+    assert lines[3] == "pool goes on: 4"
+
+
+# --- whatever settling one result raises fails that task alone -----------------------------
+
+
+def test_a_result_that_exits_when_unpickled_fails_its_task_alone(
+    start_method: Optional[str],
+) -> None:
+    with manycore.ProcessPoolExecutor(2, mp_context=start_method) as ex:
+        future = ex.submit(ws.return_exits_when_unpickled)
+        with pytest.raises(manycore.ResultUnpicklingError) as info:
+            future.result(timeout=TIMEOUT)
+        assert "boom" in str(info.value) and "return_exits_when_unpickled" in str(info.value)
+        assert isinstance(info.value.__cause__, SystemExit)
+        assert ex.submit(abs, -3).result(timeout=TIMEOUT) == 3
+    with manycore.Pool(2, context=start_method) as pool:
+        result = pool.apply_async(ws.return_exits_when_unpickled)
+        with pytest.raises(manycore.ResultUnpicklingError):
+            result.get(timeout=TIMEOUT)
+        it = pool.imap(ws.return_exits_when_unpickled, range(3), chunksize=1)
+        with pytest.raises(manycore.ResultUnpicklingError):
+            helpers.take(it, 1)
+        assert pool.map_async(abs, [-1, -2]).get(timeout=TIMEOUT) == [1, 2]
+
+
+def test_a_callback_that_exits_does_not_stop_the_pool() -> None:
+    def exits(_: object) -> None:
+        sys.exit("callback")
+
+    with manycore.Pool(1) as pool:
+        first = pool.apply_async(abs, (-1,), callback=exits)
+        assert first.get(timeout=TIMEOUT) == 1
+        assert pool.apply_async(abs, (-2,)).get(timeout=TIMEOUT) == 2
+
+
+# --- a worker's death is seen even while a process it forked lives on ----------------------
+
+GRANDCHILD_SLEEPS = 300.0  # far past TIMEOUT: only noticing the worker's exit can answer
+
+
+def _kill_grandchild(pid_file: Path) -> None:
+    if helpers.wait_until(pid_file.exists, 5):
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        helpers.wait_until(lambda: helpers.proc(pid) is None, TIMEOUT)
+
+
+def test_a_worker_that_dies_leaving_a_forked_child_is_noticed(
+    start_method: Optional[str], tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "grandchild"
+    try:
+        with manycore.Pool(1, context=start_method) as pool:
+            result = pool.apply_async(ws.fork_then_die, (str(pid_file), GRANDCHILD_SLEEPS))
+            with pytest.raises(manycore.WorkerLostError) as info:
+                result.get(timeout=TIMEOUT)
+            assert info.value.signal == signal.SIGKILL and "fork_then_die" in info.value.task
+            assert pool.apply_async(abs, (-5,)).get(timeout=TIMEOUT) == 5
+    finally:
+        _kill_grandchild(pid_file)
+
+
+def test_with_a_task_timeout_that_death_is_a_loss_not_a_timeout(
+    start_method: Optional[str], tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "grandchild"
+    try:
+        with manycore.ProcessPoolExecutor(1, mp_context=start_method) as ex:
+            timed = ex.options(task_timeout=TIMEOUT / 4)
+            future = timed.submit(ws.fork_then_die, str(pid_file), GRANDCHILD_SLEEPS)
+            with pytest.raises(manycore.WorkerLostError) as info:
+                future.result(timeout=TIMEOUT)
+            assert isinstance(info.value, BrokenProcessPool)
+            assert ex.submit(abs, -6).result(timeout=TIMEOUT) == 6
+    finally:
+        _kill_grandchild(pid_file)
