@@ -138,3 +138,33 @@ def test_with_a_task_timeout_that_death_is_a_loss_not_a_timeout(
             assert ex.submit(abs, -6).result(timeout=TIMEOUT) == 6
     finally:
         _kill_grandchild(pid_file)
+
+
+# --- retries=0 means at most once ------------------------------------------------------------
+
+
+def test_with_no_retries_a_task_whose_outcome_died_with_its_worker_is_not_run_again(
+    start_method: Optional[str], tmp_path: Path
+) -> None:
+    # A timed map sends one-item tasks, three per batch here: the first returns (its
+    # outcome waits in the worker to share a frame), the second kills the worker, the
+    # third never starts.
+    runs = tmp_path / "runs"
+    items = [(str(runs), False), (str(runs), True), (str(runs), False)]
+    with manycore.Pool(1, context=start_method) as pool:
+        # Imported before: the first item then takes well under the 2 ms that flush it.
+        assert pool.apply(ws.count_then_die_star, ((str(tmp_path / "warm"), False),)) > 0
+        it = pool.imap(ws.count_then_die_star, items, chunksize=3, task_timeout=TIMEOUT)
+        outcomes: list[object] = []
+        for _ in items:
+            try:
+                outcomes.append(helpers.call_with_timeout(it.next, TIMEOUT))
+            except manycore.WorkerLostError as exc:
+                outcomes.append(exc)
+        lost = [o for o in outcomes if isinstance(o, manycore.WorkerLostError)]
+        assert isinstance(outcomes[1], manycore.WorkerLostError)
+        assert isinstance(outcomes[2], int)  # it never started, so it ran elsewhere
+        # The first one ran, once: its value came back, or its loss was reported.
+        assert runs.read_text().count("x") == 3, (outcomes, runs.read_text())
+        for exc in lost:
+            assert "count_then_die" in exc.task

@@ -84,3 +84,7 @@ def count_run(path: str, value: int) -> int:
     with open(path, "a") as file:
         file.write(f"{value}\n")
     return value
+
+
+def count_then_die_star(item: tuple[str, bool]) -> int:
+    return count_then_die(*item)

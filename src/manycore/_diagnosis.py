@@ -20,7 +20,14 @@ from ._outcome import Described
 from ._stats import WorkerStack
 from ._worker import STACK_SIGNAL
 
-__all__ = ["dump_stacks", "lost_error", "share_of", "size", "startup_error"]
+__all__ = [
+    "dump_stacks",
+    "lost_error",
+    "lost_outcome_error",
+    "share_of",
+    "size",
+    "startup_error",
+]
 
 
 def lost_error(
@@ -58,6 +65,28 @@ def lost_error(
     return WorkerLostError(
         f"worker {index} (pid {pid}) {words} while running {described}."
         f"{cause} The pool replaced the worker; other tasks are unaffected.",
+        pid=pid,
+        exitcode=exitcode,
+        signal=sig,
+        task=described,
+    )
+
+
+def lost_outcome_error(
+    index: int, pid: int, status: int | None, task: Described, stopped: str = ""
+) -> WorkerLostError:
+    """The error of ``task``, which worker ``index`` (``pid``) ran, or may have run, before it
+    ended with ``status`` (``stopped``: why the pool stopped it), and whose outcome was lost
+    with the worker: it is not run again unless its retries allow, since its effects may
+    have happened (at most once)."""
+    exitcode, sig, words = describe_status(status)
+    described = task.describe()
+    why = f" (the pool {stopped.replace('stopped: ', 'stopped it: ', 1)})" if stopped else ""
+    return WorkerLostError(
+        f"worker {index} (pid {pid}) {words}{why} after it had started {described}; the outcome "
+        "was lost with the worker. The task is not run again, since its effects may have "
+        "happened already (with retries=0 a task runs at most once; set retries to run it "
+        "again). The pool replaced the worker; other tasks are unaffected.",
         pid=pid,
         exitcode=exitcode,
         signal=sig,

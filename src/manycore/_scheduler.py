@@ -20,9 +20,11 @@ Guarantees (see docs/design.md for the reasoning):
 
 * Every task handed to ``submit`` ends in exactly one ``_resolve`` or one ``_reject``. A task
   is in exactly one place: the inbox, the FIFO, one worker's in-flight table, or done.
-* When a worker dies, the task on its board fails with ``WorkerLostError``; its other
-  in-flight tasks go back to the front of the FIFO (never started, or finished with their
-  results lost); a new worker takes its slot.
+* When a worker dies, the task on its board fails with ``WorkerLostError``, and so does
+  every task of its that ran, or may have, and whose outcome died with it (``_sort_lost``):
+  a task with ``retries=0`` runs at most once. Only tasks known never to have started go
+  back to the front of the FIFO. Either kind of failure is retried if the task's
+  ``retries``/``retry_on`` allow. A new worker takes the dead one's seat.
 * Workers that keep dying before they are ready break the pool (``PoolBrokenError``) rather
   than being respawned forever; an initializer that raises breaks it with
   ``InitializerError``. A broken pool rejects everything pending and everything submitted
@@ -61,7 +63,7 @@ from . import _messages as m
 from . import _output, _payload, _shm
 from ._board import Board
 from ._buffers import shm_threshold
-from ._diagnosis import dump_stacks, lost_error, size, startup_error
+from ._diagnosis import dump_stacks, lost_error, lost_outcome_error, size, startup_error
 from ._engine import IN_FLIGHT_BATCHES, Engine, Request, Sink, Task, call_sink
 from ._errors import PoolBrokenError, TaskTimeoutError
 from ._fds import close_internal, forget_internal_fd, internal_fd, start_helper_thread
@@ -110,6 +112,7 @@ class _Slot:
         # stopped if one starts anyway.
         self.cancels: set[int] = set()
         self.stopping = ""  # why we are stopping it (a timeout, a cancel), once we are
+        self.ran_before_stop: set[int] = set()  # ids of tasks it ran before that one
         self.kill_at: float | None = None  # when SIGTERM turns into SIGKILL
         self.retire_reason = ""  # what the worker said when it retired
         self.stack_fd = -1  # its faulthandler file, as numbered in the worker
@@ -343,6 +346,10 @@ class Scheduler(Engine):
         """Stop ``slot``'s worker, which runs ``task``: past its timeout (``ran`` seconds)
         or cancelled (``ran`` None). The task settles now; the rest of the worker's tasks go
         back to the queue when its socket closes, and a new worker takes its seat."""
+        held = list(slot.tasks)
+        # Those before it in its batch have run, and their outcomes wait in the worker to
+        # share a frame: the stop loses them (see _sort_lost).
+        slot.ran_before_stop = set(held[: held.index(task.id)])
         del slot.tasks[task.id]
         slot.cancels.discard(task.id)
         if task.options is not None and task.options.timeout is not None:
@@ -530,12 +537,15 @@ class Scheduler(Engine):
 
     def _send(self, slot: _Slot, calls: list[Task]) -> None:
         start = time.perf_counter()
-        frame = pickle.dumps(m.CallBatch([(t.id, t.kind, t.fn_blob, t.payload) for t in calls]), 5)
+        timed = False
         for task in calls:
             slot.tasks[task.id] = task
             if task.options is not None and task.options.timeout is not None:
                 slot.timed += 1
-                self._watching = True
+                timed = self._watching = True
+        frame = pickle.dumps(
+            m.CallBatch([(t.id, t.kind, t.fn_blob, t.payload) for t in calls], timed), 5
+        )
         slot.batches.append(len(calls))
         if slot.quota is not None:
             slot.quota -= len(calls)
@@ -598,6 +608,7 @@ class Scheduler(Engine):
         forget_internal_fd(fd)
         slot.chan.close()
         running = self._board.running(slot.index)[0]
+        finished = self._board.finished(slot.index)
         self._free_indexes.append(slot.index)
         status = slot.proc.wait(STATUS_WAIT)
         if status is None:  # its socket closed but it lives on: make sure it is gone
@@ -612,15 +623,15 @@ class Scheduler(Engine):
         # under its prefix was being written or never reached us.
         _free_worker_segments(slot)
         planned = slot.retiring or (self._closing and not slot.tasks)
-        # A worker we stopped was running the task we stopped it for, which is settled; if
-        # it had moved on to another one by the time the signal landed, that one is not to
-        # blame and runs again elsewhere.
-        blamed = None if slot.stopping else slot.tasks.pop(running, None)
         for task_id in slot.cancels:  # cancelled while waiting in its batch: settled already
             slot.tasks.pop(task_id, None)
-        if slot.tasks:  # not started, or finished with their results lost: run them again
-            self._fifo.extendleft(reversed(list(slot.tasks.values())))
+        blamed, ran, fresh = self._sort_lost(slot, running, finished)
+        if fresh:  # never started: run them elsewhere
+            self._fifo.extendleft(reversed(fresh))
         reason = slot.stopping or slot.retire_reason
+        for task in ran:  # they ran, or may have, and their outcomes died with the worker
+            error = lost_outcome_error(slot.index, slot.proc.pid, status, task, slot.stopping)
+            self._fail(task, error, None)
         if blamed is not None:
             error = lost_error(slot.index, slot.proc.pid, slot.rss, status, blamed)
             reason = f"lost: {error.args[0].split(' while running ')[0]}"
@@ -649,6 +660,41 @@ class Scheduler(Engine):
                         f"the pool could not start a worker to replace pid {slot.proc.pid}: {exc!r}"
                     )
                 )
+
+    def _sort_lost(
+        self, slot: _Slot, running: int, finished: int
+    ) -> tuple[Task | None, list[Task], list[Task]]:
+        """The tasks a dead worker held, as (the one it was running, those that ran, those
+        that never started), for the re-queue rule (module docstring).
+
+        The worker runs its tasks in dispatch order, and its board names the call it is in
+        (``running``, -1 between batches) and the last call that returned (``finished``):
+        in dispatch order, the tasks up to ``finished`` ran and their outcomes were lost,
+        the one running is blamed, and the rest never started. A worker that retired said
+        so after sending every outcome: what it holds never started. One we stopped is
+        blamed for nothing (the task we stopped it for is settled); what it ran before
+        that task in its batch, or started after it as the signal landed, ran.
+        """
+        held = list(slot.tasks.values())
+        if slot.retire_reason or not held:
+            return None, [], held
+        ids = [task.id for task in held]
+        if running in slot.tasks:
+            at = ids.index(running)
+            if slot.stopping or running == finished:  # its call had returned: not to blame
+                return None, held[: at + 1], held[at + 1 :]
+            return held[at], held[:at], held[at + 1 :]
+        if slot.stopping:
+            ran_ids = slot.ran_before_stop
+            return (
+                None,
+                [task for task in held if task.id in ran_ids],
+                [task for task in held if task.id not in ran_ids],
+            )
+        if finished in slot.tasks:
+            at = ids.index(finished)
+            return None, held[: at + 1], held[at + 1 :]
+        return None, [], held
 
     def _busy(self) -> bool:
         return any(slot.tasks for slot in self._slots.values())

@@ -206,6 +206,7 @@ class _Worker:
             start = clock()
             board.mark_running(slot, task_id, start)
             status, payload = run(kind, fn_blob, call_payload)
+            board.mark_finished(slot, task_id)  # ran: never to be run again unasked
             now = clock()
             outcomes.append((task_id, status, payload, now - start))
             self.tasks_done += 1
@@ -214,7 +215,7 @@ class _Worker:
                 if rss > max_memory:
                     self.over_memory = rss  # retire; the owner re-sends the calls not run
                     break
-            if now - last_flush >= FLUSH_AFTER:
+            if now - last_flush >= FLUSH_AFTER or batch.timed:
                 self.chan.send(m.ResultBatch(outcomes))
                 outcomes = []
                 last_flush = clock()
