@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import textwrap
+import threading
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Optional
@@ -168,3 +169,47 @@ def test_with_no_retries_a_task_whose_outcome_died_with_its_worker_is_not_run_ag
         assert runs.read_text().count("x") == 3, (outcomes, runs.read_text())
         for exc in lost:
             assert "count_then_die" in exc.task
+
+
+# --- results are unpickled by whoever reads them, not by the scheduler thread ---------------
+
+
+def test_a_result_is_unpickled_by_its_reader(start_method: Optional[str]) -> None:
+    ws.REBUILDS.clear()
+    with manycore.Pool(1, context=start_method) as pool:
+        slow = pool.apply_async(ws.return_slow_to_unpickle, (0.2, "pool"))
+        assert helpers.wait_until(slow.ready, TIMEOUT)
+        assert ws.REBUILDS == []  # ready, and nobody has rebuilt it yet
+        assert slow.get(timeout=TIMEOUT) == "pool"
+        assert slow.get(timeout=TIMEOUT) == "pool"  # rebuilt once
+        mapped = pool.starmap(ws.return_slow_to_unpickle, [(0.01, "map")], chunksize=1)
+    with manycore.ProcessPoolExecutor(1, mp_context=start_method) as ex:
+        future = ex.submit(ws.return_slow_to_unpickle, 0.2, "executor")
+        assert helpers.wait_until(future.done, TIMEOUT)
+        assert future.exception(timeout=TIMEOUT) is None
+        assert future.result(timeout=TIMEOUT) == "executor"
+        assert list(ex.map(ws.return_slow_to_unpickle, [0.01], ["map"], timeout=TIMEOUT)) == ["map"]
+    assert mapped == ["map"]
+    me = threading.current_thread().name
+    assert [("start", me), ("end", me)] * 4 == ws.REBUILDS
+
+
+def test_a_slow_result_delays_no_other_task() -> None:
+    ws.REBUILDS.clear()
+    with manycore.ProcessPoolExecutor(2) as ex:
+        slow = ex.submit(ws.return_slow_to_unpickle, 3.0, "slow")
+        assert helpers.wait_until(slow.done, TIMEOUT)
+        got: list[object] = []
+        thread = threading.Thread(target=lambda: got.append(slow.result(timeout=TIMEOUT)))
+        thread.start()
+        try:
+            assert helpers.wait_until(lambda: bool(ws.REBUILDS), TIMEOUT)  # rebuilding now
+            timed = ex.options(task_timeout=0.5).submit(ws.sleep_then, TIMEOUT)
+            with pytest.raises(manycore.TaskTimeoutError):
+                timed.result(timeout=TIMEOUT)
+            assert ex.submit(abs, -7).result(timeout=TIMEOUT) == 7
+            # The timeout and a new task were served while the slow result was rebuilt.
+            assert [phase for phase, _ in ws.REBUILDS] == ["start"]
+        finally:
+            thread.join(TIMEOUT)
+        assert got == ["slow"]

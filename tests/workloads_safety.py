@@ -25,8 +25,17 @@ class ExitsWhenUnpickled:
         return (sys.exit, ("boom",))
 
 
+# What _slowly did in this process: ("start" | "end", the thread's name), in order.
+REBUILDS: list[tuple[str, str]] = []
+
+
 def _slowly(seconds: float, value: Any) -> Any:
+    import threading
+
+    name = threading.current_thread().name
+    REBUILDS.append(("start", name))
     time.sleep(seconds)
+    REBUILDS.append(("end", name))
     return value
 
 

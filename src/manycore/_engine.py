@@ -100,11 +100,17 @@ class Sink(Protocol):
     def sizer(self) -> Optional[ChunkSizer]:
         """The sizer fed this sink's run times; None for single tasks (the pool's own)."""
 
+    @property
+    def reads_later(self) -> bool:
+        """True if ``_resolve`` may be given an ``_outcome.Unread`` that the sink's reader
+        unpickles (``read``), instead of the value: the engine thread then never runs a
+        result's unpickling code."""
+
     def _claim(self) -> bool:
         """Called once, just before the task is first sent; False drops it (cancelled)."""
 
     def _resolve(self, task: Task, value: Any) -> None:
-        """The task's value (a list of values for a map chunk)."""
+        """The task's value (a list of values for a map chunk), or an ``Unread`` of it."""
 
     def _reject(self, task: Task, exc: BaseException, partial: Optional[list[Any]]) -> None:
         """The task's error, with the values a map chunk produced before it."""

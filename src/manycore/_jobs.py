@@ -41,13 +41,14 @@ from typing import Any, Callable, Optional
 from ._engine import IN_FLIGHT_BATCHES, Engine, Task, chunk_items
 from ._errors import TimeoutError
 from ._options import TaskOptions
+from ._outcome import Unread, read
 from ._payload import dumps_payload
 from ._progress import Progress, make_progress
 from ._serialize import argument_error
 
 __all__ = ["MapJob"]
 
-_Outcome = tuple[list[Any], Optional[BaseException]]
+_Outcome = tuple[Any, Optional[BaseException]]  # (values: a list or an Unread, error)
 
 
 class MapJob:
@@ -198,6 +199,8 @@ class MapJob:
 
     # ------------------------------------------------------------ Sink, for the scheduler
 
+    reads_later = True  # a chunk's values may come as an Unread, read by the consumer
+
     def _claim(self) -> bool:
         return not self._cancelled
 
@@ -261,7 +264,7 @@ class MapJob:
             raise self.error
         out: list[Any] = []
         for index in range(self._cut):
-            out.extend(self._results[index][0])
+            out.extend(read(self._results[index][0]))
         return out
 
     def iterate(self, ordered: bool) -> ResultIterator:
@@ -356,6 +359,11 @@ class ResultIterator:
             self._finished = True
             raise StopIteration
         values, exc = outcome
+        if type(values) is Unread:
+            try:
+                values = values.read()
+            except BaseException as error:  # this chunk's values could not be unpickled
+                values, exc = [], error
         if exc is not None:
             # Yield what the chunk produced before it failed, then raise at its position.
             self._buffer = _then_raise(values, exc)

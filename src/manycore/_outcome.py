@@ -35,6 +35,7 @@ Guarantees:
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from typing import Any, Callable, Optional, Protocol
 
 from . import _messages as m
@@ -54,9 +55,11 @@ __all__ = [
     "CANCELLED",
     "CallRunner",
     "Described",
+    "Unread",
     "exception_parts",
     "initializer_error",
     "outcome_error",
+    "read",
     "rebuild_exception",
     "run_initializer",
     "summary",
@@ -284,3 +287,74 @@ def initializer_error(blob: bytes) -> InitializerError:
     )
     error.__cause__ = with_remote_cause(exc, tb)
     return error
+
+
+class _Named:
+    """Describes a task by its id and function alone (what an ``Unread`` keeps of it)."""
+
+    __slots__ = ("fn", "task_id")
+
+    def __init__(self, task_id: int, fn: Any) -> None:
+        self.task_id = task_id
+        self.fn = fn
+
+    def describe(self) -> str:
+        name = getattr(self.fn, "__qualname__", None) or getattr(self.fn, "__name__", "?")
+        return f"task {self.task_id}: {name}(...)"
+
+
+class Unread:
+    """A task's value as it came back, unpickled once, by the first thread that asks for it
+    (``AsyncResult.get``, ``Future.result``, the map's iterator), never by the engine thread:
+    a result that is slow to rebuild delays only its own reader.
+
+    ``rebuild`` is ``_payload.loads_later``'s second step. What unpickling raises, SystemExit
+    included, becomes a ``ResultUnpicklingError`` naming the task (``task_id`` and ``fn``),
+    raised by every ``read``; with ``fn`` None it is raised as it is (a map's values, read
+    through their chunks).
+    """
+
+    __slots__ = ("_error", "_fn", "_lock", "_rebuild", "_task_id", "_value")
+
+    def __init__(self, rebuild: Callable[[], Any], task_id: int = -1, fn: Any = None) -> None:
+        self._rebuild: Optional[Callable[[], Any]] = rebuild
+        self._task_id = task_id
+        self._fn = fn
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._error: Optional[BaseException] = None
+
+    def read(self) -> Any:
+        """The value.
+
+        Raises:
+            ResultUnpicklingError: it could not be unpickled here.
+        """
+        if self._rebuild is not None:
+            with self._lock:
+                rebuild, self._rebuild = self._rebuild, None
+                if rebuild is not None:
+                    try:
+                        self._value = rebuild()
+                    except BaseException as exc:
+                        if self._fn is None:
+                            self._error = exc
+                        else:
+                            self._error = unpickling_error(_Named(self._task_id, self._fn), exc)
+                    self._fn = None
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def failed(self) -> bool:
+        """Whether reading it raises (it is read to find out)."""
+        try:
+            self.read()
+        except BaseException:
+            return True
+        return False
+
+
+def read(value: Any) -> Any:
+    """``value``, or what it holds if it is an ``Unread``."""
+    return value.read() if type(value) is Unread else value

@@ -45,6 +45,7 @@ Wire format (little-endian)::
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -74,6 +75,7 @@ __all__ = [
     "dumps_payload",
     "dumps_result",
     "loads",
+    "loads_later",
     "pack",
     "payload_size",
     "peek",
@@ -397,6 +399,42 @@ def loads(data: Any) -> Any:
     if data and data[0] == MARK:
         return _loads_shm(data)
     return pickle.loads(data)
+
+
+def loads_later(data: Any) -> Callable[[], Any]:
+    """``loads`` in two steps: what needs the sender's segment now (attach or claim it, hold
+    its buffers), and the unpickling, which runs code that came with the data, returned as
+    a function to call later, on another thread.
+
+    The caller's engine thread takes the first step for a result as it arrives (the
+    worker's segment may be gone once the worker is), and the thread that reads the
+    result takes the second, so a result that is slow to rebuild stalls nobody else.
+
+    Raises:
+        FileNotFoundError: a shared-memory payload whose segment is gone.
+    """
+    if not data or data[0] != MARK:
+        return functools.partial(pickle.loads, data)
+    flags, name, spans, persistent, body = _parse(data)
+    if flags & _REUSE:
+        if _spares.owns(name):  # our own segment: rare, and read at once
+            value = _loads_shm(data)
+            return lambda: value
+        seg = _attach_cached(name)
+        buffers = _held_views(seg, spans)
+        return functools.partial(unpickle_buffers, body, buffers, persistent)
+    seg = _shm.Segment._claim(name) if flags & _HANDOFF else _shm.Segment.attach(name)
+    view = seg.buf
+    buffers = [view[o : o + n] for o, n in spans]
+    del view
+
+    def rebuild() -> Any:
+        try:
+            return unpickle_buffers(body, buffers, persistent)
+        finally:
+            seg.close()  # the objects built on the memory keep it mapped
+
+    return rebuild
 
 
 def _parse(data: Any) -> tuple[int, str, list[tuple[int, int]], int, memoryview]:

@@ -29,7 +29,14 @@ Guarantees (see docs/design.md for the reasoning):
   than being respawned forever; an initializer that raises breaks it with
   ``InitializerError``. A broken pool rejects everything pending and everything submitted
   later.
-* Only this thread touches worker sockets, and it never blocks on one.
+* Only this thread touches worker sockets, and it never blocks on one. It runs no code that
+  came with a result or an argument: a value is handed to its sink still pickled
+  (``_outcome.Unread``, unpickled by the thread that reads it) when the sink takes that,
+  and a lost task is described without unpickling its arguments (``_payload.peek``).
+  Exceptions a task raised are rebuilt here, as its retries must see their type; whatever
+  that raises (``SystemExit`` included) fails that task alone.
+* A worker's death is seen when its process exits (``Child.exit_fd``: a pidfd, or the
+  fork server's status pipe), even while a process it forked holds its socket open.
 * A task with a ``task_timeout`` is failed with ``TaskTimeoutError`` at its deadline (the
   board says when it started); its worker gets SIGTERM, then SIGKILL after ``KILL_GRACE``,
   and is replaced. Cancelling a running task stops its worker the same way.
@@ -68,8 +75,8 @@ from ._engine import IN_FLIGHT_BATCHES, Engine, Request, Sink, Task, call_sink
 from ._errors import PoolBrokenError, TaskTimeoutError
 from ._fds import close_internal, forget_internal_fd, internal_fd, start_helper_thread
 from ._launch import Child, Launcher, describe_status
-from ._outcome import initializer_error
-from ._payload import loads
+from ._outcome import Unread, initializer_error
+from ._payload import loads, loads_later
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 from ._transport import OwnerChannel
 from ._worker import ENTRY as WORKER_ENTRY
@@ -488,13 +495,18 @@ class Scheduler(Engine):
             if status == m.OK:
                 if payload and payload[0] == _SHM_PAYLOAD and not slot.prefix_tracked:
                     _track_worker_segments(slot)
+                sink = task.sink
                 try:
-                    value = loads(payload)
+                    # Unpickled by the sink's reader, not here, if the sink can (Unread).
+                    if getattr(sink, "reads_later", False):
+                        value = Unread(loads_later(payload), task.id, task.fn)
+                    else:
+                        value = loads(payload)
                 except BaseException as exc:  # SystemExit too: it fails this task alone
                     self._settle_failure(task, status, payload, exc)
                     continue
                 try:
-                    task.sink._resolve(task, value)
+                    sink._resolve(task, value)
                 except BaseException:  # a user callback raised: report it, keep going
                     traceback.print_exc()
             else:
