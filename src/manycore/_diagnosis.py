@@ -31,11 +31,12 @@ __all__ = [
 
 
 def lost_error(
-    index: int, pid: int, rss: int, status: int | None, task: Described
+    index: int, pid: int, rss: int, status: int | None, task: Described, called: bool = True
 ) -> WorkerLostError:
     """The error of ``task``, whose worker (seat ``index``, ``pid``; its resident memory was
-    last seen at ``rss`` bytes) ended with ``status`` while running it: the likely cause
-    (the OOM killer, a crash in C code) and what to do."""
+    last seen at ``rss`` bytes) ended with ``status`` while running it (``called``), or while
+    rebuilding its function and arguments: the likely cause (the OOM killer, a crash in C
+    code, an argument whose unpickling crashes) and what to do."""
     exitcode, sig, words = describe_status(status)
     described = task.describe()
     cause = ""
@@ -55,6 +56,12 @@ def lost_error(
             "memory limit). Lower the number of workers or the memory each task uses, or set "
             "max_memory_per_child."
         )
+    elif sig == signal.SIGSEGV and not called:
+        cause = (
+            " It crashed while unpickling the task's function or arguments, before its code "
+            "started: an argument whose unpickling crashes (its class's __reduce__ or "
+            f"__setstate__) is the likely cause.{memory}"
+        )
     elif sig == signal.SIGSEGV:
         cause = (
             " A segmentation fault is a crash in C code (an extension module, ctypes): the "
@@ -63,7 +70,8 @@ def lost_error(
     elif memory:
         cause = memory
     return WorkerLostError(
-        f"worker {index} (pid {pid}) {words} while running {described}."
+        f"worker {index} (pid {pid}) {words} while "
+        f"{'running' if called else 'rebuilding the function and arguments of'} {described}."
         f"{cause} The pool replaced the worker; other tasks are unaffected.",
         pid=pid,
         exitcode=exitcode,

@@ -85,7 +85,7 @@ class CallRunner:
     an argument that cannot be rebuilt ("the worker could not rebuild ...: <fix>").
     """
 
-    __slots__ = ("encode", "fix", "get_fn", "where")
+    __slots__ = ("encode", "fix", "get_fn", "on_call", "where")
 
     def __init__(
         self,
@@ -98,6 +98,9 @@ class CallRunner:
         self.encode = encode
         self.where = where
         self.fix = fix
+        # Called once a call's function and arguments are rebuilt, just before the call
+        # (the pool worker marks its board: a death before that is not the code's doing).
+        self.on_call: Optional[Callable[[], None]] = None
 
     def run(self, kind: int, fn_blob: bytes, call_payload: bytes) -> tuple[int, bytes]:
         """Run one call of ``kind`` (``_messages``: CALL, CALL_KW, MAP, STARMAP); return
@@ -112,6 +115,8 @@ class CallRunner:
                 remote=format_remote(exc),
             )
             return m.FAILED, dumps(error)
+        if self.on_call is not None:
+            self.on_call()
         if kind == m.CALL or kind == m.CALL_KW:
             try:
                 if kind == m.CALL:

@@ -621,6 +621,7 @@ class Scheduler(Engine):
         slot.chan.close()
         running = self._board.running(slot.index)[0]
         finished = self._board.finished(slot.index)
+        called = self._board.called(slot.index) == running
         self._free_indexes.append(slot.index)
         status = slot.proc.wait(STATUS_WAIT)
         if status is None:  # its socket closed but it lives on: make sure it is gone
@@ -645,8 +646,8 @@ class Scheduler(Engine):
             error = lost_outcome_error(slot.index, slot.proc.pid, status, task, slot.stopping)
             self._fail(task, error, None)
         if blamed is not None:
-            error = lost_error(slot.index, slot.proc.pid, slot.rss, status, blamed)
-            reason = f"lost: {error.args[0].split(' while running ')[0]}"
+            error = lost_error(slot.index, slot.proc.pid, slot.rss, status, blamed, called)
+            reason = f"lost: {error.args[0].split(' while ')[0]}"
             self._fail(blamed, error, None)
         elif not reason:
             reason = f"lost: it {describe_status(status)[2]} between tasks"

@@ -31,6 +31,7 @@ Guarantees:
 from __future__ import annotations
 
 import faulthandler
+import functools
 import multiprocessing
 import os
 import signal
@@ -157,6 +158,7 @@ class _Worker:
     def run(self) -> int:
         config: m.WorkerConfig = self.chan.recv()
         self.slot = config.slot
+        self.runner.on_call = functools.partial(self.board.mark_called, config.slot)
         self.max_tasks = config.max_tasks
         self.max_memory = config.max_memory
         self.chan.before_send = _output.install_worker(self.chan.send_quietly, config.output)
