@@ -125,7 +125,9 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(start_method: Optional[str
     restarts = sum(w.restarts for w in stats.workers)
     assert killer.kills > 0
     assert 0 < restarts <= killer.kills, (restarts, killer.kills)
-    assert 0 < stats.tasks_retried <= killer.kills, (stats.tasks_retried, killer.kills)
+    # A kill fails the task running and those whose results were still in the worker (at
+    # most once per attempt), so one kill may retry several tasks.
+    assert stats.tasks_retried > 0, (stats.tasks_retried, killer.kills)
     assert stats.tasks_failed == 0
     assert stats.tasks_queued == stats.tasks_running == stats.jobs_pending == 0
     assert stats.tasks_timed_out == stats.tasks_cancelled == 0

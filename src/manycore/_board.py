@@ -7,22 +7,28 @@ The page is a row of 8-byte cells; worker ``i``'s stride is the ``CELLS`` cells 
 
     cell 0       RUNNING   the running task's id (-1 when idle)
     cell 1       STARTED   when it started (a float)
-    cells 2..5   SKIPS     ids of up to four tasks of its batches cancelled before they
+    cell 2       FINISHED  the id of the last task whose call has returned (-1: none yet);
+                           with RUNNING it tells a dead worker's tasks that ran from those
+                           that never started
+    cell 3       CALLED    the id of the last task whose function and arguments were
+                           rebuilt, so its code was called: RUNNING with another id means
+                           the worker is still rebuilding them
+    cells 4..7   SKIPS     ids of up to four tasks of its batches cancelled before they
                            started: the owner writes them, the worker skips them (-1: none)
 
 The start time is on the clock that ``time.perf_counter`` and ``time.monotonic`` share on
 Linux (CLOCK_MONOTONIC, machine-wide), so the owner can tell how long a task has run.
 
-Guarantees: the worker writes only the RUNNING and STARTED cells of its own stride and the
-owner only the SKIPS cells. Every cell is read and written whole, through typed views of the
-mapping (one aligned 8-byte load or store each; ``struct.pack_into`` would not do: it clears
-the target before packing, so a reader can see a zero that nobody wrote). A task and its start
-time are two cells, so they follow a small sequence lock whose sequence is the task id (ids
-are never reused): the worker stores -1, then the start time, then the new id
-(``mark_running``); the owner reads the id, the time, then the id again (``running``) and
-takes the pair only when both ids agree. The owner never pairs a task with the start time
-of another one (which once timed a task out as soon as it started, "after" the machine's
-whole uptime).
+Guarantees: the worker writes only the RUNNING, STARTED, FINISHED and CALLED cells of its
+own stride and the owner only the SKIPS cells. Every cell is read and written whole, through
+typed views of the mapping (one aligned 8-byte load or store each; ``struct.pack_into``
+would not do: it clears the target before packing, so a reader can see a zero that nobody
+wrote). A task and its start time are two cells, so they follow a small sequence lock whose
+sequence is the task id (ids are never reused): the worker stores -1, then the start time,
+then the new id (``mark_running``); the owner reads the id, the time, then the id again
+(``running``) and takes the pair only when both ids agree. The owner never pairs a task with
+the start time of another one (which once timed a task out as soon as it started, "after"
+the machine's whole uptime).
 """
 
 from __future__ import annotations
@@ -32,8 +38,8 @@ import os
 
 __all__ = ["CELLS", "SKIPS", "Board"]
 
-CELLS = 6  # cells per worker: RUNNING, STARTED and the SKIPS
-_RUNNING, _STARTED, _SKIPS = 0, 1, 2
+CELLS = 8  # cells per worker: RUNNING, STARTED, FINISHED, CALLED and the SKIPS
+_RUNNING, _STARTED, _FINISHED, _CALLED, _SKIPS = 0, 1, 2, 3, 4
 SKIPS = CELLS - _SKIPS  # cancelled tasks a stride can name
 
 
@@ -83,6 +89,8 @@ class Board:
         base = index * CELLS
         self._ints[base + _RUNNING] = -1
         self._floats[base + _STARTED] = 0.0
+        self._ints[base + _FINISHED] = -1
+        self._ints[base + _CALLED] = -1
         for cell in range(base + _SKIPS, base + CELLS):
             self._ints[cell] = -1
 
@@ -100,6 +108,14 @@ class Board:
             if ints[at] == task_id:
                 return task_id, started
         return -1, 0.0
+
+    def finished(self, index: int) -> int:
+        """The id of the last task whose call returned in worker ``index`` (-1: none)."""
+        return int(self._ints[index * CELLS + _FINISHED])
+
+    def called(self, index: int) -> int:
+        """The id of the last task whose code worker ``index`` called (-1: none)."""
+        return int(self._ints[index * CELLS + _CALLED])
 
     def write_skips(self, index: int, task_ids: set[int]) -> None:
         """Tell worker ``index`` to skip these cancelled tasks (the lowest ``SKIPS`` of them)."""
@@ -122,6 +138,16 @@ class Board:
         ints[at] = -1
         self._floats[at + _STARTED] = started
         ints[at] = task_id
+
+    def mark_finished(self, index: int, task_id: int) -> None:
+        """Worker ``index``'s call of ``task_id`` returned (its outcome is not sent yet)."""
+        self._ints[index * CELLS + _FINISHED] = task_id
+
+    def mark_called(self, index: int) -> None:
+        """Worker ``index`` has rebuilt the running task's function and arguments, and calls
+        it now."""
+        at = index * CELLS
+        self._ints[at + _CALLED] = self._ints[at + _RUNNING]
 
     def mark_idle(self, index: int) -> None:
         """Worker ``index`` runs nothing."""

@@ -20,17 +20,25 @@ from ._outcome import Described
 from ._stats import WorkerStack
 from ._worker import STACK_SIGNAL
 
-__all__ = ["dump_stacks", "lost_error", "share_of", "size", "startup_error"]
+__all__ = [
+    "dump_stacks",
+    "lost_error",
+    "lost_outcome_error",
+    "share_of",
+    "size",
+    "startup_error",
+]
 
 
 def lost_error(
-    index: int, pid: int, rss: int, status: int | None, task: Described
+    index: int, pid: int, rss: int, status: int | None, task: Described, called: bool = True
 ) -> WorkerLostError:
     """The error of ``task``, whose worker (seat ``index``, ``pid``; its resident memory was
-    last seen at ``rss`` bytes) ended with ``status`` while running it: the likely cause
-    (the OOM killer, a crash in C code) and what to do."""
+    last seen at ``rss`` bytes) ended with ``status`` while running it (``called``), or while
+    rebuilding its function and arguments: the likely cause (the OOM killer, a crash in C
+    code, an argument whose unpickling crashes) and what to do."""
     exitcode, sig, words = describe_status(status)
-    described = task.describe()  # unpickles the task's arguments: once
+    described = task.describe()
     cause = ""
     memory = ""
     if rss:
@@ -48,6 +56,12 @@ def lost_error(
             "memory limit). Lower the number of workers or the memory each task uses, or set "
             "max_memory_per_child."
         )
+    elif sig == signal.SIGSEGV and not called:
+        cause = (
+            " It crashed while unpickling the task's function or arguments, before its code "
+            "started: an argument whose unpickling crashes (its class's __reduce__ or "
+            f"__setstate__) is the likely cause.{memory}"
+        )
     elif sig == signal.SIGSEGV:
         cause = (
             " A segmentation fault is a crash in C code (an extension module, ctypes): the "
@@ -56,8 +70,31 @@ def lost_error(
     elif memory:
         cause = memory
     return WorkerLostError(
-        f"worker {index} (pid {pid}) {words} while running {described}."
+        f"worker {index} (pid {pid}) {words} while "
+        f"{'running' if called else 'rebuilding the function and arguments of'} {described}."
         f"{cause} The pool replaced the worker; other tasks are unaffected.",
+        pid=pid,
+        exitcode=exitcode,
+        signal=sig,
+        task=described,
+    )
+
+
+def lost_outcome_error(
+    index: int, pid: int, status: int | None, task: Described, stopped: str = ""
+) -> WorkerLostError:
+    """The error of ``task``, which worker ``index`` (``pid``) ran, or may have run, before it
+    ended with ``status`` (``stopped``: why the pool stopped it), and whose outcome was lost
+    with the worker: it is not run again unless its retries allow, since its effects may
+    have happened (at most once)."""
+    exitcode, sig, words = describe_status(status)
+    described = task.describe()
+    why = f" (the pool {stopped.replace('stopped: ', 'stopped it: ', 1)})" if stopped else ""
+    return WorkerLostError(
+        f"worker {index} (pid {pid}) {words}{why} after it had started {described}; the outcome "
+        "was lost with the worker. The task is not run again, since its effects may have "
+        "happened already (with retries=0 a task runs at most once; set retries to run it "
+        "again). The pool replaced the worker; other tasks are unaffected.",
         pid=pid,
         exitcode=exitcode,
         signal=sig,

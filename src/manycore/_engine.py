@@ -66,7 +66,7 @@ from ._chunking import FLOOR_SECONDS, ChunkSizer
 from ._errors import ManycoreError, PoolBrokenError, PoolClosedError, describe_call
 from ._options import TaskOptions
 from ._outcome import outcome_error, unpickling_error
-from ._payload import loads
+from ._payload import peek
 from ._serialize import dumps_callable, new_snapshots
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 
@@ -100,11 +100,17 @@ class Sink(Protocol):
     def sizer(self) -> Optional[ChunkSizer]:
         """The sizer fed this sink's run times; None for single tasks (the pool's own)."""
 
+    @property
+    def reads_later(self) -> bool:
+        """True if ``_resolve`` may be given an ``_outcome.Unread`` that the sink's reader
+        unpickles (``read``), instead of the value: the engine thread then never runs a
+        result's unpickling code."""
+
     def _claim(self) -> bool:
         """Called once, just before the task is first sent; False drops it (cancelled)."""
 
     def _resolve(self, task: Task, value: Any) -> None:
-        """The task's value (a list of values for a map chunk)."""
+        """The task's value (a list of values for a map chunk), or an ``Unread`` of it."""
 
     def _reject(self, task: Task, exc: BaseException, partial: Optional[list[Any]]) -> None:
         """The task's error, with the values a map chunk produced before it."""
@@ -182,9 +188,12 @@ class Task:
         self.claimed = False
 
     def describe(self) -> str:
-        """``task 17: square(3)``, unpickling the arguments only for this message."""
+        """``task 17: square(3)``, for messages: the function's name and a preview of the
+        arguments when they are plain data (``_payload.peek``: no code that came with them
+        runs here, so an argument whose unpickling crashes cannot crash the caller);
+        ``square(...)`` otherwise."""
         try:
-            args = loads(self.payload)
+            args = peek(self.payload)
             kind = self.kind & m.KIND
             if kind == m.CALL:
                 shown = args
@@ -195,13 +204,29 @@ class Task:
                 if self.items == 1:
                     return f"task {self.id}: chunk {self.index} of a map (1 item), {first}"
                 return (
-                    f"task {self.id}: chunk {self.index} of a map ({self.items} item"
-                    f"{'s' if self.items != 1 else ''}, the first {first})"
+                    f"task {self.id}: chunk {self.index} of a map ({self.items} items, "
+                    f"the first {first})"
                 )
         except Exception:
-            shown = ("...",)
+            if self.kind in (m.MAP, m.STARMAP):
+                items = f"{self.items} item{'s' if self.items != 1 else ''}"
+                return f"task {self.id}: chunk {self.index} of a map ({items}) of " + (
+                    describe_call(self.fn, (_UNSHOWN,))
+                )
+            shown = (_UNSHOWN,)
         return f"task {self.id}: {describe_call(self.fn, shown)}"
 
+
+class _Unshown:
+    """Stands for arguments a description does not show: ``square(...)``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "..."
+
+
+_UNSHOWN = _Unshown()
 
 SourceOrTask = Union[Task, Source]
 
@@ -590,7 +615,7 @@ class Engine:
             self.per_item[fn_blob] = sizer.per_item
 
     def _fail_outcome(
-        self, task: Task, status: int, payload: bytes, unpickling: Exception | None
+        self, task: Task, status: int, payload: bytes, unpickling: BaseException | None
     ) -> None:
         """Fail ``task`` (or retry it) for an outcome that is not a value: the worker's
         RAISED/FAILED ``payload``, or an OK one whose value could not be unpickled here
@@ -712,7 +737,7 @@ def call_sink(method: Callable[..., None], *args: Any) -> None:
     the pool keeps running."""
     try:
         method(*args)
-    except Exception:
+    except BaseException:  # SystemExit from a callback too: the pool keeps running
         traceback.print_exc()
 
 

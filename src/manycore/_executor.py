@@ -28,6 +28,7 @@ from ._engine import Engine, Task
 from ._errors import PoolClosedError
 from ._jobs import MapJob, ResultIterator
 from ._options import DEFAULT, PoolConfig, TaskOptions, check_chunksize, merge_options
+from ._outcome import Unread
 from ._payload import dumps_args
 from ._stats import PoolStatistics, WorkerStack
 
@@ -60,6 +61,7 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
     """
 
     sizer: Optional[ChunkSizer] = None  # single tasks are sized by the pool's own sizer
+    reads_later = True  # the value may come as an Unread, which result() unpickles
 
     def __init__(self, scheduler: Engine | None = None) -> None:
         # The stdlib's __init__, minus the eager condition.
@@ -88,13 +90,22 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
         if self._state == _base.FINISHED:
             if self._exception is not None:
                 raise self._exception
-            return self._result
-        return super().result(timeout)
+            value = self._result
+        else:
+            value = super().result(timeout)
+        return value.read() if type(value) is Unread else value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if self._state == _base.FINISHED:
+        if self._state == _base.FINISHED and self._exception is not None:
             return self._exception
-        return super().exception(timeout)
+        error = super().exception(timeout)
+        value = self._result
+        if error is None and type(value) is Unread:
+            try:
+                value.read()
+            except BaseException as exc:  # its value could not be unpickled here
+                return exc
+        return error
 
     # Called by the scheduler thread.
     def _quietly(self, state: str, field: str = "", value: Any = None) -> bool:

@@ -51,14 +51,14 @@ from ._engine import IN_FLIGHT_BATCHES, Engine, Task, chunk_items
 from ._errors import TimeoutError
 from ._messages import CORO
 from ._options import TaskOptions
-from ._outcome import is_coroutine_function
+from ._outcome import Unread, is_coroutine_function, read
 from ._payload import dumps_payload
 from ._progress import Progress, make_progress
 from ._serialize import argument_error
 
 __all__ = ["PENDING", "MapJob", "ResultIterator", "waker_of"]
 
-_Outcome = tuple[list[Any], Optional[BaseException]]
+_Outcome = tuple[Any, Optional[BaseException]]  # (values: a list or an Unread, error)
 
 
 class MapJob:
@@ -228,6 +228,8 @@ class MapJob:
 
     # ------------------------------------------------------------ Sink, for the scheduler
 
+    reads_later = True  # a chunk's values may come as an Unread, read by the consumer
+
     def _claim(self) -> bool:
         return not self._cancelled
 
@@ -335,7 +337,7 @@ class MapJob:
             raise self.error
         out: list[Any] = []
         for index in range(self._cut):
-            out.extend(self._results[index][0])
+            out.extend(read(self._results[index][0]))
         return out
 
     def iterate(self, ordered: bool) -> ResultIterator[Any]:
@@ -463,6 +465,11 @@ class ResultIterator(Generic[_T]):
             self._finished = True
             raise StopIteration
         values, exc = outcome
+        if type(values) is Unread:
+            try:
+                values = values.read()
+            except BaseException as error:  # this chunk's values could not be unpickled
+                values, exc = [], error
         if exc is not None:
             # Yield what the chunk produced before it failed, then raise at its position.
             values = [*values, _Raised(exc)]

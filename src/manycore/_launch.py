@@ -210,6 +210,16 @@ class Child:
             except ProcessLookupError:
                 pass
 
+    def exit_fd(self) -> int:
+        """A descriptor that becomes readable once the child has exited and that no other
+        process holds open (a pidfd, or the fork server's status pipe); -1 where there is
+        none (a kernel before 5.3): then only ``poll`` tells.
+
+        EOF on a pipe or socket shared with the child does not tell: a process the child
+        forked inherits its end and keeps it open after the child is gone (issue 13).
+        """
+        return -1
+
     def close(self) -> None:
         """Release the handle's descriptor; the status, if known, stays readable."""
         fd, self.sentinel = self.sentinel, -1
@@ -224,8 +234,27 @@ class Child:
 class OwnChild(Child):
     """A child of this process (fork, spawn): ``waitpid`` gives its status."""
 
+    _pidfd = -1
+
     def poll(self) -> int | None:
         return self._reap(os.WNOHANG)
+
+    def exit_fd(self) -> int:
+        # Its pid cannot name another process until this process reaps it.
+        if self._pidfd < 0 and self.status is None and hasattr(os, "pidfd_open"):
+            try:
+                self._pidfd = os.pidfd_open(self.pid)
+            except OSError:  # a kernel without pidfds (before 5.3), or a seccomp filter
+                return -1
+            internal_fd(self._pidfd)
+        return self._pidfd
+
+    def close(self) -> None:
+        fd, self._pidfd = self._pidfd, -1
+        if fd >= 0:
+            forget_internal_fd(fd)
+            os.close(fd)
+        super().close()
 
     def _collect(self) -> int | None:
         # The sentinel closes as the child exits, a moment before it can be reaped.
@@ -256,6 +285,7 @@ class ServerChild(Child):
         super().__init__(pid, status_fd if keep else -1)
         self._fd = status_fd
         self._keep = keep
+        self._watched = False  # exit_fd() handed the pipe out: keep it until close()
 
     def poll(self) -> int | None:
         if self.status is None:
@@ -267,7 +297,7 @@ class ServerChild(Child):
                         data = b""
                     # EOF without data: the server died before reaping this child.
                     self.status = STATUS.unpack(data)[0] if len(data) == STATUS.size else UNKNOWN
-                    if not self._keep:
+                    if not self._keep and not self._watched:
                         os.close(self._fd)
                         self._fd = -1
         return self.status
@@ -276,6 +306,13 @@ class ServerChild(Child):
         if self.status is None and self._fd >= 0:
             _readable(self._fd, timeout)
         return self.poll()
+
+    def exit_fd(self) -> int:
+        # The server writes the status when it has reaped the child; only it holds the
+        # write end. Once watched, it stays open until close(), so a poll() that reads the
+        # status never closes a descriptor someone still polls.
+        self._watched = True
+        return self._fd
 
     @property
     def returncode(self) -> int | None:

@@ -107,6 +107,9 @@ Outcome = tuple[int, int, bytes, float]
 
 class CallBatch(NamedTuple):
     calls: list[Call]
+    # Send each outcome as soon as its call returns: some call has a timeout, and stopping
+    # the worker must not lose the outcomes it holds (retries=0 runs a task at most once).
+    timed: bool = False
     # The batch's coroutine calls (kind & CORO), by task id, with their task_timeout (None:
     # none), which the worker enforces itself; None when the batch has none.
     coroutines: Optional[dict[int, Optional[float]]] = None

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import threading
 from types import BuiltinFunctionType, FunctionType
 from typing import Any, Callable, Optional, Protocol
 
@@ -57,10 +58,12 @@ __all__ = [
     "CANCELLED",
     "CallRunner",
     "Described",
+    "Unread",
     "exception_parts",
     "initializer_error",
     "is_coroutine_function",
     "outcome_error",
+    "read",
     "rebuild_exception",
     "run_initializer",
     "summary",
@@ -104,7 +107,7 @@ class CallRunner:
     an argument that cannot be rebuilt ("the worker could not rebuild ...: <fix>").
     """
 
-    __slots__ = ("encode", "fix", "get_fn", "where")
+    __slots__ = ("encode", "fix", "get_fn", "on_call", "where")
 
     def __init__(
         self,
@@ -117,6 +120,9 @@ class CallRunner:
         self.encode = encode
         self.where = where
         self.fix = fix
+        # Called once a call's function and arguments are rebuilt, just before the call
+        # (the pool worker marks its board: a death before that is not the code's doing).
+        self.on_call: Optional[Callable[[], None]] = None
 
     def run(self, kind: int, fn_blob: bytes, call_payload: bytes) -> tuple[int, bytes]:
         """Run one call of ``kind`` (``_messages``: CALL, CALL_KW, MAP, STARMAP); return
@@ -126,6 +132,8 @@ class CallRunner:
             payload = loads(call_payload)
         except BaseException as exc:
             return m.FAILED, self.unbuildable(exc)
+        if self.on_call is not None:
+            self.on_call()
         if kind & m.CORO:  # run here to its end, on a loop of its own (see run_coroutine)
             return self._run_sync(kind, fn, payload)
         if kind == m.CALL or kind == m.CALL_KW:
@@ -296,7 +304,7 @@ def rebuild_exception(exc_blob: bytes, text: str, tb: str, raiser: str) -> BaseE
     cause; a ``ResultUnpicklingError`` saying ``raiser`` raised ``text`` when it cannot be."""
     try:
         error: BaseException = loads(exc_blob)
-    except Exception as inner:
+    except BaseException as inner:  # SystemExit while rebuilding it too
         error = ResultUnpicklingError(
             f"{raiser} raised {text}, and that exception could not be unpickled in the "
             f"caller: {inner!r}. Give the exception class an __init__ that accepts its args, "
@@ -314,14 +322,14 @@ def outcome_error(task: Described, status: int, payload: bytes) -> tuple[BaseExc
             error = rebuild_exception(exc_blob, text, tb, task.describe())
         else:
             error = loads(payload)
-    except Exception as inner:
+    except BaseException as inner:  # SystemExit while rebuilding it too
         error = ResultUnpicklingError(
             f"the outcome of {task.describe()} could not be unpickled in the caller: {inner!r}."
         )
     return error, partial
 
 
-def unpickling_error(task: Described, exc: Exception) -> ResultUnpicklingError:
+def unpickling_error(task: Described, exc: BaseException) -> ResultUnpicklingError:
     """The error for a task whose result could not be unpickled in the caller."""
     error = ResultUnpicklingError(
         f"the result of {task.describe()} could not be unpickled in the caller: "
@@ -335,7 +343,7 @@ def initializer_error(blob: bytes) -> InitializerError:
     """The pool-breaking error for an initializer failure of ``run_initializer``."""
     try:
         exc, tb = loads(blob)
-    except Exception as inner:
+    except BaseException as inner:
         return InitializerError(f"the pool's initializer failed (details lost: {inner!r})")
     if isinstance(exc, InitializerError):
         return exc
@@ -345,3 +353,74 @@ def initializer_error(blob: bytes) -> InitializerError:
     )
     error.__cause__ = with_remote_cause(exc, tb)
     return error
+
+
+class _Named:
+    """Describes a task by its id and function alone (what an ``Unread`` keeps of it)."""
+
+    __slots__ = ("fn", "task_id")
+
+    def __init__(self, task_id: int, fn: Any) -> None:
+        self.task_id = task_id
+        self.fn = fn
+
+    def describe(self) -> str:
+        name = getattr(self.fn, "__qualname__", None) or getattr(self.fn, "__name__", "?")
+        return f"task {self.task_id}: {name}(...)"
+
+
+class Unread:
+    """A task's value as it came back, unpickled once, by the first thread that asks for it
+    (``AsyncResult.get``, ``Future.result``, the map's iterator), never by the engine thread:
+    a result that is slow to rebuild delays only its own reader.
+
+    ``rebuild`` is ``_payload.loads_later``'s second step. What unpickling raises, SystemExit
+    included, becomes a ``ResultUnpicklingError`` naming the task (``task_id`` and ``fn``),
+    raised by every ``read``; with ``fn`` None it is raised as it is (a map's values, read
+    through their chunks).
+    """
+
+    __slots__ = ("_error", "_fn", "_lock", "_rebuild", "_task_id", "_value")
+
+    def __init__(self, rebuild: Callable[[], Any], task_id: int = -1, fn: Any = None) -> None:
+        self._rebuild: Optional[Callable[[], Any]] = rebuild
+        self._task_id = task_id
+        self._fn = fn
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._error: Optional[BaseException] = None
+
+    def read(self) -> Any:
+        """The value.
+
+        Raises:
+            ResultUnpicklingError: it could not be unpickled here.
+        """
+        if self._rebuild is not None:
+            with self._lock:
+                rebuild, self._rebuild = self._rebuild, None
+                if rebuild is not None:
+                    try:
+                        self._value = rebuild()
+                    except BaseException as exc:
+                        if self._fn is None:
+                            self._error = exc
+                        else:
+                            self._error = unpickling_error(_Named(self._task_id, self._fn), exc)
+                    self._fn = None
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def failed(self) -> bool:
+        """Whether reading it raises (it is read to find out)."""
+        try:
+            self.read()
+        except BaseException:
+            return True
+        return False
+
+
+def read(value: Any) -> Any:
+    """``value``, or what it holds if it is an ``Unread``."""
+    return value.read() if type(value) is Unread else value

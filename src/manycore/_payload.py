@@ -45,6 +45,8 @@ Wire format (little-endian)::
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 import pickle
 import struct
@@ -73,8 +75,10 @@ __all__ = [
     "dumps_payload",
     "dumps_result",
     "loads",
+    "loads_later",
     "pack",
     "payload_size",
+    "peek",
     "pool_closed",
     "pool_opened",
     "release",
@@ -397,6 +401,42 @@ def loads(data: Any) -> Any:
     return pickle.loads(data)
 
 
+def loads_later(data: Any) -> Callable[[], Any]:
+    """``loads`` in two steps: what needs the sender's segment now (attach or claim it, hold
+    its buffers), and the unpickling, which runs code that came with the data, returned as
+    a function to call later, on another thread.
+
+    The caller's engine thread takes the first step for a result as it arrives (the
+    worker's segment may be gone once the worker is), and the thread that reads the
+    result takes the second, so a result that is slow to rebuild stalls nobody else.
+
+    Raises:
+        FileNotFoundError: a shared-memory payload whose segment is gone.
+    """
+    if not data or data[0] != MARK:
+        return functools.partial(pickle.loads, data)
+    flags, name, spans, persistent, body = _parse(data)
+    if flags & _REUSE:
+        if _spares.owns(name):  # our own segment: rare, and read at once
+            value = _loads_shm(data)
+            return lambda: value
+        seg = _attach_cached(name)
+        buffers = _held_views(seg, spans)
+        return functools.partial(unpickle_buffers, body, buffers, persistent)
+    seg = _shm.Segment._claim(name) if flags & _HANDOFF else _shm.Segment.attach(name)
+    view = seg.buf
+    buffers = [view[o : o + n] for o, n in spans]
+    del view
+
+    def rebuild() -> Any:
+        try:
+            return unpickle_buffers(body, buffers, persistent)
+        finally:
+            seg.close()  # the objects built on the memory keep it mapped
+
+    return rebuild
+
+
 def _parse(data: Any) -> tuple[int, str, list[tuple[int, int]], int, memoryview]:
     view = memoryview(data)
     magic, flags, name_len, count, persistent = _HEAD.unpack_from(view)
@@ -483,3 +523,34 @@ def payload_size(data: Any) -> int:
         return 0
     _, _, spans, _, _ = _parse(data)
     return sum(n for _, n in spans)
+
+
+PEEK_LIMIT = 1 << 16  # bytes: a payload longer than this is not peeked into
+
+
+class _CodeFree(pickle.Unpickler):
+    """An unpickler that refuses every global, so no callable (and no ``__reduce__`` of the
+    sender's choosing) can run: only plain data comes out."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name}: peek rebuilds plain data only")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("peek rebuilds plain data only")
+
+
+def peek(data: Any) -> Any:
+    """Rebuild an ordinary pickle of plain data (numbers, strings, bytes, tuples, lists,
+    dicts, sets), for a message about it, without running any code that came with it.
+
+    The caller uses it to describe a task whose worker died: the task's arguments are
+    someone else's pickle, and rebuilding them for real could run anything (a ``__reduce__``
+    that segfaults took a caller down that way, issue 13).
+
+    Raises:
+        ValueError: ``data`` is a shared-memory payload or longer than ``PEEK_LIMIT``.
+        pickle.UnpicklingError: it holds anything but plain data.
+    """
+    if not data or data[0] == MARK or len(data) > PEEK_LIMIT:
+        raise ValueError("not peeked into: a shared-memory payload, or too long")
+    return _CodeFree(io.BytesIO(data)).load()

@@ -2,7 +2,10 @@
 
 Everything here runs on the caller's threads, except the ``_resolve``/``_reject`` methods
 of results (and the user's callbacks they call), which the scheduler thread runs, as the
-stdlib's result-handler thread does. Callbacks should therefore return quickly.
+stdlib's result-handler thread does. Callbacks should therefore return quickly. A result
+is unpickled by the thread that calls ``get()`` (an ``_outcome.Unread`` until then), so a
+result that is slow to rebuild delays no other task; a result with a callback is unpickled
+for the callback, on the scheduler thread.
 
 Differences from the stdlib that users can see (all of them fixes):
 
@@ -30,6 +33,7 @@ from ._engine import Task
 from ._errors import PoolClosedError, TimeoutError
 from ._jobs import MapJob, ResultIterator, waker_of
 from ._options import DEFAULT, PoolConfig, TaskOptions, check_chunksize, merge_options
+from ._outcome import Unread
 from ._payload import dumps_args
 from ._stats import PoolStatistics, WorkerStack
 
@@ -57,6 +61,7 @@ class AsyncResult(Generic[_T]):
         "_wakers",
     )
     sizer: Optional[ChunkSizer] = None  # single tasks are sized by the pool's own sizer
+    reads_later = True  # the value may come as an Unread, which get() unpickles
 
     def __init__(
         self,
@@ -89,7 +94,8 @@ class AsyncResult(Generic[_T]):
         """
         if not self.ready():
             raise ValueError(f"{self!r} not ready")
-        return self._error is None
+        value = self._value
+        return self._error is None and not (type(value) is Unread and value.failed())
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until the result is available or ``timeout`` seconds pass."""
@@ -118,8 +124,10 @@ class AsyncResult(Generic[_T]):
             raise TimeoutError(f"the result was not ready within {timeout} seconds")
         if self._error is not None:
             raise self._error
-        value: _T = self._value
-        return value
+        value = self._value
+        if type(value) is Unread:
+            return value.read()  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return]
 
     def cancel(self) -> bool:
         """Cancel the call: if it has not started it never will, and if it is running its
@@ -146,6 +154,13 @@ class AsyncResult(Generic[_T]):
     def _resolve(self, task: Task | None, value: Any) -> None:
         if self._ready:  # cancelled before it finished
             return
+        if self._callback is not None and type(value) is Unread:
+            # The callback wants the value now, on this (the engine's) thread.
+            try:
+                value = value.read()
+            except BaseException as exc:
+                self._reject(task, exc, None)
+                return
         self._value = value
         try:
             if self._callback is not None:
@@ -226,8 +241,8 @@ class MapResult(AsyncResult[list[_T]]):
     def _job_done(self, job: MapJob) -> None:
         if job.error is not None:
             self._reject(None, job.error, None)
-        else:
-            self._resolve(None, job.values())
+        else:  # the values are unpickled by get(), or here for a callback
+            self._resolve(None, Unread(job.values))
 
     def get(self, timeout: float | None = None) -> list[_T]:
         try:

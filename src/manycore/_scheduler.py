@@ -20,14 +20,23 @@ Guarantees (see docs/design.md for the reasoning):
 
 * Every task handed to ``submit`` ends in exactly one ``_resolve`` or one ``_reject``. A task
   is in exactly one place: the inbox, the FIFO, one worker's in-flight table, or done.
-* When a worker dies, the task on its board fails with ``WorkerLostError``; its other
-  in-flight tasks go back to the front of the FIFO (never started, or finished with their
-  results lost); a new worker takes its slot.
+* When a worker dies, the task on its board fails with ``WorkerLostError``, and so does
+  every task of its that ran, or may have, and whose outcome died with it (``_sort_lost``):
+  a task with ``retries=0`` runs at most once. Only tasks known never to have started go
+  back to the front of the FIFO. Either kind of failure is retried if the task's
+  ``retries``/``retry_on`` allow. A new worker takes the dead one's seat.
 * Workers that keep dying before they are ready break the pool (``PoolBrokenError``) rather
   than being respawned forever; an initializer that raises breaks it with
   ``InitializerError``. A broken pool rejects everything pending and everything submitted
   later.
-* Only this thread touches worker sockets, and it never blocks on one.
+* Only this thread touches worker sockets, and it never blocks on one. It runs no code that
+  came with a result or an argument: a value is handed to its sink still pickled
+  (``_outcome.Unread``, unpickled by the thread that reads it) when the sink takes that,
+  and a lost task is described without unpickling its arguments (``_payload.peek``).
+  Exceptions a task raised are rebuilt here, as its retries must see their type; whatever
+  that raises (``SystemExit`` included) fails that task alone.
+* A worker's death is seen when its process exits (``Child.exit_fd``: a pidfd, or the
+  fork server's status pipe), even while a process it forked holds its socket open.
 * A task with a ``task_timeout`` is failed with ``TaskTimeoutError`` at its deadline (the
   board says when it started); its worker gets SIGTERM, then SIGKILL after ``KILL_GRACE``,
   and is replaced. Cancelling a running task stops its worker the same way.
@@ -61,13 +70,13 @@ from . import _messages as m
 from . import _output, _payload, _shm
 from ._board import Board
 from ._buffers import shm_threshold
-from ._diagnosis import dump_stacks, lost_error, size, startup_error
+from ._diagnosis import dump_stacks, lost_error, lost_outcome_error, size, startup_error
 from ._engine import IN_FLIGHT_BATCHES, Engine, Request, Sink, Task, call_sink
 from ._errors import PoolBrokenError, TaskTimeoutError
 from ._fds import close_internal, forget_internal_fd, internal_fd, start_helper_thread
 from ._launch import Child, Launcher, describe_status
-from ._outcome import initializer_error
-from ._payload import loads
+from ._outcome import Unread, initializer_error
+from ._payload import loads, loads_later
 from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 from ._transport import OwnerChannel
 from ._worker import ENTRY as WORKER_ENTRY
@@ -120,10 +129,14 @@ class _Slot:
         # stopped if one starts anyway.
         self.cancels: set[int] = set()
         self.stopping = ""  # why we are stopping it (a timeout, a cancel), once we are
+        self.ran_before_stop: set[int] = set()  # ids of tasks it ran before that one
         self.kill_at: float | None = None  # when SIGTERM turns into SIGKILL
         self.retire_reason = ""  # what the worker said when it retired
         self.stack_fd = -1  # its faulthandler file, as numbered in the worker
         self.rss = 0  # resident memory, last sampled
+        # Readable once the process has exited (``Child.exit_fd``): its socket's EOF is not
+        # enough, as a process it forked may hold the socket open. -1: polled instead.
+        self.exit_fd = proc.exit_fd()
 
     def has_room(self) -> bool:
         return (
@@ -181,6 +194,7 @@ class Scheduler(Engine):
         self._shm_threshold = shm_threshold()  # workers use the value of pool creation time
         self._shm_dir = _shm.shm_dir()
         self._slots: dict[int, _Slot] = {}  # by socket fd
+        self._exits: dict[int, _Slot] = {}  # by exit fd (``_Slot.exit_fd``)
         self._free_indexes = list(range(workers))
         self._startup_failures: float = 0
         self._asleep = False  # true only while blocked in poll(): a submit must wake it then
@@ -258,6 +272,9 @@ class Scheduler(Engine):
                 continue
             found = self._slots.get(fd)
             if found is None:
+                gone = self._exits.get(fd)
+                if gone is not None:
+                    self._exited(gone)
                 continue
             slot = found
             if event & (select.POLLIN | select.POLLHUP | select.POLLERR):
@@ -274,6 +291,16 @@ class Scheduler(Engine):
         if closed:
             self._worker_died(slot)
 
+    def _exited(self, slot: _Slot) -> None:
+        """``slot``'s process has exited: read what it sent before, then settle its death,
+        even though a process it forked may still hold its socket open."""
+        if slot.chan.fileno() in self._slots:
+            frames, _ = slot.chan.receive()
+            for frame in frames:
+                self._handle(slot, loads(frame))
+        if slot.chan.fileno() in self._slots:  # handling a frame may have settled it
+            self._worker_died(slot)
+
     # timeouts, cancels, memory samples ---------------------------------------
 
     def _check_timers(self) -> float | None:
@@ -286,10 +313,15 @@ class Scheduler(Engine):
         wait: float | None = None
         if now >= self._next_sample:
             busy = False
+            exited = []
             for slot in self._slots.values():
                 if slot.tasks:
                     busy = True
                     slot.rss = resident_memory(slot.proc.pid) or slot.rss
+                    if slot.exit_fd < 0 and slot.proc.poll() is not None:
+                        exited.append(slot)  # no exit fd (an old kernel): seen here
+            for slot in exited:
+                self._exited(slot)
             self._next_sample = now + SAMPLE_EVERY
             if busy:
                 wait = SAMPLE_EVERY
@@ -333,6 +365,10 @@ class Scheduler(Engine):
         """Stop ``slot``'s worker, which runs ``task``: past its timeout (``ran`` seconds)
         or cancelled (``ran`` None). The task settles now; the rest of the worker's tasks go
         back to the queue when its socket closes, and a new worker takes its seat."""
+        held = list(slot.tasks)
+        # Those before it in its batch have run, and their outcomes wait in the worker to
+        # share a frame: the stop loses them (see _sort_lost).
+        slot.ran_before_stop = set(held[: held.index(task.id)])
         del slot.tasks[task.id]
         slot.cancels.discard(task.id)
         if task.options is not None and task.options.timeout is not None:
@@ -486,14 +522,19 @@ class Scheduler(Engine):
             if status == m.OK:
                 if payload and payload[0] == _SHM_PAYLOAD and not slot.prefix_tracked:
                     _track_worker_segments(slot)
+                sink = task.sink
                 try:
-                    value = loads(payload)
-                except Exception as exc:
+                    # Unpickled by the sink's reader, not here, if the sink can (Unread).
+                    if getattr(sink, "reads_later", False):
+                        value = Unread(loads_later(payload), task.id, task.fn)
+                    else:
+                        value = loads(payload)
+                except BaseException as exc:  # SystemExit too: it fails this task alone
                     self._settle_failure(task, status, payload, exc)
                     continue
                 try:
-                    task.sink._resolve(task, value)
-                except Exception:  # a user callback raised: report it, keep going
+                    sink._resolve(task, value)
+                except BaseException:  # a user callback raised: report it, keep going
                     traceback.print_exc()
             else:
                 self._settle_failure(task, status, payload, None)
@@ -506,7 +547,7 @@ class Scheduler(Engine):
         self._done += settled  # failures are taken back out in _settle_failure
 
     def _settle_failure(
-        self, task: Task, status: int, payload: bytes, unpickling: Exception | None
+        self, task: Task, status: int, payload: bytes, unpickling: BaseException | None
     ) -> None:
         self._done -= 1  # counted as done by _settle_batch; it is a failure (or a retry)
         self._fail_outcome(task, status, payload, unpickling)
@@ -541,6 +582,7 @@ class Scheduler(Engine):
         start = time.perf_counter()
         coroutines: dict[int, float | None] | None = None
         plain = len(calls)
+        timed = False
         for task in calls:
             slot.tasks[task.id] = task
             if task.kind & CORO:  # the worker times it out itself
@@ -550,10 +592,10 @@ class Scheduler(Engine):
                 plain -= 1
             elif task.options is not None and task.options.timeout is not None:
                 slot.timed += 1
-                self._watching = True
+                timed = self._watching = True
         batch = [(t.id, t.kind, t.fn_blob, t.payload) for t in calls]
         limit = None if coroutines is None else self.concurrency
-        frame = pickle.dumps(m.CallBatch(batch, coroutines, limit), 5)
+        frame = pickle.dumps(m.CallBatch(batch, timed, coroutines, limit), 5)
         if plain:
             slot.batches.append(plain)
         slot.coroutines += len(calls) - plain
@@ -601,16 +643,26 @@ class Scheduler(Engine):
         )
         chan.queue(pickle.dumps(config, 5))
         chan.flush()
-        self._slots[chan.fileno()] = _Slot(index, proc, chan, self.max_tasks, prefix or "")
+        slot = _Slot(index, proc, chan, self.max_tasks, prefix or "")
+        self._slots[chan.fileno()] = slot
+        if slot.exit_fd >= 0:
+            self._exits[slot.exit_fd] = slot
+            self._poller.register(slot.exit_fd, select.POLLIN)
         self._seats[index].since = time.perf_counter()
 
     def _worker_died(self, slot: _Slot) -> None:
         fd = slot.chan.fileno()
-        self._poller.unregister(fd)
+        try:
+            self._poller.unregister(fd)
+        except KeyError:  # its exit was seen before its socket was first polled
+            pass
         del self._slots[fd]
+        self._forget_exit_fd(slot)
         forget_internal_fd(fd)
         slot.chan.close()
         running = self._board.running(slot.index)[0]
+        finished = self._board.finished(slot.index)
+        called = self._board.called(slot.index) == running
         self._free_indexes.append(slot.index)
         status = slot.proc.wait(STATUS_WAIT)
         if status is None:  # its socket closed but it lives on: make sure it is gone
@@ -625,26 +677,35 @@ class Scheduler(Engine):
         # under its prefix was being written or never reached us.
         _free_worker_segments(slot)
         planned = slot.retiring or (self._closing and not slot.tasks)
-        # A worker we stopped was running the task we stopped it for, which is settled; if
-        # it had moved on to another one by the time the signal landed, that one is not to
-        # blame and runs again elsewhere.
-        blamed = None if slot.stopping else slot.tasks.pop(running, None)
         for task_id in slot.cancels | slot.coroutine_cancels:  # cancelled: settled already
             slot.tasks.pop(task_id, None)
-        if not planned and not slot.stopping:
-            # Coroutines run together: one that crashed the worker cannot be told from the
-            # others, so each fails (``retries`` run them again).
-            for task in [t for t in slot.tasks.values() if t.kind & m.CORO]:
-                del slot.tasks[task.id]
-                if task is not blamed:
+        # Coroutines run together, outside the board's order of plain calls: they are
+        # sorted apart. A retired worker had started none of what it held; one we stopped
+        # may have started them (they ran, as far as at-most-once is concerned); one that
+        # crashed cannot tell which of them crashed it, so each fails (``retries`` run
+        # them again).
+        coroutines = [t for t in slot.tasks.values() if t.kind & m.CORO]
+        for task in coroutines:
+            del slot.tasks[task.id]
+        blamed, ran, fresh = self._sort_lost(slot, running, finished)
+        if coroutines:
+            if slot.retire_reason:
+                fresh = coroutines + fresh
+            elif slot.stopping:
+                ran += coroutines
+            else:
+                for task in coroutines:
                     error = lost_error(slot.index, slot.proc.pid, slot.rss, status, task)
                     self._fail(task, error, None)
-        if slot.tasks:  # not started, or finished with their results lost: run them again
-            self._fifo.extendleft(reversed(list(slot.tasks.values())))
+        if fresh:  # never started: run them elsewhere
+            self._fifo.extendleft(reversed(fresh))
         reason = slot.stopping or slot.retire_reason
+        for task in ran:  # they ran, or may have, and their outcomes died with the worker
+            error = lost_outcome_error(slot.index, slot.proc.pid, status, task, slot.stopping)
+            self._fail(task, error, None)
         if blamed is not None:
-            error = lost_error(slot.index, slot.proc.pid, slot.rss, status, blamed)
-            reason = f"lost: {error.args[0].split(' while running ')[0]}"
+            error = lost_error(slot.index, slot.proc.pid, slot.rss, status, blamed, called)
+            reason = f"lost: {error.args[0].split(' while ')[0]}"
             self._fail(blamed, error, None)
         elif not reason:
             reason = f"lost: it {describe_status(status)[2]} between tasks"
@@ -670,6 +731,41 @@ class Scheduler(Engine):
                         f"the pool could not start a worker to replace pid {slot.proc.pid}: {exc!r}"
                     )
                 )
+
+    def _sort_lost(
+        self, slot: _Slot, running: int, finished: int
+    ) -> tuple[Task | None, list[Task], list[Task]]:
+        """The tasks a dead worker held, as (the one it was running, those that ran, those
+        that never started), for the re-queue rule (module docstring).
+
+        The worker runs its tasks in dispatch order, and its board names the call it is in
+        (``running``, -1 between batches) and the last call that returned (``finished``):
+        in dispatch order, the tasks up to ``finished`` ran and their outcomes were lost,
+        the one running is blamed, and the rest never started. A worker that retired said
+        so after sending every outcome: what it holds never started. One we stopped is
+        blamed for nothing (the task we stopped it for is settled); what it ran before
+        that task in its batch, or started after it as the signal landed, ran.
+        """
+        held = list(slot.tasks.values())
+        if slot.retire_reason or not held:
+            return None, [], held
+        ids = [task.id for task in held]
+        if running in slot.tasks:
+            at = ids.index(running)
+            if slot.stopping or running == finished:  # its call had returned: not to blame
+                return None, held[: at + 1], held[at + 1 :]
+            return held[at], held[:at], held[at + 1 :]
+        if slot.stopping:
+            ran_ids = slot.ran_before_stop
+            return (
+                None,
+                [task for task in held if task.id in ran_ids],
+                [task for task in held if task.id not in ran_ids],
+            )
+        if finished in slot.tasks:
+            at = ids.index(finished)
+            return None, held[: at + 1], held[at + 1 :]
+        return None, [], held
 
     def _busy(self) -> bool:
         return any(slot.tasks for slot in self._slots.values())
@@ -709,11 +805,17 @@ class Scheduler(Engine):
             if slot.proc.wait(max(0.0, deadline - time.monotonic())) is None:
                 slot.proc.kill(signal.SIGKILL)
                 slot.proc.wait(STATUS_WAIT)
+            self._forget_exit_fd(slot)
             slot.proc.close()
             forget_internal_fd(slot.chan.fileno())
             slot.chan.close()
             _free_worker_segments(slot)
         self._slots.clear()
+
+    def _forget_exit_fd(self, slot: _Slot) -> None:
+        """Stop watching ``slot``'s exit fd, before its handle closes it."""
+        if self._exits.pop(slot.exit_fd, None) is not None:
+            self._poller.unregister(slot.exit_fd)
 
     def _release(self) -> None:
         _payload.pool_closed()

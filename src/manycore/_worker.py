@@ -196,6 +196,7 @@ class _Worker:
         config: m.WorkerConfig = self.chan.recv()
         _adopt_identity(config.identity)
         self.slot = config.slot
+        self.runner.on_call = functools.partial(self.board.mark_called, config.slot)
         self.max_tasks = config.max_tasks
         self.max_memory = config.max_memory
         self.chan.before_send = _output.install_worker(self.chan.send_quietly, config.output)
@@ -259,6 +260,7 @@ class _Worker:
             start = clock()
             board.mark_running(slot, task_id, start)
             status, payload = run(kind, fn_blob, call_payload)
+            board.mark_finished(slot, task_id)  # ran: never to be run again unasked
             now = clock()
             outcomes.append((task_id, status, payload, now - start))
             self.tasks_done += 1
@@ -267,7 +269,7 @@ class _Worker:
                 if rss > max_memory:
                     self.over_memory = rss  # retire; the owner re-sends the calls not run
                     break
-            if now - last_flush >= FLUSH_AFTER:
+            if now - last_flush >= FLUSH_AFTER or batch.timed:
                 self.chan.send(m.ResultBatch(outcomes))
                 outcomes = []
                 last_flush = clock()

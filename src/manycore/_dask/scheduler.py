@@ -64,8 +64,8 @@ from .. import _messages as m
 from .._engine import IN_FLIGHT_BATCHES, Engine, Task, call_sink
 from .._errors import PoolBrokenError, WorkerLostError
 from .._options import TaskOptions
-from .._outcome import initializer_error
-from .._payload import loads
+from .._outcome import Unread, initializer_error
+from .._payload import loads, loads_later
 from .._serialize import dumps
 from .._stats import PoolStatistics, WorkerStack
 from .cluster import allowed_failures, connect, import_distributed, kill_children
@@ -465,9 +465,14 @@ class DaskScheduler(Engine):
                 sizer.record(task.items, elapsed / CHUNK_SCALE)
                 self._remember(task.fn_blob, sizer)
             if status == m.OK:
+                sink = task.sink
                 try:
-                    value = loads(payload)
-                except Exception as exc:
+                    # Unpickled by the sink's reader, not here, if the sink can (Unread).
+                    if getattr(sink, "reads_later", False):
+                        value = Unread(loads_later(payload), task.id, task.fn)
+                    else:
+                        value = loads(payload)
+                except BaseException as exc:  # SystemExit too: it fails this task alone
                     self._fail_outcome(task, status, payload, exc)
                     continue
                 self._done += 1
