@@ -464,17 +464,20 @@ class ResultIterator(Generic[_T]):
         if outcome is None:
             self._finished = True
             raise StopIteration
-        values, exc = outcome
+        self._fill(*outcome)
+        return self.next(timeout)
+
+    def _fill(self, values: Any, exc: BaseException | None) -> None:
+        """Buffer a chunk's values, read here on the consumer's thread if they came as an
+        ``Unread``, and its error, if any, at its place (raised when iterated to)."""
         if type(values) is Unread:
             try:
                 values = values.read()
             except BaseException as error:  # this chunk's values could not be unpickled
                 values, exc = [], error
         if exc is not None:
-            # Yield what the chunk produced before it failed, then raise at its position.
             values = [*values, _Raised(exc)]
         self._buffer = iter(values)
-        return self.next(timeout)
 
     # ------------------------------------------------------------ asyncio
     #
@@ -508,8 +511,7 @@ class ResultIterator(Generic[_T]):
         if outcome is None:
             self._finished = True
             raise StopAsyncIteration
-        values, exc = outcome
-        self._buffer = iter(values if exc is None else [*values, _Raised(exc)])
+        self._fill(*outcome)
         return await self.__anext__()
 
     async def _wait_chunk(self) -> _Outcome | None:
