@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import copy
 import multiprocessing
+import pickle
+import threading
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
@@ -146,3 +150,52 @@ def test_asyncio_integration():
 
     with manycore.ProcessPoolExecutor(2) as ex:
         assert asyncio.run(main(ex)) == (81, 3)
+
+
+class RefusesToPickle:
+    """Its pickling raises RuntimeError, which the stdlib executor lets through as it is."""
+
+    def __reduce__(self) -> object:
+        raise RuntimeError("RefusesToPickle refuses")
+
+
+def test_errors_are_caught_by_the_stdlibs_except_clauses(start_method):
+    """What the stdlib executor raises (checked on 3.11): the pickler's own error for an
+    argument (RuntimeError here, TypeError for a lock), BrokenProcessPool when a worker cannot
+    rebuild an argument or the caller a result. manycore's errors are those too, and only
+    the one task fails."""
+    with manycore.ProcessPoolExecutor(2, mp_context=start_method) as ex:
+        for bad in (RefusesToPickle(), threading.Lock()):
+            with pytest.raises(manycore.ArgumentPicklingError) as info:
+                ex.submit(workloads.identity, bad)
+            assert isinstance(info.value, type(info.value.__cause__))
+            assert isinstance(info.value, pickle.PicklingError)
+            assert "argument 0 of identity()" in str(info.value)
+        with pytest.raises(RuntimeError, match="input item 1 of identity"):
+            list(ex.map(workloads.identity, [1, RefusesToPickle()], timeout=TIMEOUT))
+
+        fut = ex.submit(workloads.identity, workloads.FailsToUnpickle())
+        with pytest.raises(BrokenProcessPool, match="could not rebuild"):
+            fut.result(timeout=TIMEOUT)
+        assert isinstance(fut.exception(), manycore.ArgumentUnpicklingError)
+        fut = ex.submit(workloads.return_fails_to_unpickle)
+        with pytest.raises(BrokenProcessPool, match="could not be unpickled"):
+            fut.result(timeout=TIMEOUT)
+        assert isinstance(fut.exception(), manycore.ResultUnpicklingError)
+        assert ex.submit(workloads.square, 7).result(timeout=TIMEOUT) == 49  # not broken
+
+
+def test_a_mixed_argument_error_survives_pickling():
+    error = manycore.ArgumentPicklingError.for_cause(
+        RuntimeError("inner"), "cannot send argument 0", argument="argument 0"
+    )
+    assert isinstance(error, RuntimeError) and isinstance(error.__cause__, RuntimeError)
+    for back in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert type(back) is type(error)
+        assert str(back) == "cannot send argument 0" and back.argument == "argument 0"
+    error = manycore.ArgumentPicklingError.for_cause(FileNotFoundError(2, "x"), "msg")
+    assert isinstance(error, FileNotFoundError)
+    assert type(pickle.loads(pickle.dumps(error))) is type(error)
+    # never a StopIteration, which would end the caller's loop without a word
+    error = manycore.ArgumentPicklingError.for_cause(StopIteration(), "msg")
+    assert type(error) is manycore.ArgumentPicklingError
