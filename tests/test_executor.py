@@ -199,3 +199,23 @@ def test_a_mixed_argument_error_survives_pickling():
     # never a StopIteration, which would end the caller's loop without a word
     error = manycore.ArgumentPicklingError.for_cause(StopIteration(), "msg")
     assert type(error) is manycore.ArgumentPicklingError
+
+
+def test_futures_is_the_whole_concurrent_futures_namespace():
+    import manycore.futures
+    from manycore.futures.process import BrokenProcessPool as Broken
+    from manycore.futures.process import ProcessPoolExecutor
+
+    assert ProcessPoolExecutor is manycore.ProcessPoolExecutor and Broken is BrokenProcessPool
+    for name in cf.__all__:
+        if name == "InterpreterPoolExecutor":  # Python 3.14's, for subinterpreters
+            continue
+        ours = getattr(manycore.futures, name)
+        assert name in manycore.futures.__all__
+        assert ours is (
+            manycore.ProcessPoolExecutor if name == "ProcessPoolExecutor" else getattr(cf, name)
+        ), name
+    assert manycore.futures.InvalidStateError is cf.InvalidStateError
+    assert issubclass(manycore.ProcessPoolExecutor, manycore.futures.Executor)
+    # manycore's own timeout is caught as the futures' timeout on every version
+    assert issubclass(manycore.TimeoutError, cf.TimeoutError)

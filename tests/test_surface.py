@@ -103,11 +103,18 @@ SUBMODULES = {
         "ALL_COMPLETED",
         "FIRST_COMPLETED",
         "FIRST_EXCEPTION",
+        "BrokenExecutor",
+        "CancelledError",
+        "Executor",
         "Future",
+        "InvalidStateError",
         "ProcessPoolExecutor",
+        "ThreadPoolExecutor",
+        "TimeoutError",
         "as_completed",
         "wait",
     ],
+    "manycore.futures.process": ["BrokenProcessPool", "ProcessPoolExecutor"],
 }
 
 # The stdlib's top-level names manycore leaves out on purpose, and why.

@@ -10,6 +10,7 @@ The tree, with the stdlib class each one also is (so existing ``except`` clauses
     ├── PoolClosedError            + ValueError, RuntimeError
     │       work was submitted after close()/shutdown(), or the pool was terminated under it
     ├── TimeoutError               + multiprocessing.TimeoutError, builtins.TimeoutError
+    │   │                            (+ concurrent.futures.TimeoutError before 3.11)
     │   │   AsyncResult.get(timeout) ran out
     │   └── TaskTimeoutError           a task ran past its task_timeout; its worker was
     │                                  stopped and replaced
@@ -37,8 +38,10 @@ details are attributes, so ``BaseException.__reduce__`` (type, args, __dict__) r
 from __future__ import annotations
 
 import builtins
+import concurrent.futures
 import multiprocessing
 import pickle
+import sys
 import traceback
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]  # no stub
@@ -113,8 +116,21 @@ class PoolClosedError(ManycoreError, ValueError, RuntimeError):
     """
 
 
-class TimeoutError(ManycoreError, multiprocessing.TimeoutError, builtins.TimeoutError):
-    """A wait ran out of time: both ``multiprocessing.TimeoutError`` and ``TimeoutError``."""
+if sys.version_info >= (3, 11):  # concurrent.futures.TimeoutError is the builtin
+
+    class TimeoutError(ManycoreError, multiprocessing.TimeoutError, builtins.TimeoutError):
+        """A wait ran out of time: both ``multiprocessing.TimeoutError`` and ``TimeoutError``."""
+
+else:
+
+    class TimeoutError(  # type: ignore[no-redef]
+        ManycoreError,
+        multiprocessing.TimeoutError,
+        builtins.TimeoutError,
+        concurrent.futures.TimeoutError,
+    ):
+        """A wait ran out of time: ``multiprocessing.TimeoutError``, ``TimeoutError`` and
+        ``concurrent.futures.TimeoutError`` (its own class before Python 3.11)."""
 
 
 class TaskTimeoutError(TimeoutError):
