@@ -123,7 +123,7 @@ if sys.version_info >= (3, 11):  # concurrent.futures.TimeoutError is the builti
 
 else:
 
-    class TimeoutError(  # type: ignore[no-redef]
+    class TimeoutError(
         ManycoreError,
         multiprocessing.TimeoutError,
         builtins.TimeoutError,
