@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import copy
+import gc
 import multiprocessing
 import pickle
 import threading
+import weakref
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
@@ -219,3 +221,20 @@ def test_futures_is_the_whole_concurrent_futures_namespace():
     assert issubclass(manycore.ProcessPoolExecutor, manycore.futures.Executor)
     # manycore's own timeout is caught as the futures' timeout on every version
     assert issubclass(manycore.TimeoutError, cf.TimeoutError)
+
+
+def test_map_keeps_no_result_alive(start_method):
+    """The stdlib's test_free_reference: a result the loop dropped is freed."""
+    inputs = [{i} for i in range(30)]  # sets: weakly referenceable, rebuilt in the caller
+    with manycore.ProcessPoolExecutor(2, mp_context=start_method) as ex:
+        for result in ex.map(workloads.identity, inputs, chunksize=10, timeout=TIMEOUT):
+            ref = weakref.ref(result)
+            del result
+            gc.collect()
+            assert ref() is None
+    with manycore.Pool(2, context=start_method) as pool:
+        for result in pool.imap(workloads.identity, inputs, chunksize=10):
+            ref = weakref.ref(result)
+            del result
+            gc.collect()
+            assert ref() is None

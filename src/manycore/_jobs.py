@@ -31,7 +31,6 @@ job's progress (``_progress``) advances as chunks settle.
 from __future__ import annotations
 
 import itertools
-import operator
 import threading
 import time
 from collections import deque
@@ -318,7 +317,11 @@ class ResultIterator:
         self._job = job
         self._ordered = ordered
         self._deadline = deadline
-        self._buffer: Iterator[Any] = iter(())
+        # The current chunk's values not yet returned, and the error to raise after them.
+        # Each value is popped as it is returned: the iterator keeps no result alive once
+        # the caller has dropped it (a list iterator would hold the whole chunk).
+        self._buffer: deque[Any] = deque()
+        self._raise_next: BaseException | None = None
         self._finished = False
 
     def __iter__(self) -> ResultIterator:
@@ -334,8 +337,11 @@ class ResultIterator:
             TimeoutError: no result within ``timeout`` seconds.
             StopIteration: all results were returned.
         """
-        for value in self._buffer:
-            return value
+        if self._buffer:
+            return self._buffer.popleft()
+        if self._raise_next is not None:
+            exc, self._raise_next = self._raise_next, None
+            raise exc
         if self._finished:
             raise StopIteration
         deadline = self._deadline
@@ -355,25 +361,26 @@ class ResultIterator:
         if outcome is None:
             self._finished = True
             raise StopIteration
-        values, exc = outcome
-        if exc is not None:
-            # Yield what the chunk produced before it failed, then raise at its position.
-            self._buffer = _then_raise(values, exc)
-        else:
-            self._buffer = iter(values)
+        values, error = outcome
+        # Return what the chunk produced before it failed, then raise at its position.
+        self._buffer.extend(values)
+        self._raise_next = error
+        del values, outcome
         return self.next(timeout)
 
     def close(self) -> None:
         """Stop: no more input is read and chunks not yet running are dropped."""
         self._finished = True
-        self._buffer = iter(())
+        self._buffer.clear()
+        self._raise_next = None
         self._job.cancel()
 
     def cancel(self) -> None:
         """Stop now: as ``close``, and chunks running in workers are stopped too (their
         workers are replaced)."""
         self._finished = True
-        self._buffer = iter(())
+        self._buffer.clear()
+        self._raise_next = None
         self._job.cancel(stop_running=True)
 
     def __del__(self) -> None:
@@ -384,9 +391,4 @@ class ResultIterator:
             pass
 
     def __length_hint__(self) -> int:
-        return operator.length_hint(self._buffer)
-
-
-def _then_raise(values: list[Any], exc: BaseException) -> Iterator[Any]:
-    yield from values
-    raise exc
+        return len(self._buffer)
