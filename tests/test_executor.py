@@ -7,7 +7,12 @@ import concurrent.futures as cf
 import copy
 import gc
 import multiprocessing
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import weakref
 from concurrent.futures.process import BrokenProcessPool
@@ -238,3 +243,107 @@ def test_map_keeps_no_result_alive(start_method):
             del result
             gc.collect()
             assert ref() is None
+
+
+# Runs in a subprocess: argv is the start method ("default" for None) and a scratch folder.
+CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    import manycore
+    from tests import workloads
+
+    method = None if sys.argv[1] == "default" else sys.argv[1]
+    folder = sys.argv[2]
+    with manycore.ProcessPoolExecutor(2, mp_context=method) as ex:
+        futures = [
+            ex.submit(workloads.announce_then_sleep, os.path.join(folder, str(i)), 60.0)
+            for i in range(2)
+        ]
+        print("SUBMITTED", flush=True)
+        futures[0].result(timeout=120)
+    print("FINISHED", flush=True)
+    """
+)
+
+
+def test_ctrl_c_in_a_with_block_stops_the_workers_at_once(start_method, tmp_path):
+    """Workers ignore SIGINT; leaving the block on KeyboardInterrupt must not wait for them."""
+    args = [sys.executable, "-c", CTRL_C_SCRIPT, start_method or "default", str(tmp_path)]
+    with subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=helpers.script_env(),
+        cwd=str(helpers.ROOT),
+        start_new_session=True,  # its own process group, as a job in a terminal
+    ) as proc:
+        try:
+            assert helpers.read_line(proc.stdout, timeout=TIMEOUT).strip() == "SUBMITTED"
+            announced = [tmp_path / "0", tmp_path / "1"]
+            assert helpers.wait_until(lambda: all(p.exists() for p in announced), TIMEOUT)
+            workers = helpers.procs(int(p.read_text()) for p in announced)
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the caller and its workers
+            # the tasks sleep 60 s: the caller is back long before unless it waits for them
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate(timeout=10)
+    assert "KeyboardInterrupt" in err.decode(), err.decode()
+    assert "FINISHED" not in out.decode()
+    assert helpers.wait_gone(workers, 10) == set(), "the workers outlived the block"
+
+
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import atexit, os, sys
+    import manycore
+    from tests import workloads
+
+    method = None if sys.argv[1] == "default" else sys.argv[1]
+    folder = sys.argv[2]
+
+    def late():
+        try:
+            pool.submit(workloads.square, 2)
+        except RuntimeError as exc:
+            print("LATE", exc, flush=True)
+
+    pool = manycore.ProcessPoolExecutor(1, mp_context=method)
+    atexit.register(late)
+    # dropped at once, never shut down: its work must still run before the exit
+    manycore.ProcessPoolExecutor(2, mp_context=method).submit(
+        workloads.announce_then_sleep, os.path.join(folder, "ran"), 0.3
+    )
+    pool.submit(workloads.announce_then_sleep, os.path.join(folder, "kept"), 0.3)
+    """
+)
+
+
+def test_executors_finish_their_work_at_exit(start_method, tmp_path):
+    result = helpers.run_python(["-c", EXIT_SCRIPT, start_method or "default", str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ran").exists() and (tmp_path / "kept").exists(), result.stderr
+    assert "LATE cannot schedule new futures after interpreter shutdown" in result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("how", ["terminate_workers", "kill_workers"])
+def test_terminate_and_kill_workers(start_method, tmp_path, how):
+    ex = manycore.ProcessPoolExecutor(1, mp_context=start_method)
+    running = ex.submit(workloads.announce_then_sleep, str(tmp_path / "pid"), 60.0)
+    queued = [ex.submit(workloads.square, i) for i in range(10)]
+    assert helpers.wait_until(lambda: (tmp_path / "pid").exists(), TIMEOUT)
+    worker = helpers.procs([int((tmp_path / "pid").read_text())])
+    helpers.call_with_timeout(getattr(ex, how), timeout=30)
+    assert helpers.wait_gone(worker, 10) == set()
+    # what was still queued is cancelled; what a worker already held fails as it does
+    assert any(f.cancelled() for f in queued)
+    for f in queued:
+        assert f.cancelled() or isinstance(f.exception(timeout=TIMEOUT), BrokenProcessPool)
+    with pytest.raises(BrokenProcessPool, match="terminated"):
+        running.result(timeout=TIMEOUT)
+    assert isinstance(running.exception(), manycore.PoolClosedError)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(workloads.square, 1)
+    helpers.call_with_timeout(ex.shutdown)

@@ -8,7 +8,9 @@ The tree, with the stdlib class each one also is (so existing ``except`` clauses
     ├── PoolBrokenError            + BrokenProcessPool
     │   └── InitializerError           the pool's initializer raised or killed its worker
     ├── PoolClosedError            + ValueError, RuntimeError
-    │       work was submitted after close()/shutdown(), or the pool was terminated under it
+    │   │   work was submitted after close()/shutdown(), or the pool was terminated under it
+    │   └── PoolTerminatedError        + BrokenProcessPool
+    │                                  a task was running or queued when the pool was terminated
     ├── TimeoutError               + multiprocessing.TimeoutError, builtins.TimeoutError
     │   │                            (+ concurrent.futures.TimeoutError before 3.11)
     │   │   AsyncResult.get(timeout) ran out
@@ -54,6 +56,7 @@ __all__ = [
     "ManycoreError",
     "PoolBrokenError",
     "PoolClosedError",
+    "PoolTerminatedError",
     "RemoteTraceback",
     "ResultPicklingError",
     "ResultUnpicklingError",
@@ -113,6 +116,15 @@ class PoolClosedError(ManycoreError, ValueError, RuntimeError):
 
     It is a ``ValueError`` (what ``multiprocessing.Pool`` raises) and a ``RuntimeError``
     (what ``concurrent.futures`` raises), so code written for either keeps working.
+    """
+
+
+class PoolTerminatedError(PoolClosedError, BrokenProcessPool):
+    """A task was still running or waiting when its pool was terminated (``terminate()``,
+    ``terminate_workers()``, ``kill_workers()``, Ctrl-C out of a ``with`` block).
+
+    Also ``BrokenProcessPool``: what the stdlib executor's futures fail with when its
+    workers are terminated under them.
     """
 
 

@@ -8,12 +8,20 @@ never runs.
 Differences from the stdlib executor that users can see (all of them fixes): a dead
 worker fails only the task it was running (``WorkerLostError``, a ``BrokenProcessPool``)
 and is replaced, instead of breaking the whole executor; ``map`` reads its input lazily
-with bounded look-ahead and chunks adaptively when ``chunksize`` is not given.
+with bounded look-ahead and chunks adaptively when ``chunksize`` is not given; leaving a
+``with`` block because of ``KeyboardInterrupt`` stops the workers at once.
+
+At interpreter exit, as with the stdlib, every executor finishes the work submitted to it
+(also one that was dropped without ``shutdown()``): ``_finish_at_exit`` runs from
+``threading``'s exit hooks, before ``atexit`` hooks and before the engine's own exit hook
+terminates what is left (``Pool``s, which the stdlib terminates at exit too). A submit
+after that raises ``RuntimeError``, as the stdlib's does.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 import time
 import weakref
@@ -32,6 +40,33 @@ from ._payload import dumps_args
 from ._stats import PoolStatistics, WorkerStack
 
 __all__ = ["ProcessPoolExecutor"]
+
+
+# The schedulers of executors that have not finished, whose work is finished at exit. An
+# executor dropped without shutdown() closes its scheduler, whose thread keeps it alive.
+_unfinished: weakref.WeakSet[Engine] = weakref.WeakSet()
+_exiting = False  # the interpreter is shutting down: no new work
+# A forked child has copies of its parent's executors, not their threads or workers.
+os.register_at_fork(after_in_child=_unfinished.clear)
+
+
+def _finish_at_exit() -> None:
+    """Let every executor finish its work, then refuse more (the stdlib's exit rule)."""
+    global _exiting
+    _exiting = True
+    engines = list(_unfinished)
+    for engine in engines:
+        engine.close()
+    for engine in engines:
+        engine.join()
+
+
+try:
+    # Runs before atexit hooks (and so before the engine's, which terminates pools): the
+    # hook the stdlib executor uses. A private function, present on every supported Python.
+    threading._register_atexit(_finish_at_exit)  # type: ignore[attr-defined]
+except RuntimeError:  # imported while the interpreter is already shutting down
+    _exiting = True
 
 
 # Guards the lazy creation of a future's condition (see _Future).
@@ -193,6 +228,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         )
         self._options = config.options  # read by every submit: one attribute, not two
         self._scheduler = make_scheduler(config)
+        _unfinished.add(self._scheduler)
         self._max_workers = self._scheduler.workers
         self._shutdown = False
         self._finalizer = weakref.finalize(self, self._scheduler.close)
@@ -329,7 +365,36 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         if wait:
             self._scheduler.join()
 
+    def terminate_workers(self) -> None:
+        """Stop every worker now with SIGTERM (SIGKILL if one is still there half a second
+        later), as Python 3.14's executor does: queued futures are cancelled, running ones
+        fail with ``PoolTerminatedError`` (a ``BrokenProcessPool``), and the executor is shut
+        down. Returns once the workers are gone."""
+        self._stop_workers(kill=False)
+
+    def kill_workers(self) -> None:
+        """As ``terminate_workers``, with SIGKILL at once: a worker cannot delay it."""
+        self._stop_workers(kill=True)
+
+    def _stop_workers(self, kill: bool) -> None:
+        self._shutdown = True
+        self._scheduler.cancel_queued()
+        self._scheduler.terminate(kill=kill)
+        self._scheduler.join()
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        """Leaving the block: ``shutdown(wait=True)``, as the stdlib does; but on Ctrl-C
+        (``KeyboardInterrupt``) stop the workers at once, as leaving ``with Pool()`` does,
+        rather than wait for what runs. Other exceptions, ``SystemExit`` included, wait:
+        an exit finishes submitted work anyway (see the module docstring)."""
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.terminate_workers()
+        else:
+            self.shutdown(wait=True)
+
     def _check_open(self) -> None:
+        if _exiting:
+            raise PoolClosedError("cannot schedule new futures after interpreter shutdown")
         if self._shutdown:
             raise PoolClosedError("cannot schedule new futures after shutdown")
         self._scheduler.check_open()
