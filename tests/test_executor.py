@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures as cf
 import copy
 import gc
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -347,3 +348,24 @@ def test_terminate_and_kill_workers(start_method, tmp_path, how):
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(workloads.square, 1)
     helpers.call_with_timeout(ex.shutdown)
+
+
+def test_map_buffersize_bounds_what_is_sent_ahead(start_method):
+    read = []
+
+    def endless():
+        for i in itertools.count():
+            read.append(i)
+            yield i
+
+    with manycore.ProcessPoolExecutor(2, mp_context=start_method) as ex:
+        results = ex.map(workloads.square, endless(), chunksize=1, buffersize=3)
+        # input is read on the consuming thread only: what was read is exact, not a race
+        for i in range(20):
+            assert helpers.take(results, 1) == [i * i]
+            assert len(read) <= i + 1 + 3, (i, len(read))
+        results.close()
+        for bad, error in [(0, ValueError), (-1, ValueError), (2.0, TypeError), ("2", TypeError)]:
+            with pytest.raises(error, match="buffersize"):
+                ex.map(workloads.square, [1], buffersize=bad)
+        assert list(ex.map(workloads.square, range(10), buffersize=2)) == [x * x for x in range(10)]

@@ -294,6 +294,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         retries: Any = DEFAULT,
         retry_on: Any = DEFAULT,
         progress: Any = None,
+        buffersize: int | None = None,
     ) -> Iterator[Any]:
         """Results of ``fn`` over the zipped ``iterables``, in order.
 
@@ -301,8 +302,12 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         from measured run times. ``timeout`` bounds the whole iteration, from this call
         (the stdlib's meaning); ``task_timeout`` bounds each item's run in a worker.
         ``progress``: True for a bar, a tqdm bar, or a callable ``(done, total)``.
+        ``buffersize`` (Python 3.14's): at most this many chunks are sent ahead of the
+        result the caller is waiting for (a chunk is one item with ``chunksize=1``).
 
         Raises:
+            TypeError: ``buffersize`` is not an integer.
+            ValueError: ``buffersize`` or ``chunksize`` is below 1.
             TimeoutError: (when iterating) a result is not ready by the deadline.
             Exception: (when iterating) what ``fn`` raised for that item.
         """
@@ -314,6 +319,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             timeout=timeout,
             chunksize=chunksize,
             progress=progress,
+            buffersize=buffersize,
         )
 
     def _map(
@@ -325,9 +331,11 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         timeout: float | None,
         chunksize: int | None,
         progress: Any,
+        buffersize: int | None = None,
     ) -> Iterator[Any]:
         self._check_open()
         check_chunksize(chunksize)
+        _check_buffersize(buffersize)
         deadline = None if timeout is None else time.monotonic() + timeout
         fn_blob = function_cache.dumps(fn)
         if len(iterables) == 1:
@@ -350,6 +358,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             lazy=True,
             options=options,
             progress=progress,
+            buffersize=buffersize,
         )
         iterator = ResultIterator(job, ordered=True, deadline=deadline)
         job._feed()
@@ -426,6 +435,7 @@ class ExecutorOptions:
         timeout: float | None = None,
         chunksize: int | None = None,
         progress: Any = None,
+        buffersize: int | None = None,
     ) -> Iterator[Any]:
         """``executor.map`` with these options."""
         return self._executor._map(
@@ -435,7 +445,20 @@ class ExecutorOptions:
             timeout=timeout,
             chunksize=chunksize,
             progress=progress,
+            buffersize=buffersize,
         )
+
+
+def _check_buffersize(buffersize: Any) -> None:
+    if buffersize is None:
+        return
+    if not isinstance(buffersize, int) or isinstance(buffersize, bool):
+        raise TypeError(
+            f"buffersize must be an integer or None, not {type(buffersize).__name__}; it is "
+            "how many chunks may be sent ahead of the result being waited for"
+        )
+    if buffersize < 1:
+        raise ValueError(f"buffersize must be None or at least 1, not {buffersize}")
 
 
 def _owned(iterator: ResultIterator, owner: object) -> Iterator[Any]:

@@ -65,6 +65,7 @@ class MapJob:
         on_done: Callable[[MapJob], None] | None = None,
         options: TaskOptions | None = None,
         progress: Any = None,
+        buffersize: int | None = None,
     ) -> None:
         self.sizer = scheduler.job_sizer(fn_blob, chunksize)
         self._scheduler = scheduler
@@ -92,6 +93,8 @@ class MapJob:
         self._window = IN_FLIGHT_BATCHES * scheduler.workers + 2
         if self.timed:
             self._window *= TIMED_WINDOW
+        if buffersize is not None:  # Executor.map(buffersize=): the caller's own bound
+            self._window = buffersize
         name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "")
         self.progress: Progress | None = make_progress(progress, total, str(name))
         self._ready: deque[Task] = deque()  # lazy: cut, waiting for the scheduler
