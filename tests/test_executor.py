@@ -87,12 +87,16 @@ def test_executor_context_object():
 def test_executor_map_timeout():
     ex = manycore.ProcessPoolExecutor(2)
     try:
-        results = ex.map(workloads.sleep_then, [0.0, 2.0, 2.0], timeout=0.5)
+        # both workers started and ready first: the deadline must not include their start
+        assert helpers.call_with_timeout(
+            lambda: list(ex.map(workloads.square, range(20), chunksize=1, timeout=TIMEOUT))
+        ) == [x * x for x in range(20)]
+        results = ex.map(workloads.sleep_then, [0.0, 60.0, 60.0], chunksize=1, timeout=3.0)
         assert next(results) is None
         with pytest.raises(cf.TimeoutError):
             next(results)
     finally:
-        helpers.call_with_timeout(lambda: ex.shutdown(wait=True, cancel_futures=True), timeout=30)
+        helpers.call_with_timeout(ex.kill_workers, timeout=30)  # not 60 s for the sleepers
 
 
 def test_result_timeout():
