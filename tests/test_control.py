@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import pytest
+import tqdm
+import tqdm.std
 
 import manycore
 from tests import helpers
@@ -787,14 +789,12 @@ def test_progress_with_unsized_input_has_no_total() -> None:
 @pytest.fixture
 def no_tqdm_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
     """tqdm's monitor thread outlives the bars (the leak check would count it)."""
-    std = pytest.importorskip("tqdm.std")
-    monkeypatch.setattr(std.tqdm, "monitor_interval", 0)
+    monkeypatch.setattr(tqdm.std.tqdm, "monitor_interval", 0)
 
 
 def test_progress_with_a_tqdm_instance(no_tqdm_monitor: None) -> None:
-    tqdm = pytest.importorskip("tqdm").tqdm
     with manycore.Pool(2) as pool:
-        bar = tqdm(file=io.StringIO())  # no total: manycore sets it
+        bar = tqdm.tqdm(file=io.StringIO())  # no total: manycore sets it
         assert pool.map(w.square, range(40), chunksize=4, progress=bar) == [
             i * i for i in range(40)
         ]
@@ -802,7 +802,7 @@ def test_progress_with_a_tqdm_instance(no_tqdm_monitor: None) -> None:
         assert not bar.disable, "manycore closed a bar it does not own"
         bar.close()
 
-        bar = tqdm(file=io.StringIO(), total=None)
+        bar = tqdm.tqdm(file=io.StringIO(), total=None)
         got = helpers.drain(pool.imap_unordered(w.square, iter(range(25)), progress=bar))
         assert len(got) == 25 and bar.n == 25
         bar.close()
@@ -811,7 +811,6 @@ def test_progress_with_a_tqdm_instance(no_tqdm_monitor: None) -> None:
 def test_progress_true_draws_a_bar(
     capsys: pytest.CaptureFixture[str], no_tqdm_monitor: None
 ) -> None:
-    pytest.importorskip("tqdm")
     with manycore.Pool(2) as pool:
         assert len(pool.map(w.square, range(30), progress=True)) == 30
         assert len(helpers.drain(pool.imap(w.square, range(20), progress=True))) == 20
@@ -820,7 +819,7 @@ def test_progress_true_draws_a_bar(
 
 
 def test_progress_stops_and_closes_on_error(no_tqdm_monitor: None) -> None:
-    std = pytest.importorskip("tqdm.std").tqdm
+    std = tqdm.std.tqdm
     fails = functools.partial(w.fail_first_then_slow, seconds=0.3)
     with manycore.Pool(2) as pool:
         calls = Calls()
