@@ -373,3 +373,21 @@ def test_map_buffersize_bounds_what_is_sent_ahead(start_method):
             with pytest.raises(error, match="buffersize"):
                 ex.map(workloads.square, [1], buffersize=bad)
         assert list(ex.map(workloads.square, range(10), buffersize=2)) == [x * x for x in range(10)]
+
+
+def test_imap_and_map_without_chunksize_send_chunks(start_method):
+    """chunksize=None sizes chunks from measured times: quick items travel many to a task
+    (the stdlib sends one item per task here), which statistics() counts."""
+    items = range(2000)
+    squares = [x * x for x in items]
+    with manycore.ProcessPoolExecutor(2, mp_context=start_method) as ex:
+        before = ex.statistics().tasks_done
+        assert list(ex.map(workloads.square, items, timeout=TIMEOUT)) == squares
+        tasks = ex.statistics().tasks_done - before
+        assert 1 <= tasks <= len(items) // 10, f"{tasks} tasks for {len(items)} items"
+    with manycore.Pool(2, context=start_method) as pool:
+        for imap in (pool.imap, pool.imap_unordered):
+            before = pool.statistics().tasks_done
+            assert sorted(helpers.drain(imap(workloads.square, items))) == squares
+            tasks = pool.statistics().tasks_done - before
+            assert 1 <= tasks <= len(items) // 10, f"{imap.__name__}: {tasks} tasks"
