@@ -352,6 +352,7 @@ def test_terminate_and_kill_workers(start_method, tmp_path, how):
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(workloads.square, 1)
     helpers.call_with_timeout(ex.shutdown)
+    helpers.call_with_timeout(getattr(ex, how), timeout=30)  # again, once shut down: harmless
 
 
 def test_map_buffersize_bounds_what_is_sent_ahead(start_method):
