@@ -243,7 +243,9 @@ def test_map_keeps_no_result_alive(start_method):
             gc.collect()
             assert ref() is None
     with manycore.Pool(2, context=start_method) as pool:
-        for result in pool.imap(workloads.identity, inputs, chunksize=10):
+        results = pool.imap(workloads.identity, inputs, chunksize=10)
+        for _ in inputs:
+            result = results.next(timeout=TIMEOUT)
             ref = weakref.ref(result)
             del result
             gc.collect()
@@ -373,7 +375,8 @@ def test_map_buffersize_bounds_what_is_sent_ahead(start_method):
         for bad, error in [(0, ValueError), (-1, ValueError), (2.0, TypeError), ("2", TypeError)]:
             with pytest.raises(error, match="buffersize"):
                 ex.map(workloads.square, [1], buffersize=bad)
-        assert list(ex.map(workloads.square, range(10), buffersize=2)) == [x * x for x in range(10)]
+        squares = ex.map(workloads.square, range(10), buffersize=2, timeout=TIMEOUT)
+        assert list(squares) == [x * x for x in range(10)]
 
 
 def test_imap_and_map_without_chunksize_send_chunks(start_method):
