@@ -267,3 +267,17 @@ def join_ok(process: Any) -> None:
     """Join ``process`` (within TIMEOUT) and check that it exited with status 0."""
     process.join(TIMEOUT)
     assert process.exitcode == 0, f"child exit code {process.exitcode}"
+
+
+def every_worker(
+    run: Callable[[], Iterable[int]], count: int, timeout: float = TIMEOUT
+) -> set[int]:
+    """The pids ``run()`` (a map of ``getpid_slow``) returns, over as many runs as it takes
+    for ``count`` different workers to take a share (a loaded machine can let one worker
+    take a whole map), for at most ``timeout`` seconds."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(pids) < count and time.monotonic() < deadline:
+        pids.update(run())
+    assert len(pids) >= count, f"only {len(pids)} of {count} workers ever took an item"
+    return pids

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import pytest
+import tqdm
+import tqdm.std
 
 import manycore
 from tests import helpers
@@ -38,6 +40,10 @@ LONG = 30  # seconds a task would run if nobody stopped it
 def alive(pid: int) -> bool:
     p = helpers.proc(pid)
     return p is not None
+
+
+def gone(pid: int) -> bool:
+    return not alive(pid)
 
 
 def wait_for_file(path: Path, timeout: float = TIMEOUT) -> int:
@@ -119,6 +125,12 @@ def collect_until_error(iterable: Iterable[Any]) -> Callable[[], tuple[list[Any]
         return got, None
 
     return run
+
+
+def settled(pool: manycore.Pool) -> None:
+    """Wait until no task is left in a worker: every chunk has been settled (statistics are
+    answered on the thread that settles, so nothing is still being settled either)."""
+    assert helpers.wait_until(lambda: pool.statistics().tasks_running == 0, TIMEOUT)
 
 
 class Calls:
@@ -231,8 +243,11 @@ def test_timeout_escalates_to_sigkill_with_nothing_else_happening() -> None:
         for _ in range(3):
             result = pool.apply_async(w.stubborn_sleep, (LONG,), task_timeout=0.3)
             err = expect(manycore.TaskTimeoutError, functools.partial(result.get, TIMEOUT))
-            time.sleep(1.0)  # past the SIGKILL grace, with no calls into the pool
-            assert not alive(err.pid), "the worker that ignored SIGTERM was never SIGKILLed"
+            # no calls into the pool meanwhile; the SIGKILL is due 0.5 s after the SIGTERM,
+            # and a loaded machine may take far longer to deliver it, so wait for it to land
+            assert helpers.wait_until(functools.partial(gone, err.pid), TIMEOUT), (
+                "the worker that ignored SIGTERM was never SIGKILLed"
+            )
             assert pool.apply_async(w.square, (3,)).get(timeout=PROMPT) == 9
 
 
@@ -381,8 +396,13 @@ def test_cancelled_task_waiting_in_a_worker_batch_never_completes(
         assert helpers.wait_until(lambda: pool.statistics().tasks_running == 2, PROMPT)
         assert second.cancel() is True
         expect(concurrent.futures.CancelledError, lambda: second.get(timeout=TIMEOUT))
-        assert isinstance(first.get(timeout=TIMEOUT), int)
-        time.sleep(0.8)  # longer than the cancelled task would have needed
+        first_pid = first.get(timeout=TIMEOUT)
+        # The handshake: a task that runs after everything the worker held. On the same
+        # worker it runs after the cancelled task would have; on a replacement, the old
+        # worker must be gone, so it can write nothing more.
+        later = pool.apply_async(w.getpid).get(timeout=TIMEOUT)
+        if later != first_pid:
+            assert helpers.wait_gone(helpers.procs([first_pid]), TIMEOUT) == set()
         assert not side_effect.exists(), f"the cancelled task {task} ran to completion"
         assert pool.apply(w.square, (6,)) == 36
 
@@ -769,14 +789,12 @@ def test_progress_with_unsized_input_has_no_total() -> None:
 @pytest.fixture
 def no_tqdm_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
     """tqdm's monitor thread outlives the bars (the leak check would count it)."""
-    std = pytest.importorskip("tqdm.std")
-    monkeypatch.setattr(std.tqdm, "monitor_interval", 0)
+    monkeypatch.setattr(tqdm.std.tqdm, "monitor_interval", 0)
 
 
 def test_progress_with_a_tqdm_instance(no_tqdm_monitor: None) -> None:
-    tqdm = pytest.importorskip("tqdm").tqdm
     with manycore.Pool(2) as pool:
-        bar = tqdm(file=io.StringIO())  # no total: manycore sets it
+        bar = tqdm.tqdm(file=io.StringIO())  # no total: manycore sets it
         assert pool.map(w.square, range(40), chunksize=4, progress=bar) == [
             i * i for i in range(40)
         ]
@@ -784,7 +802,7 @@ def test_progress_with_a_tqdm_instance(no_tqdm_monitor: None) -> None:
         assert not bar.disable, "manycore closed a bar it does not own"
         bar.close()
 
-        bar = tqdm(file=io.StringIO(), total=None)
+        bar = tqdm.tqdm(file=io.StringIO(), total=None)
         got = helpers.drain(pool.imap_unordered(w.square, iter(range(25)), progress=bar))
         assert len(got) == 25 and bar.n == 25
         bar.close()
@@ -793,7 +811,6 @@ def test_progress_with_a_tqdm_instance(no_tqdm_monitor: None) -> None:
 def test_progress_true_draws_a_bar(
     capsys: pytest.CaptureFixture[str], no_tqdm_monitor: None
 ) -> None:
-    pytest.importorskip("tqdm")
     with manycore.Pool(2) as pool:
         assert len(pool.map(w.square, range(30), progress=True)) == 30
         assert len(helpers.drain(pool.imap(w.square, range(20), progress=True))) == 20
@@ -802,14 +819,14 @@ def test_progress_true_draws_a_bar(
 
 
 def test_progress_stops_and_closes_on_error(no_tqdm_monitor: None) -> None:
-    std = pytest.importorskip("tqdm.std").tqdm
+    std = tqdm.std.tqdm
     fails = functools.partial(w.fail_first_then_slow, seconds=0.3)
     with manycore.Pool(2) as pool:
         calls = Calls()
         with pytest.raises(ValueError, match="item 0 fails"):
             pool.map(fails, range(8), chunksize=1, progress=calls)
         seen = len(calls.calls)
-        time.sleep(1.0)  # chunks still in workers finish meanwhile
+        settled(pool)  # chunks still in workers finish meanwhile
         assert len(calls.calls) == seen, "the callback was called after map raised"
 
         bar = std(file=io.StringIO(), total=8)
@@ -817,7 +834,7 @@ def test_progress_stops_and_closes_on_error(no_tqdm_monitor: None) -> None:
             pool.map(fails, range(8), chunksize=1, progress=bar)
         assert not bar.disable, "manycore closed the user's bar"
         n = bar.n
-        time.sleep(1.0)
+        settled(pool)
         assert bar.n == n and n < 8
         bar.close()
 

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import copy
+import gc
+import itertools
 import multiprocessing
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import weakref
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
@@ -75,12 +87,16 @@ def test_executor_context_object():
 def test_executor_map_timeout():
     ex = manycore.ProcessPoolExecutor(2)
     try:
-        results = ex.map(workloads.sleep_then, [0.0, 2.0, 2.0], timeout=0.5)
+        # both workers started and ready first: the deadline must not include their start
+        assert helpers.call_with_timeout(
+            lambda: list(ex.map(workloads.square, range(20), chunksize=1, timeout=TIMEOUT))
+        ) == [x * x for x in range(20)]
+        results = ex.map(workloads.sleep_then, [0.0, 60.0, 60.0], chunksize=1, timeout=3.0)
         assert next(results) is None
         with pytest.raises(cf.TimeoutError):
             next(results)
     finally:
-        helpers.call_with_timeout(lambda: ex.shutdown(wait=True, cancel_futures=True), timeout=30)
+        helpers.call_with_timeout(ex.kill_workers, timeout=30)  # not 60 s for the sleepers
 
 
 def test_result_timeout():
@@ -146,3 +162,236 @@ def test_asyncio_integration():
 
     with manycore.ProcessPoolExecutor(2) as ex:
         assert asyncio.run(main(ex)) == (81, 3)
+
+
+class RefusesToPickle:
+    """Its pickling raises RuntimeError, which the stdlib executor lets through as it is."""
+
+    def __reduce__(self) -> object:
+        raise RuntimeError("RefusesToPickle refuses")
+
+
+def test_errors_are_caught_by_the_stdlibs_except_clauses(start_method):
+    """What the stdlib executor raises (checked on 3.11): the pickler's own error for an
+    argument (RuntimeError here, TypeError for a lock), BrokenProcessPool when a worker cannot
+    rebuild an argument or the caller a result. manycore's errors are those too, and only
+    the one task fails."""
+    with manycore.ProcessPoolExecutor(2, mp_context=start_method) as ex:
+        for bad in (RefusesToPickle(), threading.Lock()):
+            with pytest.raises(manycore.ArgumentPicklingError) as info:
+                ex.submit(workloads.identity, bad)
+            assert isinstance(info.value, type(info.value.__cause__))
+            assert isinstance(info.value, pickle.PicklingError)
+            assert "argument 0 of identity()" in str(info.value)
+        with pytest.raises(RuntimeError, match="input item 1 of identity"):
+            list(ex.map(workloads.identity, [1, RefusesToPickle()], timeout=TIMEOUT))
+
+        fut = ex.submit(workloads.identity, workloads.FailsToUnpickle())
+        with pytest.raises(BrokenProcessPool, match="could not rebuild"):
+            fut.result(timeout=TIMEOUT)
+        assert isinstance(fut.exception(), manycore.ArgumentUnpicklingError)
+        fut = ex.submit(workloads.return_fails_to_unpickle)
+        with pytest.raises(BrokenProcessPool, match="could not be unpickled"):
+            fut.result(timeout=TIMEOUT)
+        assert isinstance(fut.exception(), manycore.ResultUnpicklingError)
+        assert ex.submit(workloads.square, 7).result(timeout=TIMEOUT) == 49  # not broken
+
+
+def test_a_mixed_argument_error_survives_pickling():
+    error = manycore.ArgumentPicklingError.for_cause(
+        RuntimeError("inner"), "cannot send argument 0", argument="argument 0"
+    )
+    assert isinstance(error, RuntimeError) and isinstance(error.__cause__, RuntimeError)
+    for back in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert type(back) is type(error)
+        assert str(back) == "cannot send argument 0" and back.argument == "argument 0"
+    error = manycore.ArgumentPicklingError.for_cause(FileNotFoundError(2, "x"), "msg")
+    assert isinstance(error, FileNotFoundError)
+    assert type(pickle.loads(pickle.dumps(error))) is type(error)
+    # never a StopIteration, which would end the caller's loop without a word
+    error = manycore.ArgumentPicklingError.for_cause(StopIteration(), "msg")
+    assert type(error) is manycore.ArgumentPicklingError
+
+
+def test_futures_is_the_whole_concurrent_futures_namespace():
+    import manycore.futures
+    from manycore.futures.process import BrokenProcessPool as Broken
+    from manycore.futures.process import ProcessPoolExecutor
+
+    assert ProcessPoolExecutor is manycore.ProcessPoolExecutor and Broken is BrokenProcessPool
+    for name in cf.__all__:
+        if name == "InterpreterPoolExecutor":  # Python 3.14's, for subinterpreters
+            continue
+        ours = getattr(manycore.futures, name)
+        assert name in manycore.futures.__all__
+        assert ours is (
+            manycore.ProcessPoolExecutor if name == "ProcessPoolExecutor" else getattr(cf, name)
+        ), name
+    assert manycore.futures.InvalidStateError is cf.InvalidStateError
+    assert issubclass(manycore.ProcessPoolExecutor, manycore.futures.Executor)
+    # manycore's own timeout is caught as the futures' timeout on every version
+    assert issubclass(manycore.TimeoutError, cf.TimeoutError)
+
+
+def test_map_keeps_no_result_alive(start_method):
+    """The stdlib's test_free_reference: a result the loop dropped is freed."""
+    inputs = [{i} for i in range(30)]  # sets: weakly referenceable, rebuilt in the caller
+    with manycore.ProcessPoolExecutor(2, mp_context=start_method) as ex:
+        for result in ex.map(workloads.identity, inputs, chunksize=10, timeout=TIMEOUT):
+            ref = weakref.ref(result)
+            del result
+            gc.collect()
+            assert ref() is None
+    with manycore.Pool(2, context=start_method) as pool:
+        results = pool.imap(workloads.identity, inputs, chunksize=10)
+        for _ in inputs:
+            result = results.next(timeout=TIMEOUT)
+            ref = weakref.ref(result)
+            del result
+            gc.collect()
+            assert ref() is None
+
+
+# Runs in a subprocess: argv is the start method ("default" for None) and a scratch folder.
+CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    import manycore
+    from tests import workloads
+
+    method = None if sys.argv[1] == "default" else sys.argv[1]
+    folder = sys.argv[2]
+    with manycore.ProcessPoolExecutor(2, mp_context=method) as ex:
+        futures = [
+            ex.submit(workloads.announce_then_sleep, os.path.join(folder, str(i)), 60.0)
+            for i in range(2)
+        ]
+        print("SUBMITTED", flush=True)
+        futures[0].result(timeout=120)
+    print("FINISHED", flush=True)
+    """
+)
+
+
+def test_ctrl_c_in_a_with_block_stops_the_workers_at_once(start_method, tmp_path):
+    """Workers ignore SIGINT; leaving the block on KeyboardInterrupt must not wait for them."""
+    args = [sys.executable, "-c", CTRL_C_SCRIPT, start_method or "default", str(tmp_path)]
+    with subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=helpers.script_env(),
+        cwd=str(helpers.ROOT),
+        start_new_session=True,  # its own process group, as a job in a terminal
+    ) as proc:
+        try:
+            assert helpers.read_line(proc.stdout, timeout=TIMEOUT).strip() == "SUBMITTED"
+            announced = [tmp_path / "0", tmp_path / "1"]
+            assert helpers.wait_until(lambda: all(p.exists() for p in announced), TIMEOUT)
+            workers = helpers.procs(int(p.read_text()) for p in announced)
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the caller and its workers
+            # the tasks sleep 60 s: the caller is back long before unless it waits for them
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate(timeout=10)
+    assert "KeyboardInterrupt" in err.decode(), err.decode()
+    assert "FINISHED" not in out.decode()
+    assert helpers.wait_gone(workers, 10) == set(), "the workers outlived the block"
+
+
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import atexit, os, sys
+    import manycore
+    from tests import workloads
+
+    method = None if sys.argv[1] == "default" else sys.argv[1]
+    folder = sys.argv[2]
+
+    def late():
+        try:
+            pool.submit(workloads.square, 2)
+        except RuntimeError as exc:
+            print("LATE", exc, flush=True)
+
+    pool = manycore.ProcessPoolExecutor(1, mp_context=method)
+    atexit.register(late)
+    # dropped at once, never shut down: its work must still run before the exit
+    manycore.ProcessPoolExecutor(2, mp_context=method).submit(
+        workloads.announce_then_sleep, os.path.join(folder, "ran"), 0.3
+    )
+    pool.submit(workloads.announce_then_sleep, os.path.join(folder, "kept"), 0.3)
+    """
+)
+
+
+def test_executors_finish_their_work_at_exit(start_method, tmp_path):
+    result = helpers.run_python(["-c", EXIT_SCRIPT, start_method or "default", str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ran").exists() and (tmp_path / "kept").exists(), result.stderr
+    assert "LATE cannot schedule new futures after interpreter shutdown" in result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("how", ["terminate_workers", "kill_workers"])
+def test_terminate_and_kill_workers(start_method, tmp_path, how):
+    ex = manycore.ProcessPoolExecutor(1, mp_context=start_method)
+    running = ex.submit(workloads.announce_then_sleep, str(tmp_path / "pid"), 60.0)
+    queued = [ex.submit(workloads.square, i) for i in range(10)]
+    assert helpers.wait_until(lambda: (tmp_path / "pid").exists(), TIMEOUT)
+    worker = helpers.procs([int((tmp_path / "pid").read_text())])
+    helpers.call_with_timeout(getattr(ex, how), timeout=30)
+    assert helpers.wait_gone(worker, 10) == set()
+    # what was still queued is cancelled; what a worker already held fails as it does
+    assert any(f.cancelled() for f in queued)
+    for f in queued:
+        assert f.cancelled() or isinstance(f.exception(timeout=TIMEOUT), BrokenProcessPool)
+    with pytest.raises(BrokenProcessPool, match="terminated"):
+        running.result(timeout=TIMEOUT)
+    assert isinstance(running.exception(), manycore.PoolClosedError)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(workloads.square, 1)
+    helpers.call_with_timeout(ex.shutdown)
+    helpers.call_with_timeout(getattr(ex, how), timeout=30)  # again, once shut down: harmless
+
+
+def test_map_buffersize_bounds_what_is_sent_ahead(start_method):
+    read = []
+
+    def endless():
+        for i in itertools.count():
+            read.append(i)
+            yield i
+
+    with manycore.ProcessPoolExecutor(2, mp_context=start_method) as ex:
+        results = ex.map(workloads.square, endless(), chunksize=1, buffersize=3)
+        # input is read on the consuming thread only: what was read is exact, not a race
+        for i in range(20):
+            assert helpers.take(results, 1) == [i * i]
+            assert len(read) <= i + 1 + 3, (i, len(read))
+        results.close()
+        for bad, error in [(0, ValueError), (-1, ValueError), (2.0, TypeError), ("2", TypeError)]:
+            with pytest.raises(error, match="buffersize"):
+                ex.map(workloads.square, [1], buffersize=bad)
+        squares = ex.map(workloads.square, range(10), buffersize=2, timeout=TIMEOUT)
+        assert list(squares) == [x * x for x in range(10)]
+
+
+def test_imap_and_map_without_chunksize_send_chunks(start_method):
+    """chunksize=None sizes chunks from measured times: quick items travel many to a task
+    (the stdlib sends one item per task here), which statistics() counts."""
+    items = range(2000)
+    squares = [x * x for x in items]
+    with manycore.ProcessPoolExecutor(2, mp_context=start_method) as ex:
+        before = ex.statistics().tasks_done
+        assert list(ex.map(workloads.square, items, timeout=TIMEOUT)) == squares
+        tasks = ex.statistics().tasks_done - before
+        assert 1 <= tasks <= len(items) // 10, f"{tasks} tasks for {len(items)} items"
+    with manycore.Pool(2, context=start_method) as pool:
+        for imap in (pool.imap, pool.imap_unordered):
+            before = pool.statistics().tasks_done
+            assert sorted(helpers.drain(imap(workloads.square, items))) == squares
+            tasks = pool.statistics().tasks_done - before
+            assert 1 <= tasks <= len(items) // 10, f"{imap.__name__}: {tasks} tasks"

@@ -11,7 +11,7 @@ import os
 import manycore
 from manycore import _launch
 
-from . import workloads
+from . import helpers, workloads
 from .helpers import TIMEOUT
 
 _LISTENING = 0x00010000  # __SO_ACCEPTCON in /proc/net/unix's Flags column
@@ -56,7 +56,9 @@ def _socket_inodes(pid: int) -> set[int]:
 
 def test_every_channel_is_an_anonymous_socketpair(start_method):
     with manycore.Pool(2, context=start_method) as pool:
-        pids = set(pool.map_async(workloads.getpid_slow, range(8), 1).get(timeout=TIMEOUT))
+        pids = helpers.every_worker(
+            lambda: pool.map_async(workloads.getpid_slow, range(8), 1).get(timeout=TIMEOUT), 2
+        )
         assert len(pids) == 2
         assert pool.apply_async(workloads.square, (4,)).get(timeout=TIMEOUT) == 16
         processes = {os.getpid(), *pids, *_launch.fork_server_pids()}

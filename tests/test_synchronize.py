@@ -304,13 +304,14 @@ def test_locks_reach_children_of_every_start_method(start_method: Optional[str])
 
 
 def test_a_child_waits_for_the_parent_to_release(start_method: Optional[str]) -> None:
-    lock = Lock()
+    lock, trying, released = Lock(), Event(), RawValue("i", 0)
     lock.acquire()
-    p = start(start_method, w.try_acquire, lock, TIMEOUT)
-    time.sleep(0.1)
-    assert p.is_alive()
+    p = start(start_method, w.acquire_after_release, lock, trying, released, TIMEOUT)
+    assert trying.wait(TIMEOUT), "the child never tried the lock"
+    time.sleep(0.1)  # room for a broken lock to let the child in early (it reports that)
+    released.value = 1
     lock.release()
-    assert finish(p) == 0
+    assert finish(p) == 0  # the child got the lock, and only after the release
 
 
 def test_counter_in_processes_reaches_the_exact_total(start_method: Optional[str]) -> None:
@@ -375,8 +376,10 @@ def test_condition_notify_wakes_one_and_notify_all_the_rest(
     with cond:
         cond.notify()
     assert wait_until(lambda: sum(not p.is_alive() for p in waiters) >= 1, TIMEOUT)
-    time.sleep(0.2)
-    assert sum(not p.is_alive() for p in waiters) == 1  # exactly one was woken
+    # Exactly one was woken: the other two are still counted as sleepers (a state, not a
+    # moment: a second wake-up would have taken its sleeper off the count in notify()).
+    assert cond._sleeping_count.get_value() == 2
+    assert sum(not p.is_alive() for p in waiters) == 1
     with cond:
         cond.notify_all()
     assert [finish(p) for p in waiters] == [0, 0, 0]
@@ -388,7 +391,8 @@ def test_condition_wait_for_and_timeout(start_method: Optional[str]) -> None:
     _wait_for_waiters(cond, waiting, 1)
     with cond:
         cond.notify_all()  # the predicate is still false: it waits on
-    time.sleep(0.1)
+    # The handshake: it is a sleeper again, so it saw the predicate false and went back.
+    assert wait_until(lambda: cond._sleeping_count.get_value() == 1, TIMEOUT)
     assert waiter.is_alive()
     with cond:
         state.value = 1

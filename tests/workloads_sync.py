@@ -39,6 +39,17 @@ def try_acquire(lock: Any, timeout: float) -> None:
     sys.exit(NO)
 
 
+def acquire_after_release(lock: Any, trying: Any, released: Any, timeout: float) -> None:
+    """Set ``trying``, then acquire ``lock``: exit 0 if that happened after the parent set
+    ``released`` (the lock kept us out while it held it), 2 if before, NO on timeout."""
+    trying.set()
+    if not lock.acquire(timeout=timeout):
+        sys.exit(NO)
+    early = released.value != 1
+    lock.release()
+    sys.exit(2 if early else 0)
+
+
 def hold(lock: Any, held: Any, seconds: float) -> None:
     """Acquire ``lock``, set the event ``held``, then keep the lock for ``seconds``."""
     lock.acquire()

@@ -63,7 +63,13 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 from . import _messages as m
 from ._chunking import FLOOR_SECONDS, ChunkSizer
-from ._errors import ManycoreError, PoolBrokenError, PoolClosedError, describe_call
+from ._errors import (
+    ManycoreError,
+    PoolBrokenError,
+    PoolClosedError,
+    PoolTerminatedError,
+    describe_call,
+)
 from ._options import TaskOptions
 from ._outcome import outcome_error, unpickling_error
 from ._payload import peek
@@ -331,6 +337,7 @@ class Engine:
         self._room = True
         self._closing = False
         self._terminating = False
+        self._kill = False  # terminate(kill=True): SIGKILL the workers, no SIGTERM first
         self._broken: BaseException | None = None
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
@@ -408,8 +415,9 @@ class Engine:
         self._closing = True
         self.wake()
 
-    def terminate(self) -> None:
-        """Stop now: reject everything pending, stop the workers."""
+    def terminate(self, kill: bool = False) -> None:
+        """Stop now: reject everything pending, stop the workers (``kill``: with SIGKILL)."""
+        self._kill = self._kill or kill
         self._closing = True
         self._terminating = True
         self.wake()
@@ -496,7 +504,9 @@ class Engine:
                 if not graceful:
                     self._reject_all(
                         self._broken
-                        or PoolClosedError("the pool was terminated before this task could finish")
+                        or PoolTerminatedError(
+                            "the pool was terminated before this task could finish"
+                        )
                     )
                 self._stop(graceful)
             finally:

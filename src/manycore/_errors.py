@@ -8,17 +8,27 @@ The tree, with the stdlib class each one also is (so existing ``except`` clauses
     ├── PoolBrokenError            + BrokenProcessPool
     │   └── InitializerError           the pool's initializer raised or killed its worker
     ├── PoolClosedError            + ValueError, RuntimeError
-    │       work was submitted after close()/shutdown(), or the pool was terminated under it
+    │   │   work was submitted after close()/shutdown(), or the pool was terminated under it
+    │   └── PoolTerminatedError        + BrokenProcessPool
+    │                                  a task was running or queued when the pool was terminated
     ├── TimeoutError               + multiprocessing.TimeoutError, builtins.TimeoutError
+    │   │                            (+ concurrent.futures.TimeoutError before 3.11)
     │   │   AsyncResult.get(timeout) ran out
     │   └── TaskTimeoutError           a task ran past its task_timeout; its worker was
     │                                  stopped and replaced
     └── SerializationError
         ├── ArgumentPicklingError      + pickle.PicklingError    caller could not pickle an argument
+        │                                + what the pickler raised (TypeError, RuntimeError, ...)
         ├── ArgumentUnpicklingError    + pickle.UnpicklingError  worker could not unpickle it
+        │                                + BrokenProcessPool
         ├── ResultPicklingError        + pickle.PicklingError    worker could not pickle a result
         │                                + MaybeEncodingError    or an exception
         └── ResultUnpicklingError      + pickle.UnpicklingError  caller could not unpickle it
+                                         + BrokenProcessPool
+
+The unpickling errors are ``BrokenProcessPool`` because that is what the stdlib executor
+raises for them (its worker or result reader dies on them); in manycore only the one task
+fails and the pool goes on.
 
 ``RemoteTraceback`` is not an error users catch: it is attached as ``__cause__`` to an
 exception re-raised from a worker, and its message is the worker's formatted traceback.
@@ -30,8 +40,10 @@ details are attributes, so ``BaseException.__reduce__`` (type, args, __dict__) r
 from __future__ import annotations
 
 import builtins
+import concurrent.futures
 import multiprocessing
 import pickle
+import sys
 import traceback
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]  # no stub
@@ -44,6 +56,7 @@ __all__ = [
     "ManycoreError",
     "PoolBrokenError",
     "PoolClosedError",
+    "PoolTerminatedError",
     "RemoteTraceback",
     "ResultPicklingError",
     "ResultUnpicklingError",
@@ -106,8 +119,30 @@ class PoolClosedError(ManycoreError, ValueError, RuntimeError):
     """
 
 
-class TimeoutError(ManycoreError, multiprocessing.TimeoutError, builtins.TimeoutError):
-    """A wait ran out of time: both ``multiprocessing.TimeoutError`` and ``TimeoutError``."""
+class PoolTerminatedError(PoolClosedError, BrokenProcessPool):
+    """A task was still running or waiting when its pool was terminated (``terminate()``,
+    ``terminate_workers()``, ``kill_workers()``, Ctrl-C out of a ``with`` block).
+
+    Also ``BrokenProcessPool``: what the stdlib executor's futures fail with when its
+    workers are terminated under them.
+    """
+
+
+if sys.version_info >= (3, 11):  # concurrent.futures.TimeoutError is the builtin
+
+    class TimeoutError(ManycoreError, multiprocessing.TimeoutError, builtins.TimeoutError):
+        """A wait ran out of time: both ``multiprocessing.TimeoutError`` and ``TimeoutError``."""
+
+else:
+
+    class TimeoutError(
+        ManycoreError,
+        multiprocessing.TimeoutError,
+        builtins.TimeoutError,
+        concurrent.futures.TimeoutError,
+    ):
+        """A wait ran out of time: ``multiprocessing.TimeoutError``, ``TimeoutError`` and
+        ``concurrent.futures.TimeoutError`` (its own class before Python 3.11)."""
 
 
 class TaskTimeoutError(TimeoutError):
@@ -129,11 +164,76 @@ class SerializationError(ManycoreError):
 
 
 class ArgumentPicklingError(SerializationError, pickle.PicklingError):
-    """An argument could not be pickled in the caller; nothing was sent."""
+    """An argument could not be pickled in the caller; nothing was sent.
+
+    Made by ``for_cause``, it is also an instance of the class of what the pickler raised
+    (``TypeError`` for a lock, ``RuntimeError`` from a ``__reduce__``): the stdlib lets that
+    exception through, and ``except`` clauses written for it must still catch this one.
+    """
+
+    @classmethod
+    def for_cause(cls, cause: BaseException, message: str, **details: Any) -> ArgumentPicklingError:
+        """The error for ``message``, also of ``cause``'s class where Python allows the mix
+        (else of its nearest base class that mixes; never ``StopIteration``), with ``cause``
+        as its ``__cause__``."""
+        error: ArgumentPicklingError
+        try:
+            error = _also(cls, type(cause))(message, **details)
+        except Exception:  # a class whose __new__ wants other arguments
+            error = cls(message, **details)
+        error.__cause__ = cause
+        return error
+
+    def __reduce__(self) -> Any:
+        mixed = _MIXES.get(type(self))
+        if mixed is None:
+            return super().__reduce__()
+        return (_rebuild_mixed, (*mixed, self.args, self.__dict__))
 
 
-class ArgumentUnpicklingError(SerializationError, pickle.UnpicklingError):
-    """A worker could not rebuild a task's function or arguments; the task did not run."""
+# A mixed class -> the two classes it was made of; and (base, extra) -> the class made.
+_MIXES: dict[type, tuple[type, type]] = {}
+_MIXED: dict[tuple[type, type], type] = {}
+
+
+def _also(base: type, extra: type) -> type:
+    """A subclass of ``base`` that is also ``extra`` (or its nearest base that can be mixed
+    in), made once; ``base`` itself if ``extra`` adds nothing or nothing mixes."""
+    found = _MIXED.get((base, extra))
+    if found is not None:
+        return found
+    found = base
+    for candidate in extra.__mro__:
+        if issubclass(base, candidate) or not issubclass(candidate, Exception):
+            break  # what is left, base already is (Exception, object)
+        if issubclass(candidate, (StopIteration, StopAsyncIteration)):
+            continue  # it would end the caller's loop silently
+        try:
+            found = type(
+                base.__name__,
+                (base, candidate),
+                {"__module__": base.__module__, "__qualname__": base.__qualname__},
+            )
+        except Exception:  # a layout conflict (OSError), a final class, a metaclass
+            continue
+        _MIXES[found] = (base, candidate)
+        break
+    _MIXED[(base, extra)] = found
+    return found
+
+
+def _rebuild_mixed(base: type, extra: type, args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    """Unpickle an error of a mixed class (see ``ArgumentPicklingError.for_cause``)."""
+    error = _also(base, extra)(*args)
+    error.__dict__.update(state)
+    return error
+
+
+class ArgumentUnpicklingError(SerializationError, pickle.UnpicklingError, BrokenProcessPool):
+    """A worker could not rebuild a task's function or arguments; the task did not run.
+
+    Also ``BrokenProcessPool``, what the stdlib executor raises here; only this task fails.
+    """
 
 
 class ResultPicklingError(
@@ -147,8 +247,11 @@ class ResultPicklingError(
     """
 
 
-class ResultUnpicklingError(SerializationError, pickle.UnpicklingError):
-    """The caller could not rebuild a result (or exception) sent back by a worker."""
+class ResultUnpicklingError(SerializationError, pickle.UnpicklingError, BrokenProcessPool):
+    """The caller could not rebuild a result (or exception) sent back by a worker.
+
+    Also ``BrokenProcessPool``, what the stdlib executor raises here; only this task fails.
+    """
 
 
 class RemoteTraceback(Exception):

@@ -8,12 +8,20 @@ never runs.
 Differences from the stdlib executor that users can see (all of them fixes): a dead
 worker fails only the task it was running (``WorkerLostError``, a ``BrokenProcessPool``)
 and is replaced, instead of breaking the whole executor; ``map`` reads its input lazily
-with bounded look-ahead and chunks adaptively when ``chunksize`` is not given.
+with bounded look-ahead and chunks adaptively when ``chunksize`` is not given; leaving a
+``with`` block because of ``KeyboardInterrupt`` stops the workers at once.
+
+At interpreter exit, as with the stdlib, every executor finishes the work submitted to it
+(also one that was dropped without ``shutdown()``): ``_finish_at_exit`` runs from
+``threading``'s exit hooks, before ``atexit`` hooks and before the engine's own exit hook
+terminates what is left (``Pool``s, which the stdlib terminates at exit too). A submit
+after that raises ``RuntimeError``, as the stdlib's does.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 import time
 import weakref
@@ -41,6 +49,33 @@ if TYPE_CHECKING:  # Python 3.9 has no typing.ParamSpec; only the type checker n
     from typing_extensions import ParamSpec
 
     _P = ParamSpec("_P")
+
+
+# The schedulers of executors that have not finished, whose work is finished at exit. An
+# executor dropped without shutdown() closes its scheduler, whose thread keeps it alive.
+_unfinished: weakref.WeakSet[Engine] = weakref.WeakSet()
+_exiting = False  # the interpreter is shutting down: no new work
+# A forked child has copies of its parent's executors, not their threads or workers.
+os.register_at_fork(after_in_child=_unfinished.clear)
+
+
+def _finish_at_exit() -> None:
+    """Let every executor finish its work, then refuse more (the stdlib's exit rule)."""
+    global _exiting
+    _exiting = True
+    engines = list(_unfinished)
+    for engine in engines:
+        engine.close()
+    for engine in engines:
+        engine.join()
+
+
+try:
+    # Runs before atexit hooks (and so before the engine's, which terminates pools): the
+    # hook the stdlib executor uses. A private function, present on every supported Python.
+    threading._register_atexit(_finish_at_exit)  # type: ignore[attr-defined]
+except RuntimeError:  # imported while the interpreter is already shutting down
+    _exiting = True
 
 
 # Guards the lazy creation of a future's condition (see _Future).
@@ -212,6 +247,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         )
         self._options = config.options  # read by every submit: one attribute, not two
         self._scheduler = make_scheduler(config, worker_title="Process")
+        _unfinished.add(self._scheduler)
         self._max_workers = self._scheduler.workers
         self._shutdown = False
         self._finalizer = weakref.finalize(self, self._scheduler.close)
@@ -277,6 +313,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         retries: Any = DEFAULT,
         retry_on: Any = DEFAULT,
         progress: Any = None,
+        buffersize: int | None = None,
     ) -> Iterator[_T]:
         """Results of ``fn`` over the zipped ``iterables``, in order.
 
@@ -284,8 +321,12 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         from measured run times. ``timeout`` bounds the whole iteration, from this call
         (the stdlib's meaning); ``task_timeout`` bounds each item's run in a worker.
         ``progress``: True for a bar, a tqdm bar, or a callable ``(done, total)``.
+        ``buffersize`` (Python 3.14's): at most this many chunks are sent ahead of the
+        result the caller is waiting for (a chunk is one item with ``chunksize=1``).
 
         Raises:
+            TypeError: ``buffersize`` is not an integer.
+            ValueError: ``buffersize`` or ``chunksize`` is below 1.
             TimeoutError: (when iterating) a result is not ready by the deadline.
             Exception: (when iterating) what ``fn`` raised for that item.
         """
@@ -297,6 +338,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             timeout=timeout,
             chunksize=chunksize,
             progress=progress,
+            buffersize=buffersize,
         )
 
     def _map(
@@ -308,9 +350,11 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         timeout: float | None,
         chunksize: int | None,
         progress: Any,
+        buffersize: int | None = None,
     ) -> Iterator[Any]:
         self._check_open()
         check_chunksize(chunksize)
+        _check_buffersize(buffersize)
         deadline = None if timeout is None else time.monotonic() + timeout
         fn_blob = function_cache.dumps(fn)
         if len(iterables) == 1:
@@ -333,6 +377,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             lazy=True,
             options=options,
             progress=progress,
+            buffersize=buffersize,
         )
         iterator: ResultIterator[Any] = ResultIterator(job, ordered=True, deadline=deadline)
         job._feed()
@@ -348,7 +393,36 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         if wait:
             self._scheduler.join()
 
+    def terminate_workers(self) -> None:
+        """Stop every worker now with SIGTERM (SIGKILL if one is still there half a second
+        later), as Python 3.14's executor does: queued futures are cancelled, running ones
+        fail with ``PoolTerminatedError`` (a ``BrokenProcessPool``), and the executor is shut
+        down. Returns once the workers are gone."""
+        self._stop_workers(kill=False)
+
+    def kill_workers(self) -> None:
+        """As ``terminate_workers``, with SIGKILL at once: a worker cannot delay it."""
+        self._stop_workers(kill=True)
+
+    def _stop_workers(self, kill: bool) -> None:
+        self._shutdown = True
+        self._scheduler.cancel_queued()
+        self._scheduler.terminate(kill=kill)
+        self._scheduler.join()
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        """Leaving the block: ``shutdown(wait=True)``, as the stdlib does; but on Ctrl-C
+        (``KeyboardInterrupt``) stop the workers at once, as leaving ``with Pool()`` does,
+        rather than wait for what runs. Other exceptions, ``SystemExit`` included, wait:
+        an exit finishes submitted work anyway (see the module docstring)."""
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.terminate_workers()
+        else:
+            self.shutdown(wait=True)
+
     def _check_open(self) -> None:
+        if _exiting:
+            raise PoolClosedError("cannot schedule new futures after interpreter shutdown")
         if self._shutdown:
             raise PoolClosedError("cannot schedule new futures after shutdown")
         self._scheduler.check_open()
@@ -380,6 +454,7 @@ class ExecutorOptions:
         timeout: float | None = None,
         chunksize: int | None = None,
         progress: Any = None,
+        buffersize: int | None = None,
     ) -> Iterator[_T]:
         """``executor.map`` with these options."""
         return self._executor._map(
@@ -389,7 +464,20 @@ class ExecutorOptions:
             timeout=timeout,
             chunksize=chunksize,
             progress=progress,
+            buffersize=buffersize,
         )
+
+
+def _check_buffersize(buffersize: Any) -> None:
+    if buffersize is None:
+        return
+    if not isinstance(buffersize, int) or isinstance(buffersize, bool):
+        raise TypeError(
+            f"buffersize must be an integer or None, not {type(buffersize).__name__}; it is "
+            "how many chunks may be sent ahead of the result being waited for"
+        )
+    if buffersize < 1:
+        raise ValueError(f"buffersize must be None or at least 1, not {buffersize}")
 
 
 def _owned(iterator: ResultIterator[Any], owner: object) -> Iterator[Any]:

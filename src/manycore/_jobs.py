@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import operator
 import threading
 import time
 from collections import deque
@@ -78,6 +77,7 @@ class MapJob:
         options: TaskOptions | None = None,
         progress: Any = None,
         each_item: bool = False,
+        buffersize: int | None = None,
     ) -> None:
         self.sizer = scheduler.job_sizer(fn_blob, chunksize)
         self._scheduler = scheduler
@@ -113,6 +113,8 @@ class MapJob:
             self._window *= TIMED_WINDOW
         if self.coroutine:  # enough to keep every worker's coroutines going
             self._window = max(self._window, 2 * scheduler.concurrency * scheduler.workers)
+        if buffersize is not None:  # Executor.map(buffersize=): the caller's own bound
+            self._window = buffersize
         name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "")
         self.progress: Progress | None = make_progress(progress, total, str(name))
         self._ready: deque[Task] = deque()  # lazy: cut, waiting for the scheduler
@@ -423,7 +425,10 @@ class ResultIterator(Generic[_T]):
         self._job = job
         self._ordered = ordered
         self._deadline = deadline
-        self._buffer: Iterator[Any] = iter(())  # results, and _Raised at a failed item
+        # The current chunk's values not yet returned, with a _Raised marker at a failed
+        # item. Each is popped as it is returned: the iterator keeps no result alive once
+        # the caller has dropped it (a list iterator would hold the whole chunk).
+        self._buffer: deque[Any] = deque()
         self._finished = False
         self._stop_when_dropped = False  # iterated by ``async for``: see __aiter__
         self._turn = time.monotonic()  # when an ``async for`` last let the loop run
@@ -441,7 +446,8 @@ class ResultIterator(Generic[_T]):
             TimeoutError: no result within ``timeout`` seconds.
             StopIteration: all results were returned.
         """
-        for value in self._buffer:
+        if self._buffer:
+            value = self._buffer.popleft()
             if type(value) is _Raised:
                 raise value.exc
             return value  # type: ignore[no-any-return]
@@ -465,6 +471,7 @@ class ResultIterator(Generic[_T]):
             self._finished = True
             raise StopIteration
         self._fill(*outcome)
+        del outcome
         return self.next(timeout)
 
     def _fill(self, values: Any, exc: BaseException | None) -> None:
@@ -475,9 +482,9 @@ class ResultIterator(Generic[_T]):
                 values = values.read()
             except BaseException as error:  # this chunk's values could not be unpickled
                 values, exc = [], error
+        self._buffer.extend(values)
         if exc is not None:
-            values = [*values, _Raised(exc)]
-        self._buffer = iter(values)
+            self._buffer.append(_Raised(exc))
 
     # ------------------------------------------------------------ asyncio
     #
@@ -497,7 +504,8 @@ class ResultIterator(Generic[_T]):
         if now - self._turn > YIELD_EVERY:
             self._turn = now
             await asyncio.sleep(0)
-        for value in self._buffer:
+        if self._buffer:
+            value = self._buffer.popleft()
             if type(value) is _Raised:
                 raise value.exc
             return value
@@ -546,14 +554,16 @@ class ResultIterator(Generic[_T]):
     def close(self) -> None:
         """Stop: no more input is read and chunks not yet running are dropped."""
         self._finished = True
-        self._buffer = iter(())
+        self._buffer.clear()
+        self._raise_next = None
         self._job.cancel()
 
     def cancel(self) -> None:
         """Stop now: as ``close``, and chunks running in workers are stopped too (their
         workers are replaced)."""
         self._finished = True
-        self._buffer = iter(())
+        self._buffer.clear()
+        self._raise_next = None
         self._job.cancel(stop_running=True)
 
     def __del__(self) -> None:
@@ -564,7 +574,7 @@ class ResultIterator(Generic[_T]):
             pass
 
     def __length_hint__(self) -> int:
-        return operator.length_hint(self._buffer)
+        return len(self._buffer)
 
 
 def waker_of(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> Callable[[], None]:

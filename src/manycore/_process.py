@@ -395,7 +395,8 @@ def _pickling_error(process_obj: Process, exc: Exception) -> ArgumentPicklingErr
         except Exception:
             what = f"{label} (a {type(value).__name__})"
             break
-    return ArgumentPicklingError(
+    return ArgumentPicklingError.for_cause(
+        exc,
         f"cannot send {what} to the new process: {str(exc).rstrip('.')}. This start method "
         "pickles the target and its arguments (lambdas, closures and __main__ functions are "
         "fine); pass picklable objects, or start it by fork, which passes them by "

@@ -799,7 +799,7 @@ class Scheduler(Engine):
     def _kill_all(self) -> None:
         slots = list(self._slots.values())
         for slot in slots:
-            slot.proc.kill(signal.SIGTERM)
+            slot.proc.kill(signal.SIGKILL if self._kill else signal.SIGTERM)
         deadline = time.monotonic() + TERMINATE_GRACE
         for slot in slots:
             if slot.proc.wait(max(0.0, deadline - time.monotonic())) is None:

@@ -343,11 +343,12 @@ def argument_error(
     name = getattr(fn, "__qualname__", None) or repr(fn)
     culprit = first_unpicklable(labelled)
     if culprit is None:
-        return ArgumentPicklingError(
-            f"cannot send the arguments of {name}() to a worker: {exc}", argument=None
+        return ArgumentPicklingError.for_cause(
+            exc, f"cannot send the arguments of {name}() to a worker: {exc}", argument=None
         )
     where, value, inner = culprit
-    return ArgumentPicklingError(
+    return ArgumentPicklingError.for_cause(
+        inner,
         f"cannot send {where} of {name}() to a worker: a {type(value).__name__} object cannot "
         f"be pickled ({inner}). Pass something picklable (plain data, or a path/name the task "
         "can use to open or build the object itself).",
@@ -391,7 +392,8 @@ class FunctionCache:
         try:
             blob = dumps_callable(fn)
         except Exception as exc:
-            raise ArgumentPicklingError(
+            raise ArgumentPicklingError.for_cause(
+                exc,
                 f"cannot send the function {fn!r} to a worker: {exc}. Define it at module "
                 "level or make the objects it captures picklable.",
                 argument="function",
