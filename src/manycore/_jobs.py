@@ -240,7 +240,13 @@ class MapJob:
             self.progress.advance(task.items)
         with self._cond:
             before = self._settle_pieces(task.index)
-            self._store(task.index, before + values if before else values, None)
+            if before:  # the end of a chunk split after a failed item: join its pieces
+                try:
+                    values = before + read(values)
+                except BaseException as exc:  # its values could not be unpickled
+                    self._store(task.index, before, exc)
+                    return
+            self._store(task.index, values, None)
 
     def _reject(self, task: Task, exc: BaseException, partial: list[Any] | None) -> None:
         rest = self._kept.get(task.index) if self._each_item and partial is not None else None
