@@ -75,8 +75,9 @@ if __name__ == "__main__":
 
 _MANYCORE = """\
 import manycore
+from manycore import Pool  # the pool's modules load on first use: load them here, untimed
 def make_pool():
-    return manycore.Pool({workers}{context})
+    return Pool({workers}{context})
 """
 
 _STDLIB = """\
