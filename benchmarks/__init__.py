@@ -9,7 +9,12 @@ Suites (modules of this package, each a ``run(ctx) -> list[Figure]``):
 * ``overhead``: map-style calls on trivial tasks with default chunking (``map``, ``imap``,
   ``Executor.map``);
 * ``submit``: one ``apply_async`` / ``submit`` per item;
-* ``startup``: pool construction to first result, cold and for a second pool.
+* ``per_item``: the paths where each item travels alone (``apply_async`` per item,
+  ``map(chunksize=1)``), with the function defined in the script's ``__main__``
+  (``main_script.py``, run as a script);
+* ``startup``: pool construction to first result, cold and for a second pool, under each
+  start method;
+* ``queues``: queues and pipes between processes, every item read and checked.
 
 The peers (joblib with loky, mpire, pebble) join the ``overhead`` map and the ``submit``
 figures when they are installed (``pip install 'manycore[bench]'``; ``peers`` says how each

@@ -22,6 +22,7 @@ from . import (
     dask_backend,
     overhead,
     payload,
+    per_item,
     queues,
     scaling,
     shared_counter,
@@ -35,6 +36,7 @@ from .peers import COMPARED
 SUITES: dict[str, Callable[[Context], list[Figure]]] = {
     "overhead": overhead.run,
     "submit": submit.run,
+    "per_item": per_item.run,
     "startup": startup.run,
     "scaling": scaling.run,
     "payload": payload.run,

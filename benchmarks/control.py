@@ -1,15 +1,13 @@
-"""What the issue-5 controls cost: options off, progress bars, and how fast a timeout lands.
+"""What the issue-5 controls cost: options on, progress bars, and how fast a timeout lands.
 
 Figures (issue 5), all measured in one run:
 
-* Options off cost nothing. ``map(x*x)`` over 200k ints and one ``submit`` per item (20k)
-  on a pool made with every option left at its default (the engine's path, the same calls
-  as the ``overhead`` and ``submit`` suites) beside a pool made with the options passed
-  explicitly as off (``task_timeout=None, retries=0``): the off pool's speed at least 0.97x
-  the default's. Both are the same code path when the options are off, so rows against the
-  stdlib (``multiprocessing.Pool.map``, ``concurrent.futures`` ``submit``) tie this run to
-  the engine figures. Reference rows: the options given per call as off, and ``retries=3``
-  switched on (no task fails, so it only pays for carrying the options).
+* ``map(x*x)`` over 200k ints and one ``submit`` per item (20k) on a pool with every option
+  left at its default, beside the stdlib (``multiprocessing.Pool.map``,
+  ``concurrent.futures`` ``submit``), which ties this run to the engine figures; reference
+  rows set ``retries=3`` switched on (no task fails, so it only pays for carrying the
+  options) beside the default pool. (An earlier figure, a pool with the options passed as
+  off beside the default one, compared a pool with itself: both are the same code path.)
 * ``progress=`` on ``map(x*x)`` over 200k ints: a tqdm bar writing to ``os.devnull``,
   ``progress=True`` (tqdm.auto, with stderr sent to ``os.devnull`` while it runs) and a
   callback, each at least 0.95x the speed of the same map without progress.
@@ -43,7 +41,7 @@ from manycore._bench.stats import summarize
 from . import workloads
 from ._harness import CALL_DEADLINE_S, Call, Context, Figure, Measurement, measure, opened
 from .overhead import _squares_of, k
-from .submit import _apply_each, _submit_each
+from .submit import _submit_each
 
 __all__ = ["record_start_then_sleep", "run", "started_then_sleep"]
 
@@ -96,9 +94,6 @@ def _options_off(ctx: Context) -> list[Figure]:
 
     with contextlib.ExitStack() as stack:
         mc_pool = stack.enter_context(opened(ctx, "manycore.Pool", manycore.Pool(w)))
-        off_pool = stack.enter_context(
-            opened(ctx, "manycore.Pool (off)", manycore.Pool(w, task_timeout=None, retries=0))
-        )
         retry_pool = stack.enter_context(
             opened(ctx, "manycore.Pool (retries=3)", manycore.Pool(w, retries=3))
         )
@@ -108,16 +103,6 @@ def _options_off(ctx: Context) -> list[Figure]:
             Call(
                 Measurement("manycore.Pool.map, default options", n_map),
                 lambda: mc_pool.map(square, range(n_map)),
-                squares,
-            ),
-            Call(
-                Measurement("manycore.Pool(task_timeout=None, retries=0).map", n_map),
-                lambda: off_pool.map(square, range(n_map)),
-                squares,
-            ),
-            Call(
-                Measurement("manycore.Pool.map(..., task_timeout=None, retries=0)", n_map),
-                lambda: mc_pool.map(square, range(n_map), task_timeout=None, retries=0),
                 squares,
             ),
             Call(
@@ -131,7 +116,7 @@ def _options_off(ctx: Context) -> list[Figure]:
                 squares,
             ),
         ]
-        measure(tight, f"map(x*x) over {n_map:,} ints, options off", map_calls)
+        measure(tight, f"map(x*x) over {n_map:,} ints", map_calls)
 
         updates: list[int] = []
         progress_calls = _progress_calls(mc_pool, n_map, updates)
@@ -140,13 +125,6 @@ def _options_off(ctx: Context) -> list[Figure]:
 
         mc_exec = stack.enter_context(
             opened(ctx, "manycore.ProcessPoolExecutor", manycore.ProcessPoolExecutor(w))
-        )
-        off_exec = stack.enter_context(
-            opened(
-                ctx,
-                "manycore.ProcessPoolExecutor (off)",
-                manycore.ProcessPoolExecutor(w, task_timeout=None, retries=0),
-            )
         )
         retry_exec = stack.enter_context(
             opened(
@@ -170,27 +148,16 @@ def _options_off(ctx: Context) -> list[Figure]:
 
         each_calls = [
             per_item("manycore.ProcessPoolExecutor.submit, default options", _submit_each, mc_exec),
-            per_item(
-                "manycore.ProcessPoolExecutor(task_timeout=None, retries=0).submit",
-                _submit_each,
-                off_exec,
-            ),
             per_item("manycore.ProcessPoolExecutor(retries=3).submit", _submit_each, retry_exec),
-            per_item("manycore.Pool.apply_async, default options", _apply_each, mc_pool),
-            per_item(
-                "manycore.Pool(task_timeout=None, retries=0).apply_async", _apply_each, off_pool
-            ),
             per_item("concurrent.futures.ProcessPoolExecutor.submit", _submit_each, cf_exec),
         ]
         # The stdlib executor's side takes seconds a round: the usual repeats for it.
         measure(tight, f"one submit / apply_async per item, {n_each:,} items", each_calls[:-1])
         measure(ctx, f"concurrent.futures submit per item, {n_each:,} items", each_calls[-1:])
 
-    mc_map, off_map, call_off_map, retry_map, mp_map = (c.measurement for c in map_calls)
+    mc_map, retry_map, mp_map = (c.measurement for c in map_calls)
     plain, bar, auto, callback = (c.measurement for c in progress_calls)
-    mc_submit, off_submit, retry_submit, mc_apply, off_apply, cf_submit = (
-        c.measurement for c in each_calls
-    )
+    mc_submit, retry_submit, cf_submit = (c.measurement for c in each_calls)
     engine = "manycore"  # the baseline is manycore's own engine path, measured in this run
 
     def versus_engine(
@@ -209,15 +176,6 @@ def _options_off(ctx: Context) -> list[Figure]:
 
     return [
         versus_engine(
-            f"Pool.map(x*x) {k(n_map)}, options passed as off vs default", off_map, mc_map, 0.97
-        ),
-        versus_engine(
-            f"Pool.map(x*x) {k(n_map)}, options off per call vs default",
-            call_off_map,
-            mc_map,
-            None,
-        ),
-        versus_engine(
             f"Pool.map(x*x) {k(n_map)}, retries=3 (on, no failures) vs default",
             retry_map,
             mc_map,
@@ -232,46 +190,16 @@ def _options_off(ctx: Context) -> list[Figure]:
             target=1.0,
             show="rate",
         ),
-        Figure(
-            SUITE,
-            f"Pool.map(x*x) {k(n_map)}, options passed as off, vs stdlib",
-            off_map,
-            mp_map,
-            compare="speed",
-            target=1.0,
-            show="rate",
-        ),
-        versus_engine(
-            f"Executor.submit per item {k(n_each)}, options passed as off vs default",
-            off_submit,
-            mc_submit,
-            0.97,
-        ),
         versus_engine(
             f"Executor.submit per item {k(n_each)}, retries=3 (on, no failures) vs default",
             retry_submit,
             mc_submit,
             None,
         ),
-        versus_engine(
-            f"Pool.apply_async per item {k(n_each)}, options passed as off vs default",
-            off_apply,
-            mc_apply,
-            0.97,
-        ),
         Figure(
             SUITE,
             f"Executor.submit per item {k(n_each)}, default options, vs stdlib (engine figure)",
             mc_submit,
-            cf_submit,
-            compare="speed",
-            target=10.0,
-            show="rate",
-        ),
-        Figure(
-            SUITE,
-            f"Executor.submit per item {k(n_each)}, options passed as off, vs stdlib",
-            off_submit,
             cf_submit,
             compare="speed",
             target=10.0,

@@ -8,10 +8,15 @@ Figures (issue 2), ``Pool(workers)`` with the default start method:
   terminated), at most 1.0x the stdlib fork pool's second pool. A few milliseconds is
   mostly noise, so each subprocess starts five more pools in turn and reports their median.
 
-Each measurement is a ``python -c`` subprocess that imports everything first (imports are
-not timed: both sides pay theirs once per program anyway), times the first pool, terminates
-it, then times the further pools, and prints the times as JSON. The variants run interleaved,
-after one untimed warm-up run each that warms the page cache.
+Figures (issue 16), the same with ``context="spawn"`` and ``context="forkserver"``: at most
+1.0x the stdlib's pool of the same start method, cold (and for spawn, the second pool too).
+
+Each measurement is a script run in a fresh ``python`` subprocess, with the function it
+maps defined in the script itself (as users write it; the stdlib's spawn and forkserver
+workers import the script as ``__mp_main__`` to find it). The script imports everything
+first (imports are not timed: both sides pay theirs once per program anyway), times the
+first pool, terminates it, then times the further pools, and prints the times as JSON. The
+variants run interleaved, after one untimed warm-up run each that warms the page cache.
 
 Reference rows set manycore's default beside the stdlib's forkserver and spawn, which are
 what a program gets when it avoids plain fork (and the defaults on Python 3.14 and macOS).
@@ -23,7 +28,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from manycore._bench.render import format_seconds
@@ -42,8 +49,10 @@ LATER_POOLS = 5
 _SCRIPT = """\
 import json, time
 import multiprocessing, multiprocessing.pool
-from benchmarks.workloads import square
 {setup}
+
+def square(x):
+    return x * x
 
 def first_result():
     start = time.perf_counter()
@@ -58,15 +67,17 @@ def first_result():
         raise SystemExit("wrong result: %r" % (result,))
     return elapsed
 
-cold = first_result()
-later = sorted(first_result() for _ in range({later}))
-print(json.dumps({{"cold": cold, "second": later[len(later) // 2]}}))
+if __name__ == "__main__":
+    cold = first_result()
+    later = sorted(first_result() for _ in range({later}))
+    print(json.dumps({{"cold": cold, "second": later[len(later) // 2]}}))
 """
 
 _MANYCORE = """\
 import manycore
+from manycore import Pool  # the pool's modules load on first use: load them here, untimed
 def make_pool():
-    return manycore.Pool({workers})
+    return Pool({workers}{context})
 """
 
 _STDLIB = """\
@@ -96,12 +107,12 @@ class _Variant:
         return cold, second
 
 
-def _run_once(ctx: Context, variant: _Variant) -> dict[str, Any]:
-    code = _SCRIPT.format(setup=variant.setup, later=LATER_POOLS)
+def _run_once(ctx: Context, variant: _Variant, script: Path) -> dict[str, Any]:
+    script.write_text(_SCRIPT.format(setup=variant.setup, later=LATER_POOLS))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ctx.root), env.get("PYTHONPATH")) if p)
     done = subprocess.run(
-        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", code],
+        [sys.executable, "-W", "ignore::DeprecationWarning", str(script)],
         capture_output=True,
         text=True,
         timeout=CALL_DEADLINE_S,
@@ -117,70 +128,78 @@ def _run_once(ctx: Context, variant: _Variant) -> dict[str, Any]:
 
 def run(ctx: Context) -> list[Figure]:
     w = ctx.workers
-    manycore_default = _Variant("manycore.Pool (default)", _MANYCORE.format(workers=w))
-    variants = [
-        manycore_default,
-        _Variant(
-            "multiprocessing fork Pool",
-            _STDLIB.format(method="fork", workers=w),
-            short="stdlib fork",
-            cold_target=1.5,
-            second_target=1.0,
-        ),
-        _Variant(
-            "multiprocessing forkserver Pool",
-            _STDLIB.format(method="forkserver", workers=w),
-            short="stdlib forkserver",
-        ),
-        _Variant(
-            "multiprocessing spawn Pool",
-            _STDLIB.format(method="spawn", workers=w),
-            short="stdlib spawn",
-        ),
-    ]
-    ctx.progress(f"pool start to first result, Pool({w}), each run in a fresh interpreter")
-    for round_no in range(ctx.repeats + 1):  # round 0 is the warm-up
-        timings = []
-        for variant in variants:
-            if variant.error is not None:
-                continue
-            try:
-                data = _run_once(ctx, variant)
-            except Exception as exc:
-                variant.error = describe(exc)
-                ctx.progress(f"  {variant.label} failed: {variant.error}")
-                continue
-            if round_no > 0:
-                variant.cold.append(float(data["cold"]))
-                variant.second.append(float(data["second"]))
-            timings.append(
-                f"{variant.label} {format_seconds(data['cold'])} / {format_seconds(data['second'])}"
-            )
-        what = "warm-up" if round_no == 0 else f"round {round_no}/{ctx.repeats}"
-        ctx.progress(f"  {what} (cold / second): " + ", ".join(timings))
 
-    mc_cold, mc_second = manycore_default.measurements()
+    def manycore(label: str, context: str | None) -> _Variant:
+        extra = "" if context is None else f", context={context!r}"
+        return _Variant(label, _MANYCORE.format(workers=w, context=extra))
+
+    def stdlib(method: str) -> _Variant:
+        return _Variant(
+            f"multiprocessing {method} Pool",
+            _STDLIB.format(method=method, workers=w),
+            short=f"stdlib {method}",
+        )
+
+    mc_default = manycore("manycore.Pool (default)", None)
+    mc_spawn = manycore("manycore.Pool (spawn)", "spawn")
+    mc_forkserver = manycore("manycore.Pool (forkserver)", "forkserver")
+    mp_fork, mp_forkserver, mp_spawn = stdlib("fork"), stdlib("forkserver"), stdlib("spawn")
+    # (manycore's side, the stdlib's, cold target, second-pool target); no target: reference
+    pairs: list[tuple[_Variant, _Variant, float | None, float | None]] = [
+        (mc_default, mp_fork, 1.5, 1.0),
+        (mc_default, mp_forkserver, None, None),
+        (mc_default, mp_spawn, None, None),
+        (mc_spawn, mp_spawn, 1.0, 1.0),
+        (mc_forkserver, mp_forkserver, 1.0, None),
+    ]
+    variants = [mc_default, mp_fork, mc_forkserver, mp_forkserver, mc_spawn, mp_spawn]
+    ctx.progress(f"pool start to first result, Pool({w}), each run in a fresh interpreter")
+    with tempfile.TemporaryDirectory(prefix="manycore-bench-") as tmp:
+        script = Path(tmp) / "first_result.py"
+        for round_no in range(ctx.repeats + 1):  # round 0 is the warm-up
+            timings = []
+            for variant in variants:
+                if variant.error is not None:
+                    continue
+                try:
+                    data = _run_once(ctx, variant, script)
+                except Exception as exc:
+                    variant.error = describe(exc)
+                    ctx.progress(f"  {variant.label} failed: {variant.error}")
+                    continue
+                if round_no > 0:
+                    variant.cold.append(float(data["cold"]))
+                    variant.second.append(float(data["second"]))
+                timings.append(
+                    f"{variant.label} {format_seconds(data['cold'])} / "
+                    f"{format_seconds(data['second'])}"
+                )
+            what = "warm-up" if round_no == 0 else f"round {round_no}/{ctx.repeats}"
+            ctx.progress(f"  {what} (cold / second): " + ", ".join(timings))
+
     figures = []
-    for variant in variants[1:]:
-        cold, second = variant.measurements()
+    for ours, theirs, cold_target, second_target in pairs:
+        mc_cold, mc_second = ours.measurements()
+        cold, second = theirs.measurements()
+        method = "" if ours is mc_default else f" {ours.label.split('(')[1].rstrip(')')}"
         figures.append(
             Figure(
                 SUITE,
-                f"Pool({w}) start to first result, cold, vs {variant.short}",
+                f"Pool({w}){method} start to first result, cold, vs {theirs.short}",
                 mc_cold,
                 cold,
                 compare="time",
-                target=variant.cold_target,
+                target=cold_target,
             )
         )
         figures.append(
             Figure(
                 SUITE,
-                f"Pool({w}) start to first result, second pool, vs {variant.short}",
+                f"Pool({w}){method} start to first result, second pool, vs {theirs.short}",
                 mc_second,
                 second,
                 compare="time",
-                target=variant.second_target,
+                target=second_target,
             )
         )
     return figures

@@ -7,6 +7,6 @@ them. They are the same functions ``manycore bench`` runs, so both measure the s
 
 from __future__ import annotations
 
-from manycore._bench.workloads import array_sum, identity, sleep_ms, spin, square
+from manycore._bench.workloads import array_sum, identity, sleep_ms, spin, square, squares
 
-__all__ = ["array_sum", "identity", "sleep_ms", "spin", "square"]
+__all__ = ["array_sum", "identity", "sleep_ms", "spin", "square", "squares"]

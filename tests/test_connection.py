@@ -8,6 +8,7 @@ import multiprocessing.connection
 import os
 import pickle
 import socket
+import stat
 import threading
 from typing import Any, Optional
 
@@ -212,14 +213,19 @@ def test_wait_with_stdlib_and_ours() -> None:
 
 
 def test_bigger_kernel_buffers_asked_for() -> None:
-    r, s = Pipe(duplex=False)
-    with r, s:
-        sock = socket.socket(fileno=s.fileno())
+    a, b = Pipe()
+    with a, b:
+        sock = socket.socket(fileno=b.fileno())
         try:
             size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         finally:
             sock.detach()
         assert size >= 256 << 10
+    r, s = Pipe(duplex=False)
+    with r, s:
+        # A one-way pipe is an OS pipe, as the stdlib's (faster to read than a socket).
+        assert stat.S_ISFIFO(os.fstat(s.fileno()).st_mode)
+        assert stat.S_ISFIFO(os.fstat(r.fileno()).st_mode)
 
 
 # --- across processes -----------------------------------------------------------------------

@@ -28,15 +28,10 @@ from multiprocessing.util import get_logger as get_logger
 from multiprocessing.util import log_to_stderr as log_to_stderr
 from typing import TYPE_CHECKING, Any
 
-# Submodules that ``import multiprocessing`` loads too, so code reaches them as attributes.
-from . import context as context
+# Submodules that ``import multiprocessing`` loads too, so code reaches them as attributes
+# (``context`` loads on first use, below, with the names that need the pool machinery).
 from . import process as process
 from . import reduction as reduction
-from ._buffers import SharedMemoryWarning as SharedMemoryWarning
-from ._context import get_all_start_methods as get_all_start_methods
-from ._context import get_context as get_context
-from ._context import get_start_method as get_start_method
-from ._context import set_start_method as set_start_method
 from ._cpu import cpu_count as cpu_count
 from ._errors import ArgumentPicklingError as ArgumentPicklingError
 from ._errors import ArgumentUnpicklingError as ArgumentUnpicklingError
@@ -51,27 +46,33 @@ from ._errors import SerializationError as SerializationError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import TimeoutError as TimeoutError
 from ._errors import WorkerLostError as WorkerLostError
-from ._executor import ProcessPoolExecutor as ProcessPoolExecutor
-from ._pool import AsyncResult as AsyncResult
-from ._pool import Pool as Pool
-from ._process import Process as Process
-from ._queue._layout import QueueBrokenError as QueueBrokenError
-from ._stats import PoolStatistics as PoolStatistics
-from ._stats import WorkerStack as WorkerStack
-from ._stats import WorkerStatistics as WorkerStatistics
 
 if TYPE_CHECKING:
+    from . import context as context
+    from ._buffers import SharedMemoryWarning as SharedMemoryWarning
     from ._connection import Pipe as Pipe
+    from ._context import get_all_start_methods as get_all_start_methods
+    from ._context import get_context as get_context
+    from ._context import get_start_method as get_start_method
+    from ._context import set_start_method as set_start_method
+    from ._executor import ProcessPoolExecutor as ProcessPoolExecutor
     from ._managers import Manager as Manager
+    from ._pool import AsyncResult as AsyncResult
+    from ._pool import Pool as Pool
+    from ._process import Process as Process
     from ._queue import JoinableQueue as JoinableQueue
     from ._queue import Queue as Queue
     from ._queue import SimpleQueue as SimpleQueue
+    from ._queue._layout import QueueBrokenError as QueueBrokenError
     from ._sharedarray import SharedArray as SharedArray
     from ._sharedarray import shared_array as shared_array
     from ._sharedctypes import Array as Array
     from ._sharedctypes import RawArray as RawArray
     from ._sharedctypes import RawValue as RawValue
     from ._sharedctypes import Value as Value
+    from ._stats import PoolStatistics as PoolStatistics
+    from ._stats import WorkerStack as WorkerStack
+    from ._stats import WorkerStatistics as WorkerStatistics
     from ._synchronize import Barrier as Barrier
     from ._synchronize import BoundedSemaphore as BoundedSemaphore
     from ._synchronize import Condition as Condition
@@ -86,8 +87,24 @@ __version__ = "0.1.0"  # the one source: pyproject.toml and `manycore info` read
 reducer = reduction
 
 # Names whose modules load on first use (PEP 562), so that `import manycore`, and every
-# spawned worker, does not pay for queues, shared memory and managers it may never touch.
+# spawned worker (whose import of manycore._worker imports this package first), does not
+# pay for pools, processes, queues, shared memory and managers it may never touch: a
+# worker needs its loop, the codec and the transport (issue 16: the whole package took a
+# spawned worker 120-140 ms).
 _LAZY = {
+    "SharedMemoryWarning": "._buffers",
+    "get_all_start_methods": "._context",
+    "get_context": "._context",
+    "get_start_method": "._context",
+    "set_start_method": "._context",
+    "ProcessPoolExecutor": "._executor",
+    "AsyncResult": "._pool",
+    "Pool": "._pool",
+    "Process": "._process",
+    "PoolStatistics": "._stats",
+    "QueueBrokenError": "._queue._layout",
+    "WorkerStack": "._stats",
+    "WorkerStatistics": "._stats",
     "Pipe": "._connection",
     "Manager": "._managers",
     "JoinableQueue": "._queue",
@@ -110,6 +127,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "context":  # the submodule, as `import multiprocessing` offers it
+        return importlib.import_module(".context", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'manycore' has no attribute {name!r}")
@@ -119,7 +138,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"context"})
 
 
 def freeze_support() -> None:

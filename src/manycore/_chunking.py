@@ -16,7 +16,10 @@ be small. The sizer aims at ``TARGET_SECONDS`` of work per chunk, measured by th
   its target at once.
 * With an unknown total (``imap`` over an iterator) it grows at most ``MAX_GROWTH`` times
   per step, so one noisy measurement cannot produce a chunk that runs for a minute.
-* An explicit ``chunksize`` is honoured exactly.
+* An explicit ``chunksize`` is honoured exactly as the unit of work (one call, one
+  outcome, one retry or timeout); small chunks then travel several to a transport batch
+  (``batch_chunks``), as many as make about ``TARGET_SECONDS`` of work, within the same
+  balance rule, so ``chunksize=1`` does not pay a round trip per item.
 """
 
 from __future__ import annotations
@@ -53,6 +56,20 @@ class ChunkSizer:
             self.per_item = sample
         else:
             self.per_item += _SMOOTHING * (sample - self.per_item)
+
+    def batch_chunks(self, remaining: int | None = None) -> int:
+        """Chunks of an explicit ``chunksize`` to send in one batch: about ``TARGET_SECONDS``
+        of work by the measured item time, and with ``remaining`` items known, no more than
+        the balance rule gives a worker (unless that is under ``floor`` seconds of work).
+        One while nothing is measured, or without an explicit ``chunksize``."""
+        if self.fixed is None or self.per_item is None:
+            return 1
+        chunk_time = self.per_item * self.fixed
+        count = max(1, int(TARGET_SECONDS / chunk_time))
+        if remaining is not None:
+            share = math.ceil(remaining / (self.fixed * self.workers * BALANCE_SHARE))
+            count = min(count, max(share, int(self.floor / chunk_time)))
+        return max(1, count)
 
     def next_size(self, remaining: int | None = None) -> int:
         """The size of the next chunk; ``remaining`` is the known number of items left."""

@@ -41,7 +41,11 @@ Chunking policy (one rule for every backend):
   ``_chunking.TARGET_SECONDS`` of work per batch), capped by what the worker may still take.
 * A map job is cut into chunks of several items, sized by its ``ChunkSizer``
   (``job_sizer``): an explicit ``chunksize`` exactly, else from measured run times, starting
-  from the last measurement of the same function. One chunk is one task, one batch.
+  from the last measurement of the same function. One chunk is one task; a sized chunk is
+  one batch. Chunks of an explicit ``chunksize`` are the user's unit of work, not of
+  transport: as many go in one batch as the sizer's ``batch_chunks`` says (about
+  ``_chunking.TARGET_SECONDS`` of measured work, at most ``MAX_BATCH_CHUNKS``), each still
+  with its own outcome, retries, timeout and progress.
 * With a ``task_timeout`` the timeout is per item, so a timed job is cut into **one-item
   chunks** (``chunk_items``), and what would have been the chunk size (``chunksize``, or the
   sizer's size) becomes **the number of one-item tasks sent per batch**, at most
@@ -78,6 +82,7 @@ from ._stats import PoolStatistics, WorkerStack, WorkerStatistics
 
 __all__ = [
     "IN_FLIGHT_BATCHES",
+    "MAX_BATCH_CHUNKS",
     "MAX_TIMED_BATCH",
     "Engine",
     "Request",
@@ -93,6 +98,10 @@ __all__ = [
 
 IN_FLIGHT_BATCHES = 2  # per worker: one running, one waiting, so a worker never idles on IPC
 MAX_TIMED_BATCH = 256  # one-item chunks of a timed map per batch, at most
+# Chunks of an explicit chunksize per batch, at most: the same bound, for the same reason
+# (a batch's outcomes are settled together, so its size bounds a burst of work on the
+# scheduler thread).
+MAX_BATCH_CHUNKS = MAX_TIMED_BATCH
 PER_ITEM_MEMORY = 256  # functions whose item times are remembered; then the memory restarts
 
 
@@ -139,6 +148,10 @@ class Source(Protocol):
 
     def _take(self, engine: Engine) -> Optional[Task]:
         """The next chunk to run, or None if none is ready now."""
+
+    @property
+    def remaining(self) -> Optional[int]:
+        """Input items not yet cut into chunks, when known."""
 
     def _drained(self) -> bool:
         """True once no more chunks will come."""
@@ -569,9 +582,17 @@ class Engine:
             if task is not None:
                 if task.claimed or task.sink._claim():
                     task.claimed = True
+                    sizer = task.sink.sizer
                     if head.timed:
-                        return self._take_timed(head, task, coroutines)
-                    return [task]
+                        if head.coroutine and coroutines is not None:
+                            want = coroutines  # as many as the worker may run
+                        else:
+                            want = timed_batch_size(sizer)
+                    elif sizer is not None and sizer.fixed is not None:
+                        want = min(MAX_BATCH_CHUNKS, sizer.batch_chunks(head.remaining))
+                    else:
+                        return [task]
+                    return self._take_more(head, task, want if limit is None else min(want, limit))
                 continue
             if head._drained():
                 fifo.popleft()
@@ -599,13 +620,9 @@ class Engine:
                 batch.append(task)
         return batch
 
-    def _take_timed(self, job: Source, first: Task, coroutines: int | None = None) -> list[Task]:
-        """One-item chunks of a timed job: as many per batch as ``timed_batch_size``; of a
-        coroutine job, as many as the worker may run (``coroutines``)."""
-        if job.coroutine and coroutines is not None:
-            want = coroutines
-        else:
-            want = timed_batch_size(first.sink.sizer)
+    def _take_more(self, job: Source, first: Task, want: int) -> list[Task]:
+        """``first`` and up to ``want - 1`` more chunks of ``job``, for one batch: one-item
+        chunks of a timed job, or chunks of an explicit chunksize (module docstring)."""
         batch = [first]
         while len(batch) < want:
             task = job._take(self)

@@ -109,7 +109,8 @@ class MapJob:
             self._input = iter(items)
             self._remaining = total = len(items)
         self._window = IN_FLIGHT_BATCHES * scheduler.workers + 2
-        if self.timed:
+        if self.timed or (chunksize is not None and chunksize < TIMED_WINDOW):
+            # Small chunks travel many to a batch: keep enough of them cut to fill batches.
             self._window *= TIMED_WINDOW
         if self.coroutine:  # enough to keep every worker's coroutines going
             self._window = max(self._window, 2 * scheduler.concurrency * scheduler.workers)
@@ -204,6 +205,10 @@ class MapJob:
         if not self._lazy or engine.closing:
             return self._cut_chunk()
         return None
+
+    @property
+    def remaining(self) -> int | None:
+        return self._remaining
 
     def _drained(self) -> bool:
         return (self._exhausted or self._cancelled) and not self._ready

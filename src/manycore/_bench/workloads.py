@@ -26,6 +26,7 @@ __all__ = [
     "sleep_ms",
     "spin",
     "square",
+    "squares",
 ]
 
 
@@ -46,6 +47,11 @@ def sleep_ms(ms: float) -> float:
 def square(x: int) -> int:
     """A trivial task: the cost of running it is all overhead."""
     return x * x
+
+
+def squares(xs: list[int]) -> list[int]:
+    """``square`` of each item of a partition: how a batching user drives a per-task system."""
+    return [x * x for x in xs]
 
 
 def identity(x: Any) -> Any:
