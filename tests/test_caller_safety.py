@@ -97,6 +97,25 @@ def test_a_callback_that_exits_does_not_stop_the_pool() -> None:
         assert pool.apply_async(abs, (-2,)).get(timeout=TIMEOUT) == 2
 
 
+class ExitsWhenPickled:
+    """A map input whose pickling raises SystemExit (in the caller, on the engine's thread)."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        sys.exit("pickling")
+
+
+@pytest.mark.parametrize("method", ["map", "imap"])
+def test_an_input_that_exits_when_pickled_fails_its_map_alone(method: str) -> None:
+    with manycore.Pool(2) as pool:
+        items = [1, ExitsWhenPickled(), 3]
+        with pytest.raises(SystemExit, match="pickling"):
+            if method == "map":
+                pool.map_async(abs, items).get(timeout=TIMEOUT)
+            else:
+                helpers.take(pool.imap(abs, items, chunksize=1), 3)
+        assert pool.map_async(abs, [-1, -2]).get(timeout=TIMEOUT) == [1, 2]
+
+
 # --- a worker's death is seen even while a process it forked lives on ----------------------
 
 GRANDCHILD_SLEEPS = 300.0  # far past TIMEOUT: only noticing the worker's exit can answer

@@ -167,6 +167,10 @@ class MapJob:
                 labelled = [(f"input item {i}", x) for i, x in enumerate(items, offset)]
                 self._fail_input(index, argument_error(self._fn, labelled, exc))
                 return None
+            except BaseException as exc:  # SystemExit from an item's __reduce__, say: this
+                # chunk's error, raised to the caller as is, never the engine thread's end
+                self._fail_input(index, exc)
+                return None
             self._cut += 1
             if self._each_item:
                 self._kept[index] = items
