@@ -134,30 +134,10 @@ def _task_star(args: tuple[Any, ...]) -> Any:
 
 
 def _children() -> set[int]:
-    from manycore import _launch
+    """Every live process below this one, fork servers excluded (the kill rounds' walk)."""
+    from benchmarks.soak import _children as with_start_times
 
-    parents: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2 :].split()
-        if fields[0] in (b"Z", b"X"):
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(name))
-    servers = set(_launch.fork_server_pids())
-    found: set[int] = set()
-    stack = [os.getpid()]
-    while stack:
-        for pid in parents.get(stack.pop(), ()):
-            stack.append(pid)
-            if pid not in servers:
-                found.add(pid)
-    return found
+    return {pid for pid, _ in with_start_times()}
 
 
 def _shm() -> set[str]:
