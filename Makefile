@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench soak docs clean
+.PHONY: run test lint typecheck pytest bench soak docs clean cpython-suites
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,8 @@ run: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples tools
+	$(VENV)/bin/ruff format --check src tests benchmarks examples tools
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -56,3 +56,8 @@ bench: $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .venv-* .pytest_cache .mypy_cache .ruff_cache bench-results build
+
+## make cpython-suites: CPython's own multiprocessing and concurrent.futures tests, run against
+## manycore beside the stdlib (tools/cpython_suites.py; long: about an hour for every part)
+cpython-suites: $(STAMP)
+	$(PY) tools/cpython_suites.py $(SUITES_ARGS)

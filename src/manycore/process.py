@@ -17,3 +17,11 @@ from multiprocessing.process import current_process as current_process
 from multiprocessing.process import parent_process as parent_process
 
 __all__ = ["BaseProcess", "active_children", "current_process", "parent_process"]
+
+
+def __getattr__(name: str) -> object:
+    # The stdlib's private helpers and state (such as the registry of live processes, which
+    # manycore's processes join) are reached through here, for code and tests that use them.
+    import multiprocessing.process
+
+    return getattr(multiprocessing.process, name)

@@ -52,3 +52,11 @@ __all__ = [
     "sub_debug",
     "sub_warning",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The stdlib's private helpers and state (such as the registry of live processes, which
+    # manycore's processes join) are reached through here, for code and tests that use them.
+    import multiprocessing.util
+
+    return getattr(multiprocessing.util, name)

@@ -29,6 +29,8 @@ from multiprocessing.dummy import current_process as current_process
 from multiprocessing.dummy import freeze_support as freeze_support
 from multiprocessing.dummy import shutdown as shutdown
 
+from . import connection as connection  # an attribute of the package, as the stdlib's
+
 __all__ = [
     "Barrier",
     "BoundedSemaphore",
