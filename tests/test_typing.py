@@ -96,6 +96,8 @@ _SAME_CLASS = {"ApplyResult": "AsyncResult", '"Executor"': '"ProcessPoolExecutor
 
 
 def _normal(text: str) -> str:
+    # Older mypy releases (the last that run on Python 3.9) spell builtins in full.
+    text = text.replace("builtins.", "")
     text = _QUALIFIED.sub("", text)
     for theirs, ours in _SAME_CLASS.items():
         text = text.replace(theirs, ours)
