@@ -65,6 +65,9 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Optional, Protocol, Union
 
+# _byvalue: the pickler for what goes by value (most pools' functions come from __main__),
+# loaded with the pool's modules, as before workers stopped importing it, not at a first call.
+from . import _byvalue  # noqa: F401
 from . import _messages as m
 from ._chunking import FLOOR_SECONDS, ChunkSizer
 from ._errors import (
