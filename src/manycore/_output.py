@@ -163,10 +163,6 @@ def worker_settings() -> Settings:
     """
     import logging  # loaded in the caller already (by concurrent.futures)
 
-    # Loaded here, in the caller, so that workers forked from it (or from a fork server
-    # forked from it) have it and do not each import it at start.
-    from . import _logforward  # noqa: F401
-
     out, err = forwarded_streams()
     root = logging.getLogger()
     levels = []
