@@ -16,7 +16,11 @@ maps defined in the script itself (as users write it; the stdlib's spawn and for
 workers import the script as ``__mp_main__`` to find it). The script imports everything
 first (imports are not timed: both sides pay theirs once per program anyway), times the
 first pool, terminates it, then times the further pools, and prints the times as JSON. The
-variants run interleaved, after one untimed warm-up run each that warms the page cache.
+variants run interleaved, after one untimed warm-up run each that warms the page cache and
+leaves manycore's bytecode in ``__pycache__``: the subprocesses run without
+``PYTHONDONTWRITEBYTECODE``, since an installed package has its bytecode (the installer
+compiles it) as the stdlib has its own; with the variable set, every spawned worker would
+compile manycore's modules anew, and the figure would time the compiler.
 
 Reference rows set manycore's default beside the stdlib's forkserver and spawn, which are
 what a program gets when it avoids plain fork (and the defaults on Python 3.14 and macOS).
@@ -111,6 +115,7 @@ def _run_once(ctx: Context, variant: _Variant, script: Path) -> dict[str, Any]:
     script.write_text(_SCRIPT.format(setup=variant.setup, later=LATER_POOLS))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ctx.root), env.get("PYTHONPATH")) if p)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # see the module docstring
     done = subprocess.run(
         [sys.executable, "-W", "ignore::DeprecationWarning", str(script)],
         capture_output=True,

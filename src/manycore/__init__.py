@@ -22,10 +22,6 @@ from multiprocessing import current_process as current_process
 from multiprocessing import parent_process as parent_process
 from multiprocessing import set_executable as set_executable
 from multiprocessing import set_forkserver_preload as set_forkserver_preload
-from multiprocessing.util import SUBDEBUG as SUBDEBUG
-from multiprocessing.util import SUBWARNING as SUBWARNING
-from multiprocessing.util import get_logger as get_logger
-from multiprocessing.util import log_to_stderr as log_to_stderr
 from typing import TYPE_CHECKING, Any
 
 # Submodules that ``import multiprocessing`` loads too, so code reaches them as attributes
@@ -33,21 +29,13 @@ from typing import TYPE_CHECKING, Any
 from . import process as process
 from . import reduction as reduction
 from ._cpu import cpu_count as cpu_count
-from ._errors import ArgumentPicklingError as ArgumentPicklingError
-from ._errors import ArgumentUnpicklingError as ArgumentUnpicklingError
-from ._errors import InitializerError as InitializerError
-from ._errors import ManycoreError as ManycoreError
-from ._errors import PoolBrokenError as PoolBrokenError
-from ._errors import PoolClosedError as PoolClosedError
-from ._errors import RemoteTraceback as RemoteTraceback
-from ._errors import ResultPicklingError as ResultPicklingError
-from ._errors import ResultUnpicklingError as ResultUnpicklingError
-from ._errors import SerializationError as SerializationError
-from ._errors import TaskTimeoutError as TaskTimeoutError
-from ._errors import TimeoutError as TimeoutError
-from ._errors import WorkerLostError as WorkerLostError
 
 if TYPE_CHECKING:
+    from multiprocessing.util import SUBDEBUG as SUBDEBUG
+    from multiprocessing.util import SUBWARNING as SUBWARNING
+    from multiprocessing.util import get_logger as get_logger
+    from multiprocessing.util import log_to_stderr as log_to_stderr
+
     from . import context as context
     from ._buffers import SharedMemoryWarning as SharedMemoryWarning
     from ._connection import Pipe as Pipe
@@ -55,6 +43,19 @@ if TYPE_CHECKING:
     from ._context import get_context as get_context
     from ._context import get_start_method as get_start_method
     from ._context import set_start_method as set_start_method
+    from ._errors import ArgumentPicklingError as ArgumentPicklingError
+    from ._errors import ArgumentUnpicklingError as ArgumentUnpicklingError
+    from ._errors import InitializerError as InitializerError
+    from ._errors import ManycoreError as ManycoreError
+    from ._errors import PoolBrokenError as PoolBrokenError
+    from ._errors import PoolClosedError as PoolClosedError
+    from ._errors import RemoteTraceback as RemoteTraceback
+    from ._errors import ResultPicklingError as ResultPicklingError
+    from ._errors import ResultUnpicklingError as ResultUnpicklingError
+    from ._errors import SerializationError as SerializationError
+    from ._errors import TaskTimeoutError as TaskTimeoutError
+    from ._errors import TimeoutError as TimeoutError
+    from ._errors import WorkerLostError as WorkerLostError
     from ._executor import ProcessPoolExecutor as ProcessPoolExecutor
     from ._managers import Manager as Manager
     from ._pool import AsyncResult as AsyncResult
@@ -90,8 +91,26 @@ reducer = reduction
 # spawned worker (whose import of manycore._worker imports this package first), does not
 # pay for pools, processes, queues, shared memory and managers it may never touch: a
 # worker needs its loop, the codec and the transport (issue 16: the whole package took a
-# spawned worker 120-140 ms).
+# spawned worker 120-140 ms). The errors wait too: their stdlib bases
+# (``concurrent.futures``, ``multiprocessing.pool``) cost a worker more than its loop.
 _LAZY = {
+    "ArgumentPicklingError": "._errors",
+    "ArgumentUnpicklingError": "._errors",
+    "InitializerError": "._errors",
+    "ManycoreError": "._errors",
+    "PoolBrokenError": "._errors",
+    "PoolClosedError": "._errors",
+    "RemoteTraceback": "._errors",
+    "ResultPicklingError": "._errors",
+    "ResultUnpicklingError": "._errors",
+    "SerializationError": "._errors",
+    "TaskTimeoutError": "._errors",
+    "TimeoutError": "._errors",
+    "WorkerLostError": "._errors",
+    "SUBDEBUG": "multiprocessing.util",
+    "SUBWARNING": "multiprocessing.util",
+    "get_logger": "multiprocessing.util",
+    "log_to_stderr": "multiprocessing.util",
     "SharedMemoryWarning": "._buffers",
     "get_all_start_methods": "._context",
     "get_context": "._context",

@@ -65,6 +65,11 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Optional, Protocol, Union
 
+# Loaded with the pool's modules, as before workers stopped importing them, not in a pool's
+# first start or call: _byvalue, the pickler for what goes by value (most pools' functions
+# come from __main__); _logforward, which workers forked from this process (or from a fork
+# server forked from it) then have without importing it each.
+from . import _byvalue, _logforward  # noqa: F401
 from . import _messages as m
 from ._chunking import FLOOR_SECONDS, ChunkSizer
 from ._errors import (

@@ -48,7 +48,6 @@ import signal
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from typing import Any, Callable, Optional, Union
 
@@ -59,8 +58,7 @@ from ._fds import (
     neutralize_inherited,
     os_thread_count,
 )
-from ._serialize import use_fresh_main
-from ._zygote import REPLY, STATUS, encode_request, resolve_entry, serve
+from ._zygote import REPLY, STATUS, encode_request, resolve_entry, serve, spawned_main
 
 __all__ = [
     "LAUNCHERS",
@@ -122,31 +120,6 @@ def _spawn_python(code: str, fds: Sequence[int]) -> int:
     executable = os.fsdecode(multiprocessing.spawn.get_executable())
     argv = [executable, "-c", code]
     return os.posix_spawn(executable, argv, _child_env(), file_actions=actions)
-
-
-def spawned_main(entry: str, nfds: int, sentinel: bool) -> None:
-    """In a spawned child (``python -c``): run ``entry`` on descriptors 3, 4, ...; never returns.
-
-    With ``sentinel``, descriptor 3 is the sentinel's write end: it is held, never passed
-    to the entry, and closed only by this process's exit.
-    """
-    code = 1
-    try:
-        use_fresh_main()  # __main__ here is the ``python -c`` launcher: not the user's
-        first = 3
-        if sentinel:
-            os.set_inheritable(first, False)
-            internal_fd(first)  # this child's own children must not hold it
-            first += 1
-        fds = range(first, first + nfds)
-        for fd in fds:
-            os.set_inheritable(fd, False)
-        code = resolve_entry(entry)(*fds)
-    except Exception:
-        traceback.print_exc()
-    finally:
-        flush_stdio()
-        os._exit(code)
 
 
 def _readable(fd: int, timeout: Optional[float]) -> bool:
@@ -418,7 +391,7 @@ class SpawnLauncher(Launcher):
     def start_child(self, entry: Entry, fds: Sequence[int], *, sentinel: bool = False) -> Child:
         name = _entry_name(entry, self.name)
         code = (
-            "from manycore._launch import spawned_main; "
+            "from manycore._zygote import spawned_main; "
             f"spawned_main({name!r}, {len(fds)}, {sentinel})"
         )
         if not sentinel:

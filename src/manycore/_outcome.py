@@ -34,28 +34,22 @@ Guarantees:
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import inspect
 import threading
 from types import BuiltinFunctionType, FunctionType
-from typing import Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from . import _messages as m
-from ._errors import (
-    ArgumentUnpicklingError,
-    InitializerError,
-    ResultPicklingError,
-    ResultUnpicklingError,
-    describe_call,
-    format_remote,
-    with_remote_cause,
-)
 from ._payload import loads
 from ._serialize import dumps, first_unpicklable
 
+# A worker imports this module before its first call, so what only failures, coroutines or
+# the caller need is imported where it is used: ``_errors`` (its stdlib bases load
+# ``concurrent.futures`` and ``multiprocessing.pool``), ``asyncio`` and ``inspect`` would
+# more than double a spawned worker's start (issue 16).
+if TYPE_CHECKING:
+    from ._errors import InitializerError, ResultUnpicklingError
+
 __all__ = [
-    "CANCELLED",
     "CallRunner",
     "Described",
     "Unread",
@@ -68,6 +62,7 @@ __all__ = [
     "run_initializer",
     "summary",
     "unpickling_error",
+    "was_cancelled",
 ]
 
 
@@ -80,7 +75,7 @@ class Described(Protocol):
 # ---------------------------------------------------------------- running, encoding
 
 
-_CO_COROUTINE = inspect.CO_COROUTINE
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, a flag of the code object
 
 
 def is_coroutine_function(fn: Any) -> bool:
@@ -95,6 +90,8 @@ def is_coroutine_function(fn: Any) -> bool:
         return bool(fn.__code__.co_flags & _CO_COROUTINE)
     if kind is BuiltinFunctionType:
         return False
+    import inspect
+
     return inspect.iscoroutinefunction(fn)
 
 
@@ -159,6 +156,8 @@ class CallRunner:
 
     def unbuildable(self, exc: BaseException) -> bytes:
         """The FAILED payload of a call whose function or arguments could not be rebuilt."""
+        from ._errors import ArgumentUnpicklingError, format_remote
+
         error = ArgumentUnpicklingError(
             f"{self.where} could not rebuild the task's function or arguments: {exc!r}. {self.fix}",
             remote=format_remote(exc),
@@ -172,6 +171,8 @@ class CallRunner:
         running loop; the outcome as ``run`` gives it. A map chunk's items run one after
         the other. ``asyncio.CancelledError`` is left to the caller, who knows who
         cancelled it."""
+        import asyncio  # loaded already: a loop runs this
+
         kind &= m.KIND
         values: list[Any] = []
         try:
@@ -194,6 +195,8 @@ class CallRunner:
         return _encode_raised(exc, None, fn)
 
     def _run_sync(self, kind: int, fn: Callable[..., Any], payload: Any) -> tuple[int, bytes]:
+        import asyncio
+
         try:
             return asyncio.run(self.run_coroutine(kind, fn, payload))
         except BaseException as exc:  # cancelled from inside: an error of the call
@@ -203,6 +206,8 @@ class CallRunner:
         try:
             return m.OK, self.encode(value)
         except Exception as exc:
+            from ._errors import ResultPicklingError, describe_call
+
             detail = _first_unpicklable(value) if isinstance(value, list) else ""
             error = ResultPicklingError(
                 f"the result of {describe_call(fn)} cannot be pickled to send it back{detail}: "
@@ -220,6 +225,8 @@ def run_initializer(blob: bytes) -> Optional[bytes]:
         fn, args = loads(blob)
         fn(*args)
     except BaseException as exc:
+        from ._errors import InitializerError, format_remote
+
         tb = format_remote(exc)
         try:
             return dumps((exc, tb))
@@ -230,8 +237,16 @@ def run_initializer(blob: bytes) -> Optional[bytes]:
     return None
 
 
-CANCELLED = dumps(concurrent.futures.CancelledError())
-"""A FAILED payload: the call was cancelled before it started (the worker skipped it)."""
+_cancelled: list[bytes] = []
+
+
+def was_cancelled() -> bytes:
+    """The FAILED payload of a call cancelled before it started (the worker skipped it)."""
+    if not _cancelled:
+        import concurrent.futures
+
+        _cancelled.append(dumps(concurrent.futures.CancelledError()))
+    return _cancelled[0]
 
 
 def summary(exc: BaseException) -> str:
@@ -252,6 +267,8 @@ def exception_parts(
     ("square(3)", "the process") raised it, with the traceback text attached (with a limit,
     its first frames and its end).
     """
+    from ._errors import ResultPicklingError, format_remote
+
     tb = format_remote(exc)
     text = summary(exc)
     try:
@@ -277,6 +294,8 @@ def exception_parts(
 
 
 def _encode_raised(exc: BaseException, partial: Optional[list[Any]], fn: Any) -> bytes:
+    from ._errors import describe_call
+
     exc_blob, text, tb = exception_parts(exc, describe_call(fn))
     if partial is not None:
         try:
@@ -302,6 +321,8 @@ def _first_unpicklable(values: list[Any]) -> str:
 def rebuild_exception(exc_blob: bytes, text: str, tb: str, raiser: str) -> BaseException:
     """The exception of ``exception_parts``, rebuilt here with the remote traceback as its
     cause; a ``ResultUnpicklingError`` saying ``raiser`` raised ``text`` when it cannot be."""
+    from ._errors import ResultUnpicklingError, with_remote_cause
+
     try:
         error: BaseException = loads(exc_blob)
     except BaseException as inner:  # SystemExit while rebuilding it too
@@ -315,6 +336,8 @@ def rebuild_exception(exc_blob: bytes, text: str, tb: str, raiser: str) -> BaseE
 
 def outcome_error(task: Described, status: int, payload: bytes) -> tuple[BaseException, Any]:
     """(error, values computed before it) for a RAISED or FAILED outcome's payload."""
+    from ._errors import ResultUnpicklingError
+
     partial = None
     try:
         if status == m.RAISED:
@@ -331,6 +354,8 @@ def outcome_error(task: Described, status: int, payload: bytes) -> tuple[BaseExc
 
 def unpickling_error(task: Described, exc: BaseException) -> ResultUnpicklingError:
     """The error for a task whose result could not be unpickled in the caller."""
+    from ._errors import ResultUnpicklingError
+
     error = ResultUnpicklingError(
         f"the result of {task.describe()} could not be unpickled in the caller: "
         f"{exc!r}. Its class must be importable here with the same definition.",
@@ -341,6 +366,8 @@ def unpickling_error(task: Described, exc: BaseException) -> ResultUnpicklingErr
 
 def initializer_error(blob: bytes) -> InitializerError:
     """The pool-breaking error for an initializer failure of ``run_initializer``."""
+    from ._errors import InitializerError, with_remote_cause
+
     try:
         exc, tb = loads(blob)
     except BaseException as inner:

@@ -54,9 +54,7 @@ from __future__ import annotations
 
 import codecs
 import io
-import logging
 import os
-import pickle
 import select
 import sys
 import threading
@@ -163,6 +161,8 @@ def worker_settings() -> Settings:
 
     Raises nothing: an invalid ``MANYCORE_WORKER_OUTPUT`` warns and counts as ``auto``.
     """
+    import logging  # loaded in the caller already (by concurrent.futures)
+
     out, err = forwarded_streams()
     root = logging.getLogger()
     levels = []
@@ -181,6 +181,8 @@ def deliver(message: Any, worker_index: int, worker_pid: int) -> None:
             if stream is not None:
                 stream.write(message.text)
         elif type(message) is Log:
+            import logging
+
             record = logging.makeLogRecord(message.attrs)
             record.process = worker_pid
             record.processName = f"manycore-worker-{worker_index}"
@@ -205,7 +207,7 @@ def install_worker(
     if settings is None:
         return None
     pid = os.getpid()
-    _install_logging(send, settings, pid)
+    _forward_logging(send, settings, pid)
     streams: list[_ForwardStream] = []
     if settings.stdout:
         sys.stdout = _ForwardStream(send, STDOUT, pid)
@@ -384,70 +386,64 @@ class _BinaryForward(io.RawIOBase):
         self._text.flush()
 
 
-# Attributes every LogRecord has; anything else came from ``extra=`` and may not pickle.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-_formatter = logging.Formatter()
+class _AfterImport:
+    """A finder on ``sys.meta_path`` that runs ``then()`` once the module ``name`` has been
+    imported, inside that import: before the importer's next line can use it. It finds
+    nothing itself; it asks the finders after it and wraps the loader they give."""
 
+    def __init__(self, name: str, then: Callable[[], None]) -> None:
+        self.name = name
+        self.then = then
 
-class _ForwardHandler(logging.Handler):
-    """Sends each record to the owner; the owner's handlers format it."""
-
-    def __init__(self, send: Callable[[Any], None], pid: int) -> None:
-        super().__init__(logging.NOTSET)
-        self._send = send
-        self._pid = pid
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if os.getpid() != self._pid:
-            # A process forked by a task: the socket is not its to write. Say it on stderr
-            # (the descriptor), as logging does when no handler is configured.
-            if logging.lastResort is not None:
-                logging.lastResort.handle(record)
-            return
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
         try:
-            self._send(Log(_picklable(record)))
-        except Exception:
-            self.handleError(record)
+            sys.meta_path.remove(self)  # once, whatever follows
+        except ValueError:
+            pass
+        for finder in list(sys.meta_path):
+            find = getattr(finder, "find_spec", None)
+            spec = find(fullname, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec  # not a loader we can wrap (the stdlib's logging always is)
+        then = self.then
+
+        class Loader:
+            def create_module(self, spec: Any) -> Any:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: Any) -> None:
+                loader.exec_module(module)
+                module.__loader__ = module.__spec__.loader = loader  # as if never wrapped
+                try:
+                    then()
+                except Exception:  # never fail the user's import: records stay local
+                    pass
+
+        spec.loader = Loader()
+        return spec
 
 
-def _picklable(record: logging.LogRecord) -> dict[str, Any]:
-    attrs = dict(record.__dict__)
-    attrs["msg"] = record.getMessage()  # the args are formatted here, where they live
-    attrs["args"] = None
-    if record.exc_info:
-        if not record.exc_text:
-            attrs["exc_text"] = _formatter.formatException(record.exc_info)
-        attrs["exc_info"] = None
-    for key in attrs.keys() - _STANDARD:
-        try:
-            pickle.dumps(attrs[key])
-        except Exception:
-            attrs[key] = repr(attrs[key])
-    return attrs
+def _forward_logging(send: Callable[[Any], None], settings: Settings, pid: int) -> None:
+    """Forward the worker's log records (``_logforward``), now if ``logging`` is loaded (a
+    forked worker), else as soon as something imports it: a spawned worker does not import
+    ``logging`` (with ``traceback``, a quarter of its start, issue 16) unless its tasks do."""
 
+    def install() -> None:
+        from ._logforward import install
 
-def _install_logging(send: Callable[[Any], None], settings: Settings, pid: int) -> None:
-    """Every record a worker logs goes to the owner, once.
+        install(lambda attrs: send(Log(attrs)), settings, pid)
 
-    Under fork the worker inherits the caller's handlers: they are dropped (the caller's own
-    handlers handle the forwarded record). A logger that does not propagate gets the
-    forwarding handler itself, since its records never reach the root.
-    """
-    handler = _ForwardHandler(send, pid)
-    root = logging.getLogger()
-    for existing in list(root.manager.loggerDict.values()):
-        if isinstance(existing, logging.Logger) and existing.handlers:
-            for old in list(existing.handlers):
-                existing.removeHandler(old)
-            if not existing.propagate:
-                existing.addHandler(handler)
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(settings.root_level)
-    for name, level in settings.levels:
-        logging.getLogger(name).setLevel(level)
-    logging.disable(settings.disable)
+    if "logging" in sys.modules:
+        install()
+    else:
+        sys.meta_path.insert(0, _AfterImport("logging", install))
 
 
 # ---------------------------------------------------------------- Process children

@@ -58,6 +58,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, Optional
 
 from . import _launch, _output
+from ._byvalue import Pickler
 from ._errors import (
     ArgumentPicklingError,
     ArgumentUnpicklingError,
@@ -65,7 +66,6 @@ from ._errors import (
 )
 from ._fds import close_internal, internal_fd
 from ._outcome import exception_parts, rebuild_exception
-from ._serialize import Pickler
 
 __all__ = [
     "Process",

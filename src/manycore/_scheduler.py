@@ -109,6 +109,7 @@ class _Slot:
         chan: OwnerChannel,
         quota: int | None,
         shm_prefix: str = "",
+        early: bool = True,
     ):
         self.index = index
         self.shm_prefix = shm_prefix  # names of the segments it hands results over in
@@ -122,6 +123,13 @@ class _Slot:
         self.coroutine_cancels: set[int] = set()
         self.quota = quota  # tasks it may still be sent, None = unlimited
         self.ready = False
+        # Whether it may be sent work before it is ready (WorkerReady). A forked worker is
+        # ready within a millisecond: sending at once saves a round trip. A spawned one
+        # boots a whole interpreter, and two boots can differ by tens of milliseconds: work
+        # goes to whichever is ready first, one batch at a time while another still boots,
+        # as the stdlib's shared task queue gives it to the first worker that asks (issue
+        # 16).
+        self.takes_work = early
         self.retiring = False
         self.prefix_tracked = False  # our tracker removes its segments if we both die
         self.timed = 0  # tasks in ``tasks`` with a timeout
@@ -140,7 +148,8 @@ class _Slot:
 
     def has_room(self) -> bool:
         return (
-            len(self.batches) < IN_FLIGHT_BATCHES
+            self.takes_work
+            and len(self.batches) < IN_FLIGHT_BATCHES
             and not self.retiring
             and (self.quota is None or self.quota > 0)
         )
@@ -467,7 +476,7 @@ class Scheduler(Engine):
         elif type(message) in _output.MESSAGES:
             _output.deliver(message, slot.index, slot.proc.pid)
         elif type(message) is m.WorkerReady:
-            slot.ready = True
+            slot.ready = slot.takes_work = True
             slot.stack_fd = message.stack_fd
             self._startup_failures = 0
         elif type(message) is m.Retiring:
@@ -571,6 +580,8 @@ class Scheduler(Engine):
                         return
                     continue  # what waits may be coroutine tasks it has no room for
                 self._send(slot, calls)
+        if self.launcher.fresh_interpreter and not all(slot.takes_work for slot in slots):
+            return  # a worker still boots: what waits goes to whoever is free first
         for slot in slots:
             while slot.has_room():
                 calls = self._next_batch(slot.quota, room - slot.coroutines)
@@ -643,7 +654,8 @@ class Scheduler(Engine):
         )
         chan.queue(pickle.dumps(config, 5))
         chan.flush()
-        slot = _Slot(index, proc, chan, self.max_tasks, prefix or "")
+        early = not self.launcher.fresh_interpreter
+        slot = _Slot(index, proc, chan, self.max_tasks, prefix or "", early)
         self._slots[chan.fileno()] = slot
         if slot.exit_fd >= 0:
             self._exits[slot.exit_fd] = slot

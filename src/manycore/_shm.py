@@ -46,14 +46,15 @@ import errno
 import mmap
 import os
 import re
-import secrets
 import socket
 import stat
-import subprocess
 import sys
 import threading
 import weakref
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    import subprocess  # the tracker's; imported when it starts (a worker never starts one)
 
 __all__ = [
     "PREFIX",
@@ -116,7 +117,9 @@ def _check_name(name: str) -> None:
 
 
 def _new_name(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(12)}"
+    # os.urandom, as secrets.token_hex does, without importing secrets (hashlib, hmac, random:
+    # milliseconds of a spawned worker's start)
+    return f"{prefix}_{os.urandom(12).hex()}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,6 +221,8 @@ class _Tracker:
             return None
 
     def _start(self) -> socket.socket:
+        import subprocess
+
         if self._proc is not None and self._pid == os.getpid():
             try:
                 self._proc.wait(timeout=5)  # it exited (idle) or is exiting: reap it

@@ -1,4 +1,10 @@
-"""The fork server: a single-threaded process that forks children on request.
+"""How a child starts, before its entry point: the fork server, and a spawned child's start.
+
+This module is all a child imports of manycore before its entry point's own module, so it
+stays small: a spawned child (``python -c``) runs ``spawned_main``, a fork server runs
+``serve``, and neither imports the owner's launcher (``_launch``).
+
+The fork server is a single-threaded process that forks children on request.
 
 Who runs where::
 
@@ -43,9 +49,18 @@ import struct
 import sys
 from typing import Callable, NoReturn
 
+from ._fds import flush_stdio, internal_fd
 from ._serialize import use_fresh_main
 
-__all__ = ["REPLY", "REQUEST", "STATUS", "encode_request", "resolve_entry", "serve"]
+__all__ = [
+    "REPLY",
+    "REQUEST",
+    "STATUS",
+    "encode_request",
+    "resolve_entry",
+    "serve",
+    "spawned_main",
+]
 
 REQUEST = struct.Struct("<cH")  # b"R", then the entry's length; the entry follows
 REPLY = struct.Struct("<q")
@@ -73,6 +88,33 @@ def resolve_entry(entry: str) -> Callable[..., int]:
         raise ValueError(f"entry point {entry!r} is not 'module:function'")
     func: Callable[..., int] = getattr(importlib.import_module(module), name)
     return func
+
+
+def spawned_main(entry: str, nfds: int, sentinel: bool) -> None:
+    """In a spawned child (``python -c``): run ``entry`` on descriptors 3, 4, ...; never returns.
+
+    With ``sentinel``, descriptor 3 is the sentinel's write end: it is held, never passed
+    to the entry, and closed only by this process's exit.
+    """
+    code = 1
+    try:
+        use_fresh_main()  # __main__ here is the ``python -c`` launcher: not the user's
+        first = 3
+        if sentinel:
+            os.set_inheritable(first, False)
+            internal_fd(first)  # this child's own children must not hold it
+            first += 1
+        fds = range(first, first + nfds)
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        code = resolve_entry(entry)(*fds)
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        flush_stdio()
+        os._exit(code)
 
 
 def serve(control_fd: int) -> NoReturn:
