@@ -8,11 +8,14 @@ Who runs where::
                   lazy: _feed() a window            at the size the sizer says
     iterate: wait for chunk k, _feed()              lazy  -> pop a chunk _feed() cut
              more while waiting            _resolve/_reject(chunk k) -> results[k]
-    cancel() on Ctrl-C or close()          _abort(exc) when the pool ends
+    eager get(): read_while_running,       _abort(exc) when the pool ends
+             unpickling chunk k as it settles
+    cancel() on Ctrl-C or close()
 
 *Eager* jobs (``map``, ``map_async``, ``starmap``) read their whole input up front, as the
-stdlib does, and the scheduler cuts chunks when a worker has room, so each chunk is sized
-with everything measured so far. *Lazy* jobs (``imap``, ``imap_unordered``,
+stdlib does (a list, tuple or range needs no reading: it is cut as it is), and the
+scheduler cuts chunks when a worker has room, so each chunk is sized with everything
+measured so far. *Lazy* jobs (``imap``, ``imap_unordered``,
 ``Executor.map``) read the user's iterator on the consuming thread only, never on the
 scheduler thread (a slow generator must not stall other jobs), and keep at most ``window``
 chunks cut but not yet consumed: memory stays bounded on endless input. Once the pool is
@@ -105,9 +108,13 @@ class MapJob:
             self._input: Iterator[Any] = iter(iterable)
             self._remaining: int | None = None
         else:
-            items = iterable if isinstance(iterable, list) else list(iterable)
+            # A list, tuple or range is cut as it is, on the scheduler thread, as the
+            # stdlib's task thread reads any sized input (copying 200k ints costs more
+            # than a tenth of mapping x*x over them); other input is read up front.
+            items = iterable if isinstance(iterable, (list, tuple, range)) else list(iterable)
             self._input = iter(items)
             self._remaining = total = len(items)
+        self.sizer.total = total
         self._window = IN_FLIGHT_BATCHES * scheduler.workers + 2
         if self.timed or (chunksize is not None and chunksize < TIMED_WINDOW):
             # Small chunks travel many to a batch: keep enough of them cut to fill batches.
@@ -137,6 +144,7 @@ class MapJob:
         # Set while an asyncio consumer waits (``ResultIterator.__anext__``): called, under
         # the condition, whenever the consumer may have something new to look at.
         self.waker: Callable[[], None] | None = None
+        self._awaited: int | None = None  # the chunk ``read_while_running`` waits for
 
     # ------------------------------------------------------------ cutting chunks
 
@@ -311,7 +319,8 @@ class MapJob:
         self._settled += 1
         if exc is not None and (self._error_index is None or index < self._error_index):
             self.error, self._error_index = exc, index
-        self._cond.notify_all()
+        if self._lazy or index == self._awaited:  # an eager job's reader waits for one
+            self._cond.notify_all()
         if self.waker is not None:
             self.waker()
         self._check_done()
@@ -356,6 +365,36 @@ class MapJob:
         for index in range(self._cut):
             out.extend(read(self._results[index][0]))
         return out
+
+    def read_while_running(self, deadline: float | None) -> None:
+        """Eager jobs, on the thread that waits for the values: unpickle each chunk's values
+        as it settles, in input order, until the job is done or ``deadline`` passes, so
+        that reading them overlaps the work still running and ``values()`` finds little
+        left to do. What a chunk's unpickling raises is kept in its ``Unread``, for
+        ``values()`` to raise in its turn."""
+        index = 0
+        while True:
+            with self._cond:
+                while True:
+                    outcome = self._results.get(index)
+                    if outcome is not None or self._done or self._cancelled:
+                        break
+                    timeout = None if deadline is None else deadline - time.monotonic()
+                    if timeout is not None and timeout <= 0:
+                        return
+                    # Woken when this chunk settles (not for every other one: a
+                    # chunksize=1 map settles thousands), or when the job ends.
+                    self._awaited = index
+                    self._cond.wait(timeout)
+                self._awaited = None
+                if outcome is None or self.error is not None:
+                    return  # done: values() reads the rest, or raises the error
+            if type(outcome[0]) is Unread:
+                try:
+                    outcome[0].read()
+                except BaseException:  # kept in the Unread: values() raises it in order
+                    pass
+            index += 1
 
     def iterate(self, ordered: bool) -> ResultIterator[Any]:
         return ResultIterator(self, ordered)
