@@ -54,6 +54,19 @@ def test_a_short_map_is_split_evenly_not_handed_to_one_worker(start_method):
     assert first <= 2_000
 
 
+def test_map_cuts_lists_tuples_and_ranges_as_they_are(start_method):
+    # Slices of the input travel as they are: a range's chunks as ranges.
+    with manycore.Pool(2, context=start_method) as pool:
+        for items in ([3, 1, 2] * 1000, tuple(range(3000)), range(3000), range(5, 60_000, 7)):
+            assert pool.map(workloads.square, items) == [x * x for x in items]
+        assert pool.map(workloads.square, range(0)) == []
+        assert pool.map(workloads_speed.chunk_items, range(1))[0] == 1
+        pairs = tuple((i, 2 * i) for i in range(500))
+        assert pool.starmap(workloads.add, pairs) == [3 * i for i in range(500)]
+        with pytest.raises(ValueError, match="item 7 is bad"):
+            pool.map(workloads_speed.fail_on_seven, range(100))
+
+
 def test_a_map_read_while_it_runs_keeps_its_errors_timeouts_and_cancel(start_method):
     # get() unpickles the chunks that are back while the rest still run.
     with manycore.Pool(2, context=start_method) as pool:

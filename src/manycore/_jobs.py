@@ -106,13 +106,20 @@ class MapJob:
         if lazy:
             total = len(iterable) if isinstance(iterable, Sized) else None
             self._input: Iterator[Any] = iter(iterable)
+            self._sequence: list[Any] | tuple[Any, ...] | range | None = None
             self._remaining: int | None = None
         else:
-            # A list, tuple or range is cut as it is, on the scheduler thread, as the
-            # stdlib's task thread reads any sized input (copying 200k ints costs more
-            # than a tenth of mapping x*x over them); other input is read up front.
-            items = iterable if isinstance(iterable, (list, tuple, range)) else list(iterable)
-            self._input = iter(items)
+            # A list, tuple or range is cut as it is, slice by slice on the scheduler
+            # thread, as the stdlib's task thread reads any sized input: copying 200k ints
+            # first cost more than a tenth of mapping x*x over them, and a range's chunk
+            # travels as a range. Other input is read up front.
+            if isinstance(iterable, (list, tuple, range)):
+                items: Any = iterable
+                self._sequence = iterable
+            else:
+                items = list(iterable)
+                self._sequence = items
+            self._input = iter(())
             self._remaining = total = len(items)
         self.sizer.total = total
         self._window = IN_FLIGHT_BATCHES * scheduler.workers + 2
@@ -156,13 +163,17 @@ class MapJob:
             size = chunk_items(self.sizer, self._remaining, self.timed)
             index = self._cut
             try:
-                items = list(itertools.islice(self._input, size))
+                if self._sequence is not None:
+                    items = self._sequence[self._items_cut : self._items_cut + size]
+                else:
+                    items = list(itertools.islice(self._input, size))
             except BaseException as exc:  # the user's iterator raised: the error of this chunk
                 self._fail_input(index, exc)
                 return None
             if not items:
                 with self._cond:
                     self._exhausted = True
+                    self._sequence = None
                     self._check_done()
                 return None
             if self._remaining is not None:
@@ -183,8 +194,10 @@ class MapJob:
             if self._each_item:
                 self._kept[index] = items
             if self._remaining == 0:
-                # Known input, last chunk cut: completion needs no extra pass.
+                # Known input, last chunk cut: completion needs no extra pass, and the
+                # input may go (as an exhausted iterator lets its list go).
                 self._exhausted = True
+                self._sequence = None
             return Task(
                 self._kind, self._fn, self._fn_blob, payload, self, index, len(items), self._options
             )
