@@ -46,7 +46,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator, Sized
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence, Sized
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from ._engine import IN_FLIGHT_BATCHES, Engine, Task, chunk_items
@@ -138,7 +138,7 @@ class MapJob:
         self._exhausted = False  # no more chunks will be cut
         self._results: dict[int, _Outcome] = {}
         self._each_item = each_item
-        self._kept: dict[int, list[Any]] = {}  # each_item: the items of chunks in flight
+        self._kept: dict[int, Sequence[Any]] = {}  # each_item: the items of chunks in flight
         self._pieces: dict[int, list[Any]] = {}  # each_item: what a split chunk gave so far
         self._settled = 0
         self._consumed = 0  # lazy: chunks the consumer has taken
@@ -290,7 +290,7 @@ class MapJob:
             self._store(task.index, before + (partial or []), exc)
 
     def _continue_after(
-        self, task: Task, exc: BaseException, partial: list[Any], rest: list[Any]
+        self, task: Task, exc: BaseException, partial: list[Any], rest: Sequence[Any]
     ) -> None:
         """Keep a failed item's error in its place and run the items after it anew."""
         if self.progress is not None:
