@@ -65,6 +65,13 @@ def test_map_cuts_lists_tuples_and_ranges_as_they_are(start_method):
         assert pool.starmap(workloads.add, pairs) == [3 * i for i in range(500)]
         with pytest.raises(ValueError, match="item 7 is bad"):
             pool.map(workloads_speed.fail_on_seven, range(100))
+        # A subclass is read through its own __iter__, as the stdlib reads it.
+        assert pool.map(workloads.square, _Doubled([1, 2, 3])) == [4, 16, 36]
+
+
+class _Doubled(list):
+    def __iter__(self):
+        return (2 * x for x in list.__iter__(self))
 
 
 def test_a_map_read_while_it_runs_keeps_its_errors_timeouts_and_cancel(start_method):

@@ -112,10 +112,11 @@ class MapJob:
             # A list, tuple or range is cut as it is, slice by slice on the scheduler
             # thread, as the stdlib's task thread reads any sized input: copying 200k ints
             # first cost more than a tenth of mapping x*x over them, and a range's chunk
-            # travels as a range. Other input is read up front.
-            if isinstance(iterable, (list, tuple, range)):
+            # travels as a range. Other input (a subclass too: its __iter__ may be its
+            # own) is read up front.
+            if type(iterable) in (list, tuple, range):
                 items: Any = iterable
-                self._sequence = iterable
+                self._sequence = items
             else:
                 items = list(iterable)
                 self._sequence = items
