@@ -340,7 +340,7 @@ class Engine:
         new_snapshots()  # functions pickled by value are snapshots taken anew for this pool
         # The pool's initializer, pickled once for every worker (None: there is none).
         self._init_blob = dumps_callable((initializer, tuple(initargs))) if initializer else None
-        self.single_sizer = ChunkSizer(workers)
+        self.single_sizer = ChunkSizer(workers, calls=True)
         # Seconds per item last measured for each mapped function (by its pickled bytes), so
         # a repeated map of the same function starts at a good chunk size, not at 1.
         self.per_item: dict[bytes, float] = {}

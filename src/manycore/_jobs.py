@@ -8,11 +8,14 @@ Who runs where::
                   lazy: _feed() a window            at the size the sizer says
     iterate: wait for chunk k, _feed()              lazy  -> pop a chunk _feed() cut
              more while waiting            _resolve/_reject(chunk k) -> results[k]
-    cancel() on Ctrl-C or close()          _abort(exc) when the pool ends
+    eager get(): read_while_running,       _abort(exc) when the pool ends
+             unpickling chunk k as it settles
+    cancel() on Ctrl-C or close()
 
 *Eager* jobs (``map``, ``map_async``, ``starmap``) read their whole input up front, as the
-stdlib does, and the scheduler cuts chunks when a worker has room, so each chunk is sized
-with everything measured so far. *Lazy* jobs (``imap``, ``imap_unordered``,
+stdlib does (a list, tuple or range needs no reading: it is cut as it is), and the
+scheduler cuts chunks when a worker has room, so each chunk is sized with everything
+measured so far. *Lazy* jobs (``imap``, ``imap_unordered``,
 ``Executor.map``) read the user's iterator on the consuming thread only, never on the
 scheduler thread (a slow generator must not stall other jobs), and keep at most ``window``
 chunks cut but not yet consumed: memory stays bounded on endless input. Once the pool is
@@ -43,7 +46,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator, Sized
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence, Sized
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from ._engine import IN_FLIGHT_BATCHES, Engine, Task, chunk_items
@@ -103,11 +106,23 @@ class MapJob:
         if lazy:
             total = len(iterable) if isinstance(iterable, Sized) else None
             self._input: Iterator[Any] = iter(iterable)
+            self._sequence: list[Any] | tuple[Any, ...] | range | None = None
             self._remaining: int | None = None
         else:
-            items = iterable if isinstance(iterable, list) else list(iterable)
-            self._input = iter(items)
+            # A list, tuple or range is cut as it is, slice by slice on the scheduler
+            # thread, as the stdlib's task thread reads any sized input: copying 200k ints
+            # first cost more than a tenth of mapping x*x over them, and a range's chunk
+            # travels as a range. Other input (a subclass too: its __iter__ may be its
+            # own) is read up front.
+            if type(iterable) in (list, tuple, range):
+                items: Any = iterable
+                self._sequence = items
+            else:
+                items = list(iterable)
+                self._sequence = items
+            self._input = iter(())
             self._remaining = total = len(items)
+        self.sizer.total = total
         self._window = IN_FLIGHT_BATCHES * scheduler.workers + 2
         if self.timed or (chunksize is not None and chunksize < TIMED_WINDOW):
             # Small chunks travel many to a batch: keep enough of them cut to fill batches.
@@ -124,7 +139,7 @@ class MapJob:
         self._exhausted = False  # no more chunks will be cut
         self._results: dict[int, _Outcome] = {}
         self._each_item = each_item
-        self._kept: dict[int, list[Any]] = {}  # each_item: the items of chunks in flight
+        self._kept: dict[int, Sequence[Any]] = {}  # each_item: the items of chunks in flight
         self._pieces: dict[int, list[Any]] = {}  # each_item: what a split chunk gave so far
         self._settled = 0
         self._consumed = 0  # lazy: chunks the consumer has taken
@@ -137,6 +152,7 @@ class MapJob:
         # Set while an asyncio consumer waits (``ResultIterator.__anext__``): called, under
         # the condition, whenever the consumer may have something new to look at.
         self.waker: Callable[[], None] | None = None
+        self._awaited: int | None = None  # the chunk ``read_while_running`` waits for
 
     # ------------------------------------------------------------ cutting chunks
 
@@ -148,13 +164,17 @@ class MapJob:
             size = chunk_items(self.sizer, self._remaining, self.timed)
             index = self._cut
             try:
-                items = list(itertools.islice(self._input, size))
+                if self._sequence is not None:
+                    items = self._sequence[self._items_cut : self._items_cut + size]
+                else:
+                    items = list(itertools.islice(self._input, size))
             except BaseException as exc:  # the user's iterator raised: the error of this chunk
                 self._fail_input(index, exc)
                 return None
             if not items:
                 with self._cond:
                     self._exhausted = True
+                    self._sequence = None
                     self._check_done()
                 return None
             if self._remaining is not None:
@@ -175,8 +195,10 @@ class MapJob:
             if self._each_item:
                 self._kept[index] = items
             if self._remaining == 0:
-                # Known input, last chunk cut: completion needs no extra pass.
+                # Known input, last chunk cut: completion needs no extra pass, and the
+                # input may go (as an exhausted iterator lets its list go).
                 self._exhausted = True
+                self._sequence = None
             return Task(
                 self._kind, self._fn, self._fn_blob, payload, self, index, len(items), self._options
             )
@@ -269,7 +291,7 @@ class MapJob:
             self._store(task.index, before + (partial or []), exc)
 
     def _continue_after(
-        self, task: Task, exc: BaseException, partial: list[Any], rest: list[Any]
+        self, task: Task, exc: BaseException, partial: list[Any], rest: Sequence[Any]
     ) -> None:
         """Keep a failed item's error in its place and run the items after it anew."""
         if self.progress is not None:
@@ -311,7 +333,8 @@ class MapJob:
         self._settled += 1
         if exc is not None and (self._error_index is None or index < self._error_index):
             self.error, self._error_index = exc, index
-        self._cond.notify_all()
+        if self._lazy or index == self._awaited:  # an eager job's reader waits for one
+            self._cond.notify_all()
         if self.waker is not None:
             self.waker()
         self._check_done()
@@ -356,6 +379,36 @@ class MapJob:
         for index in range(self._cut):
             out.extend(read(self._results[index][0]))
         return out
+
+    def read_while_running(self, deadline: float | None) -> None:
+        """Eager jobs, on the thread that waits for the values: unpickle each chunk's values
+        as it settles, in input order, until the job is done or ``deadline`` passes, so
+        that reading them overlaps the work still running and ``values()`` finds little
+        left to do. What a chunk's unpickling raises is kept in its ``Unread``, for
+        ``values()`` to raise in its turn."""
+        index = 0
+        while True:
+            with self._cond:
+                while True:
+                    outcome = self._results.get(index)
+                    if outcome is not None or self._done or self._cancelled:
+                        break
+                    timeout = None if deadline is None else deadline - time.monotonic()
+                    if timeout is not None and timeout <= 0:
+                        return
+                    # Woken when this chunk settles (not for every other one: a
+                    # chunksize=1 map settles thousands), or when the job ends.
+                    self._awaited = index
+                    self._cond.wait(timeout)
+                self._awaited = None
+                if outcome is None or self.error is not None:
+                    return  # done: values() reads the rest, or raises the error
+            if type(outcome[0]) is Unread:
+                try:
+                    outcome[0].read()
+                except BaseException:  # kept in the Unread: values() raises it in order
+                    pass
+            index += 1
 
     def iterate(self, ordered: bool) -> ResultIterator[Any]:
         return ResultIterator(self, ordered)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 import weakref
 from collections.abc import Generator, Iterable, Mapping
 from typing import Any, Callable, Generic, Optional, TypeVar
@@ -246,6 +247,14 @@ class MapResult(AsyncResult[list[_T]]):
 
     def get(self, timeout: float | None = None) -> list[_T]:
         try:
+            job = self.job
+            if job is not None and not self._ready and self._callback is None:
+                # Unpickle the chunks that have come back while the rest still run (the
+                # stdlib's result thread does the same), rather than all of them at the end.
+                deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+                job.read_while_running(deadline)
+                if deadline is not None:
+                    timeout = max(0.0, deadline - time.monotonic())
             return super().get(timeout)
         except KeyboardInterrupt:
             self.cancel()
