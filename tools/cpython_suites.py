@@ -1,12 +1,13 @@
 """Run CPython's own multiprocessing and concurrent.futures tests against manycore.
 
 "Drop-in" is measured against the interpreter's own test suites: this script takes the test
-sources that ship with the running Python (``test/_test_multiprocessing.py`` and
-``test/test_concurrent_futures``), writes a copy into a temporary folder in which
-``multiprocessing`` is replaced by ``manycore`` and ``concurrent.futures`` by
-``manycore.futures`` (nothing is copied into this repository), and runs it with unittest in a
-fresh interpreter per part. The same tests run unmodified first (``--baseline``, the default),
-so that a test which fails against the stdlib on this machine is not counted against manycore.
+sources that ship with the running Python (``test/_test_multiprocessing.py``,
+``test/test_multiprocessing_main_handling.py`` and ``test/test_concurrent_futures``),
+writes a copy into a temporary folder in which ``multiprocessing`` is replaced by
+``manycore`` and ``concurrent.futures`` by ``manycore.futures`` (nothing is copied into this
+repository), and runs it with unittest in a fresh interpreter per part. The same tests run
+unmodified first (``--baseline``, the default), so that a test which fails against the
+stdlib on this machine is not counted against manycore.
 
 A failure is *expected* when ``tools/cpython_expected.txt`` lists its test id (``fnmatch``
 patterns allowed) with the ``docs/migrating.md`` section that explains the deliberate
@@ -51,6 +52,8 @@ _CF = re.compile(r"(?<![\w.])concurrent\.futures(?=\.process\b|[^\w.]|$)")
 _CF_FROM = re.compile(r"\bfrom concurrent import futures\b")
 
 MP_TYPES = ("processes", "threads", "manager", "misc")
+# How scripts, packages and zip files run as __main__ start a pool under each start method.
+MAIN_HANDLING = "test_multiprocessing_main_handling.py"
 METHODS = ("fork", "spawn", "forkserver")
 
 
@@ -67,6 +70,8 @@ def _parts() -> dict[str, str]:
         for method in METHODS:
             for type_ in MP_TYPES:
                 parts[f"mp-{method}-{type_}"] = f"mc_mp_{method}_{type_}"
+    if (STDLIB_TESTS / MAIN_HANDLING).exists():
+        parts["mp-main-handling"] = "mc_mp_main_handling"
     if (STDLIB_TESTS / "test_concurrent_futures").is_dir() or (
         STDLIB_TESTS / "test_concurrent_futures.py"
     ).exists():
@@ -100,6 +105,9 @@ def _prepare(folder: Path, against_manycore: bool) -> None:
                 (folder / f"mc_mp_{method}_{type_}.py").write_text(
                     _MP_PART.format(package="mc_suites", method=method, selection=selection)
                 )
+    if (STDLIB_TESTS / MAIN_HANDLING).exists():
+        text = (STDLIB_TESTS / MAIN_HANDLING).read_text()
+        (folder / "mc_mp_main_handling.py").write_text(convert(text))
     futures = STDLIB_TESTS / "test_concurrent_futures"
     if futures.is_dir():
         target = folder / "mc_futures"
