@@ -80,10 +80,22 @@ def _parts() -> dict[str, str]:
 
 
 _MP_PART = """\
+import inspect
 import unittest
 from {package}._test_multiprocessing import install_tests_in_module_dict
 
-install_tests_in_module_dict(globals(), {method!r}, {selection})
+if "only_type" in inspect.signature(install_tests_in_module_dict).parameters:
+    install_tests_in_module_dict(globals(), {method!r}, {selection})
+else:  # Python 3.9 installs every type: keep this part's classes only
+    install_tests_in_module_dict(globals(), {method!r})
+    for _name, _value in list(globals().items()):
+        if not isinstance(_value, type):
+            continue
+        _typed = _name.startswith(("WithProcesses", "WithThreads", "WithManager"))
+        if {type_!r} == "misc" and _typed or {type_!r} != "misc" and not _name.startswith(
+            "With" + {type_!r}.capitalize()
+        ):
+            del globals()[_name]
 """
 
 
@@ -107,7 +119,9 @@ def _prepare(folder: Path, against_manycore: bool) -> None:
             for type_ in MP_TYPES:
                 selection = "exclude_types=True" if type_ == "misc" else f"only_type={type_!r}"
                 (folder / f"mc_mp_{method}_{type_}.py").write_text(
-                    _MP_PART.format(package="mc_suites", method=method, selection=selection)
+                    _MP_PART.format(
+                        package="mc_suites", method=method, selection=selection, type_=type_
+                    )
                 )
     if (STDLIB_TESTS / MAIN_HANDLING).exists():
         text = (STDLIB_TESTS / MAIN_HANDLING).read_text()
