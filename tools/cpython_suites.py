@@ -109,12 +109,8 @@ def _prepare(folder: Path, against_manycore: bool) -> None:
     if source.exists():
         (package / "_test_multiprocessing.py").write_text(convert(source.read_text()))
         # The scripts some tests run, found beside the test module (mp_fork_bomb.py, ...).
-        # Tests run them in isolated mode (-I), which ignores PYTHONPATH: the copies for
-        # manycore put this checkout's src first themselves.
-        first = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
         for script in STDLIB_TESTS.glob("mp_*.py"):
-            text = convert(script.read_text())
-            (package / script.name).write_text(first + text if against_manycore else text)
+            (package / script.name).write_text(convert(script.read_text()))
         for method in METHODS:
             for type_ in MP_TYPES:
                 selection = "exclude_types=True" if type_ == "misc" else f"only_type={type_!r}"
