@@ -453,17 +453,6 @@ class Queue(ItemFifo, Generic[_T]):
 class SimpleQueue(Queue[_T]):
     """``multiprocessing.SimpleQueue``: get, put, empty, close (the full Queue API works too)."""
 
-    def empty(self) -> bool:
-        """Whether the queue holds no item now.
-
-        Raises:
-            OSError: the queue was closed in this process (as the stdlib's SimpleQueue,
-                whose pipe ``close()`` closes).
-        """
-        if self._closed:
-            raise OSError(f"{self!r} is closed; create a new queue or stop using this one")
-        return super().empty()
-
 
 class JoinableQueue(Queue[_T]):
     """A Queue that also counts unfinished items: ``task_done()`` and ``join()``."""
