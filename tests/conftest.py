@@ -42,17 +42,23 @@ SHM = "/dev/shm"
 
 
 def _fork_servers() -> set[int]:
-    """The fork servers manycore keeps alive on purpose, for as long as their owner lives:
-    the default one and, once the "forkserver" start method was used, that one."""
+    """The helper processes that live on purpose for as long as their owner lives: the
+    default fork server and, once the "forkserver" start method was used, that one; and the
+    stdlib's resource tracker, which spawn and forkserver children share with this process
+    (started by the first of them, as the stdlib's spawn starts it)."""
+    import multiprocessing.resource_tracker
+
+    tracker = multiprocessing.resource_tracker._resource_tracker._pid  # type: ignore[attr-defined]
+    helpers_ = set() if tracker is None else {tracker}
     try:
         from manycore import _launch
     except ImportError:
-        return set()
+        return helpers_
     every = getattr(_launch, "fork_server_pids", None)
     if every is not None:
-        return set(every())
+        return helpers_ | set(every())
     pid = _launch.fork_server_pid()
-    return set() if pid is None else {pid}
+    return helpers_ if pid is None else helpers_ | {pid}
 
 
 def _owned() -> set[helpers.Proc]:

@@ -168,6 +168,11 @@ def test_closed_and_one_way_errors() -> None:
     s.close()
 
 
+def test_a_negative_descriptor_is_refused() -> None:
+    with pytest.raises(ValueError, match="invalid handle -1"):
+        Connection(-1)
+
+
 def test_context_manager_closes() -> None:
     a, b = Pipe()
     with a as same:

@@ -162,3 +162,26 @@ def test_a_proxy_passed_to_pool_workers(start_method: Optional[str]) -> None:
             done = pool.starmap_async(store_double, [(shared, k) for k in range(6)])
             assert sorted(done.get(timeout=TIMEOUT)) == list(range(6))
         assert dict(shared) == {k: k * 2 for k in range(6)}
+
+
+def test_a_timed_out_wait_on_the_managers_pool_is_manycores_timeout() -> None:
+    """The manager's Pool lives in its server; a wait that runs out of time there reaches
+    the caller as manycore.TimeoutError, which `except manycore.TimeoutError` catches."""
+    import time
+
+    import manycore
+
+    with Manager() as manager:
+        pool = manager.Pool(1)
+        try:
+            result = pool.apply_async(time.sleep, (0.5,))
+            with pytest.raises(manycore.TimeoutError):
+                result.get(timeout=0.01)
+            assert result.get(timeout=TIMEOUT) is None
+            items = pool.imap(time.sleep, [0.0, 0.5])
+            assert items.__next__(TIMEOUT) is None
+            with pytest.raises(manycore.TimeoutError):
+                items.__next__(0.01)
+            assert items.__next__(TIMEOUT) is None
+        finally:
+            pool.terminate()

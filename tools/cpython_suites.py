@@ -1,12 +1,13 @@
 """Run CPython's own multiprocessing and concurrent.futures tests against manycore.
 
 "Drop-in" is measured against the interpreter's own test suites: this script takes the test
-sources that ship with the running Python (``test/_test_multiprocessing.py`` and
-``test/test_concurrent_futures``), writes a copy into a temporary folder in which
-``multiprocessing`` is replaced by ``manycore`` and ``concurrent.futures`` by
-``manycore.futures`` (nothing is copied into this repository), and runs it with unittest in a
-fresh interpreter per part. The same tests run unmodified first (``--baseline``, the default),
-so that a test which fails against the stdlib on this machine is not counted against manycore.
+sources that ship with the running Python (``test/_test_multiprocessing.py``,
+``test/test_multiprocessing_main_handling.py`` and ``test/test_concurrent_futures``),
+writes a copy into a temporary folder in which ``multiprocessing`` is replaced by
+``manycore`` and ``concurrent.futures`` by ``manycore.futures`` (nothing is copied into this
+repository), and runs it with unittest in a fresh interpreter per part. The same tests run
+unmodified first (``--baseline``, the default), so that a test which fails against the
+stdlib on this machine is not counted against manycore.
 
 A failure is *expected* when ``tools/cpython_expected.txt`` lists its test id (``fnmatch``
 patterns allowed) with the ``docs/migrating.md`` section that explains the deliberate
@@ -43,13 +44,16 @@ EXPECTED = Path(__file__).with_name("cpython_expected.txt")
 STDLIB_TESTS = Path(os.__file__).parent / "test"
 
 # ``multiprocessing`` as a name of the package (not ``_multiprocessing``, the C module, nor
-# ``test_multiprocessing``), also inside the strings of the scripts the tests run.
-_MP = re.compile(r"(?<![\w.])multiprocessing(?![\w])")
+# ``test_multiprocessing``), also inside the strings of the scripts the tests run; but not
+# in "unclosed running multiprocessing pool", the text of a warning the stdlib's pools give.
+_MP = re.compile(r"(?<![\w.])multiprocessing(?![\w]| pool\b)")
 # ``concurrent.futures`` and its process module; its private ``_base`` stays the stdlib's.
 _CF = re.compile(r"(?<![\w.])concurrent\.futures(?=\.process\b|[^\w.]|$)")
 _CF_FROM = re.compile(r"\bfrom concurrent import futures\b")
 
 MP_TYPES = ("processes", "threads", "manager", "misc")
+# How scripts, packages and zip files run as __main__ start a pool under each start method.
+MAIN_HANDLING = "test_multiprocessing_main_handling.py"
 METHODS = ("fork", "spawn", "forkserver")
 
 
@@ -66,6 +70,8 @@ def _parts() -> dict[str, str]:
         for method in METHODS:
             for type_ in MP_TYPES:
                 parts[f"mp-{method}-{type_}"] = f"mc_mp_{method}_{type_}"
+    if (STDLIB_TESTS / MAIN_HANDLING).exists():
+        parts["mp-main-handling"] = "mc_mp_main_handling"
     if (STDLIB_TESTS / "test_concurrent_futures").is_dir() or (
         STDLIB_TESTS / "test_concurrent_futures.py"
     ).exists():
@@ -74,10 +80,22 @@ def _parts() -> dict[str, str]:
 
 
 _MP_PART = """\
+import inspect
 import unittest
 from {package}._test_multiprocessing import install_tests_in_module_dict
 
-install_tests_in_module_dict(globals(), {method!r}, {selection})
+if "only_type" in inspect.signature(install_tests_in_module_dict).parameters:
+    install_tests_in_module_dict(globals(), {method!r}, {selection})
+else:  # Python 3.9 installs every type: keep this part's classes only
+    install_tests_in_module_dict(globals(), {method!r})
+    for _name, _value in list(globals().items()):
+        if not isinstance(_value, type):
+            continue
+        _typed = _name.startswith(("WithProcesses", "WithThreads", "WithManager"))
+        if {type_!r} == "misc" and _typed or {type_!r} != "misc" and not _name.startswith(
+            "With" + {type_!r}.capitalize()
+        ):
+            del globals()[_name]
 """
 
 
@@ -90,12 +108,20 @@ def _prepare(folder: Path, against_manycore: bool) -> None:
     source = STDLIB_TESTS / "_test_multiprocessing.py"
     if source.exists():
         (package / "_test_multiprocessing.py").write_text(convert(source.read_text()))
+        # The scripts some tests run, found beside the test module (mp_fork_bomb.py, ...).
+        for script in STDLIB_TESTS.glob("mp_*.py"):
+            (package / script.name).write_text(convert(script.read_text()))
         for method in METHODS:
             for type_ in MP_TYPES:
                 selection = "exclude_types=True" if type_ == "misc" else f"only_type={type_!r}"
                 (folder / f"mc_mp_{method}_{type_}.py").write_text(
-                    _MP_PART.format(package="mc_suites", method=method, selection=selection)
+                    _MP_PART.format(
+                        package="mc_suites", method=method, selection=selection, type_=type_
+                    )
                 )
+    if (STDLIB_TESTS / MAIN_HANDLING).exists():
+        text = (STDLIB_TESTS / MAIN_HANDLING).read_text()
+        (folder / "mc_mp_main_handling.py").write_text(convert(text))
     futures = STDLIB_TESTS / "test_concurrent_futures"
     if futures.is_dir():
         target = folder / "mc_futures"
@@ -111,6 +137,10 @@ def _prepare(folder: Path, against_manycore: bool) -> None:
 _RUNNER = """\
 import json, sys, unittest
 from test import support
+from test.support import script_helper
+# Scripts the tests run (python -c, assert_python_ok) keep PYTHONPATH, so they import this
+# checkout's manycore rather than an installed one: as if the interpreter needed its environment.
+setattr(script_helper, "__cached_interp_requires_environment", True)
 
 class Recorder(unittest.TextTestResult):
     def __init__(self, *args, **kwargs):
@@ -133,15 +163,21 @@ class Recorder(unittest.TextTestResult):
         if err is not None:
             self.outcomes[test.id()] = "fail"
 
-module, pattern, out = sys.argv[1:4]
-loader = unittest.TestLoader()
-if pattern:
-    loader.testNamePatterns = ["*%s*" % pattern]
-suite = loader.loadTestsFromName(module)
-runner = unittest.TextTestRunner(resultclass=Recorder, verbosity=1, stream=sys.stderr)
-result = runner.run(suite)
-with open(out, "w") as file:
-    json.dump(result.outcomes, file)
+def main():
+    module, pattern, out = sys.argv[1:4]
+    loader = unittest.TestLoader()
+    if pattern:
+        loader.testNamePatterns = ["*%s*" % pattern]
+    suite = loader.loadTestsFromName(module)
+    runner = unittest.TextTestRunner(resultclass=Recorder, verbosity=1, stream=sys.stderr)
+    result = runner.run(suite)
+    with open(out, "w") as file:
+        json.dump(result.outcomes, file)
+
+# The stdlib's spawn and forkserver children import the main module again: without the
+# guard, each of them would run the whole part once more.
+if __name__ == "__main__":
+    main()
 """
 
 

@@ -157,7 +157,9 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | {"context"})
+    # TYPE_CHECKING is typing's flag, not a name of the package (as test.support's
+    # check__all__ would otherwise count it).
+    return sorted((set(globals()) - {"TYPE_CHECKING"}) | set(_LAZY) | {"context"})
 
 
 def freeze_support() -> None:

@@ -84,6 +84,8 @@ class Connection:
     ) -> None:
         if not readable and not writable:
             raise ValueError("a connection must be readable, writable or both")
+        if fd.__index__() < 0:
+            raise ValueError(f"invalid handle {fd}: a connection needs an open file descriptor")
         self._fd = fd
         # A one-way pipe's data travel on an OS pipe (``fd``); the memfd of a big message
         # cannot, so it goes ahead on ``side``, a socket beside it (-1: none; see ``Pipe``).

@@ -23,6 +23,7 @@ from multiprocessing.managers import ValueProxy as ValueProxy
 from typing import Any, Optional
 
 from ._process import Process
+from ._threadpool import ManagerPool
 
 # Not in typeshed's stubs:
 AutoProxy: Any = _std.AutoProxy  # type: ignore[attr-defined]
@@ -81,6 +82,11 @@ class BaseManager(_std.BaseManager):
 class SyncManager(BaseManager, _std.SyncManager):
     """``multiprocessing.managers.SyncManager`` (dict, list, Lock, Queue, Namespace, ...)
     whose server is a ``manycore.Process``."""
+
+
+# The manager's Pool: the stdlib's, whose timed-out waits raise manycore.TimeoutError (the
+# error travels back to the caller pickled, as the server raised it).
+SyncManager.register("Pool", ManagerPool, _std.PoolProxy)  # type: ignore[attr-defined]
 
 
 class SharedMemoryManager(BaseManager, _std.SharedMemoryManager):

@@ -148,7 +148,35 @@ def _preparation_data() -> dict[str, Any]:
         "authkey": bytes(current_process().authkey),
         "log_to_stderr": util._log_to_stderr,  # type: ignore[attr-defined]
         "log_level": None if util._logger is None else util._logger.getEffectiveLevel(),  # type: ignore[attr-defined]
+        "start_method": _launch.default_start_method(),
     }
+
+
+def _resource_tracker_fd(start: bool) -> Optional[int]:
+    """The descriptor of the stdlib's resource tracker, for a child that starts from a pickle.
+
+    The tracker unlinks what its processes registered (the stdlib's ``SharedMemory``) once
+    all of them have exited. A child that shares the parent's tracker, as the stdlib's spawn
+    and forkserver children do, leaves a segment it made alive for the parent; with a tracker
+    of its own, the segment is unlinked when the child exits. ``start``: start the tracker if
+    it is not running (as the stdlib's spawn and forkserver methods do); manycore's default
+    method passes it only when it runs already, so a first pool costs no tracker process
+    (the stdlib's fork children do not share one they did not inherit either).
+    """
+    import multiprocessing.resource_tracker
+
+    tracker: Any = multiprocessing.resource_tracker._resource_tracker
+    fd = multiprocessing.resource_tracker.getfd() if start else tracker._fd
+    return None if fd is None else int(fd)
+
+
+def _adopt_resource_tracker(fd: int) -> None:
+    """Use the parent's resource tracker (``fd``) instead of starting one of our own."""
+    import multiprocessing.resource_tracker
+
+    tracker: Any = multiprocessing.resource_tracker._resource_tracker
+    tracker._fd = fd
+    tracker._pid = None  # not our child: we write to it, we do not wait for it
 
 
 def _adopt(prep: dict[str, Any]) -> None:
@@ -168,6 +196,8 @@ def _adopt(prep: dict[str, Any]) -> None:
         multiprocessing.util.log_to_stderr()
     if prep["log_level"] is not None:
         multiprocessing.util.get_logger().setLevel(prep["log_level"])
+    # The parent's set_start_method() holds in the child too, as the stdlib's spawn passes it.
+    _launch.set_default_start_method(prep.get("start_method"))
 
 
 # ---------------------------------------------------------------- the parent's side
@@ -224,7 +254,7 @@ class _Popen:
         Two pipes: the parent keeps the write end of ``down`` (the payload goes through it,
         and its EOF tells the child the parent is gone) and the read end of ``report``.
         """
-        payload = b"" if launcher.forks_caller else self._payload(process_obj)
+        payload = b"" if launcher.forks_caller else self._payload(process_obj, launcher)
         down_r, down_w = os.pipe()
         report_r, report_w = os.pipe()
         entry: _launch.Entry
@@ -268,9 +298,10 @@ class _Popen:
     def DupFd(self, index: int) -> _DupFd:
         return _DupFd(index)
 
-    def _payload(self, process_obj: Process) -> bytes:
+    def _payload(self, process_obj: Process, launcher: _launch.Launcher) -> bytes:
         """The payload for a child that starts from a pickle; fills ``self._fds``."""
         prep = _preparation_data()
+        tracker = _resource_tracker_fd(start=launcher.name != "default")
         multiprocessing.context.set_spawning_popen(self)  # type: ignore[arg-type]
         try:
             try:
@@ -279,6 +310,9 @@ class _Popen:
                 raise _pickling_error(process_obj, exc) from exc
         finally:
             multiprocessing.context.set_spawning_popen(None)
+        if tracker is not None:
+            prep["resource_tracker"] = len(self._fds)
+            self._fds.append(tracker)
         if self._output is not None:  # the pipes travel after the object's descriptors
             prep["output"] = {}
             for stream, fd in self._output.write_fds.items():
@@ -450,6 +484,10 @@ def _run(process_obj: Process, parent_sentinel: int, report_fd: int) -> int:
             raise
 
     process_obj.run = run_and_record  # type: ignore[method-assign]
+    if process_obj._start_method is not None:
+        # A child of get_context(method) has that method as its default, as the stdlib's
+        # _bootstrap makes it: get_start_method() there names how it was started.
+        _launch.set_default_start_method(process_obj._start_method)
     code = 1
     try:
         code = process_obj._bootstrap(parent_sentinel=parent_sentinel)  # type: ignore[attr-defined]
@@ -500,6 +538,8 @@ def _child_main(data_fd: int, report_fd: int, fds: list[int]) -> int:
         return 1
     _output.redirect_child({stream: fds[i] for stream, i in prep.get("output", {}).items()})
     _adopt(prep)
+    if "resource_tracker" in prep:
+        _adopt_resource_tracker(fds[prep["resource_tracker"]])
     _inherited_fds[:] = fds
     me: Any = current_process()
     me._inheriting = True

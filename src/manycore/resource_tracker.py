@@ -23,3 +23,9 @@ __all__ = [
     "register",
     "unregister",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The stdlib's private state (the tracker of this process, the cleanup functions by
+    # resource type), which manycore shares: code and tests that use it reach it here.
+    return getattr(_std, name)

@@ -1,8 +1,10 @@
 """``manycore.dummy``: the ``multiprocessing`` API on threads, for code that imports it.
 
-The stdlib's ``multiprocessing.dummy`` is re-exported as it is: its objects are threads,
+The stdlib's ``multiprocessing.dummy`` is re-exported: its objects are threads,
 thread locks and ``queue.Queue`` in one process, so nothing in them depends on how
-processes are started, and they work beside manycore's processes unchanged.
+processes are started, and they work beside manycore's processes unchanged. ``Pool`` makes
+the stdlib's ``ThreadPool`` whose timed-out waits raise ``manycore.TimeoutError`` (see
+``manycore._threadpool``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from multiprocessing.dummy import Lock as Lock
 from multiprocessing.dummy import Manager as Manager
 from multiprocessing.dummy import Namespace as Namespace
 from multiprocessing.dummy import Pipe as Pipe
-from multiprocessing.dummy import Pool as Pool
 from multiprocessing.dummy import Process as Process
 from multiprocessing.dummy import Queue as Queue
 from multiprocessing.dummy import RLock as RLock
@@ -28,7 +29,9 @@ from multiprocessing.dummy import active_children as active_children
 from multiprocessing.dummy import current_process as current_process
 from multiprocessing.dummy import freeze_support as freeze_support
 from multiprocessing.dummy import shutdown as shutdown
+from typing import Any, Callable, Iterable, Optional
 
+from .._threadpool import ThreadPool as _ThreadPool
 from . import connection as connection  # an attribute of the package, as the stdlib's
 
 __all__ = [
@@ -49,3 +52,12 @@ __all__ = [
     "current_process",
     "freeze_support",
 ]
+
+
+def Pool(
+    processes: Optional[int] = None,
+    initializer: Optional[Callable[..., object]] = None,
+    initargs: Iterable[Any] = (),
+) -> _ThreadPool:
+    """A pool of ``processes`` threads (``multiprocessing.pool.ThreadPool``)."""
+    return _ThreadPool(processes, initializer, initargs)
