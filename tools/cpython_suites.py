@@ -90,6 +90,9 @@ def _prepare(folder: Path, against_manycore: bool) -> None:
     source = STDLIB_TESTS / "_test_multiprocessing.py"
     if source.exists():
         (package / "_test_multiprocessing.py").write_text(convert(source.read_text()))
+        # The scripts some tests run, found beside the test module (mp_fork_bomb.py, ...).
+        for script in STDLIB_TESTS.glob("mp_*.py"):
+            (package / script.name).write_text(convert(script.read_text()))
         for method in METHODS:
             for type_ in MP_TYPES:
                 selection = "exclude_types=True" if type_ == "misc" else f"only_type={type_!r}"
@@ -133,15 +136,21 @@ class Recorder(unittest.TextTestResult):
         if err is not None:
             self.outcomes[test.id()] = "fail"
 
-module, pattern, out = sys.argv[1:4]
-loader = unittest.TestLoader()
-if pattern:
-    loader.testNamePatterns = ["*%s*" % pattern]
-suite = loader.loadTestsFromName(module)
-runner = unittest.TextTestRunner(resultclass=Recorder, verbosity=1, stream=sys.stderr)
-result = runner.run(suite)
-with open(out, "w") as file:
-    json.dump(result.outcomes, file)
+def main():
+    module, pattern, out = sys.argv[1:4]
+    loader = unittest.TestLoader()
+    if pattern:
+        loader.testNamePatterns = ["*%s*" % pattern]
+    suite = loader.loadTestsFromName(module)
+    runner = unittest.TextTestRunner(resultclass=Recorder, verbosity=1, stream=sys.stderr)
+    result = runner.run(suite)
+    with open(out, "w") as file:
+        json.dump(result.outcomes, file)
+
+# The stdlib's spawn and forkserver children import the main module again: without the
+# guard, each of them would run the whole part once more.
+if __name__ == "__main__":
+    main()
 """
 
 
