@@ -227,6 +227,22 @@ def test_close_then_put_or_get_raises() -> None:
         q.get(timeout=0)
 
 
+def test_after_close_empty_raises_as_the_stdlibs_does() -> None:
+    # The stdlib's close() closes a queue's pipe once the process has put on it (an unused
+    # queue's close has nothing to close), and a SimpleQueue's at once: empty() then raises.
+    unused, used, simple = Queue(), JoinableQueue(), SimpleQueue()
+    used.put("x")
+    for q in (unused, used, simple):
+        q.close()
+    assert unused.empty()
+    with pytest.raises(OSError, match="closed"):
+        used.empty()
+    assert used.qsize() == 1 and not used.full()
+    for call in (simple.empty, lambda: simple.put(1), lambda: simple.get()):
+        with pytest.raises(OSError, match="closed"):
+            call()
+
+
 def test_simple_queue() -> None:
     q = SimpleQueue()
     assert q.empty()

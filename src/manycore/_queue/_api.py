@@ -170,6 +170,7 @@ class Queue(ItemFifo, Generic[_T]):
         """
         if self._closed:
             self._check_open()
+        self._put_here = True  # see empty()
         if type(obj) in _PLAIN:
             # The hot path, inlined: plain data, C pickler, a record in the ring.
             try:
@@ -227,6 +228,7 @@ class Queue(ItemFifo, Generic[_T]):
         when /dev/shm is full) means the items before the one that failed were enqueued.
         """
         self._check_open()
+        self._put_here = True  # see empty()
         encoded: list[tuple[int, list[Any], int]] = []
         try:
             for obj in items:
@@ -429,6 +431,15 @@ class Queue(ItemFifo, Generic[_T]):
         return int(hdr[H_PUTS] - hdr[H_GETS] + hdr[H_OVF_COUNT])
 
     def empty(self) -> bool:
+        """Whether the queue holds no items now.
+
+        Raises:
+            OSError: this process put on the queue and then closed it. The stdlib's queue
+                closes its pipe then (an unused one's ``close()`` has nothing to close),
+                and its ``empty()`` raises; manycore's does as well.
+        """
+        if self._closed and self._put_here:
+            raise OSError(f"{self!r} is closed in this process (after a put)")
         return self.qsize() == 0
 
     def full(self) -> bool:
@@ -451,7 +462,24 @@ class Queue(ItemFifo, Generic[_T]):
 
 
 class SimpleQueue(Queue[_T]):
-    """``multiprocessing.SimpleQueue``: get, put, empty, close (the full Queue API works too)."""
+    """``multiprocessing.SimpleQueue``: get, put, empty, close (the full Queue API works too).
+
+    As the stdlib's, whose ``close()`` closes both ends of its pipe, every ``get``, ``put``
+    and ``empty`` after ``close()`` raises ``OSError``.
+    """
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OSError(f"{self!r} is closed; create a new queue or stop using this one")
+
+    def empty(self) -> bool:
+        """Whether the queue holds no items now.
+
+        Raises:
+            OSError: the queue was closed in this process.
+        """
+        self._check_open()
+        return self.qsize() == 0
 
 
 class JoinableQueue(Queue[_T]):
