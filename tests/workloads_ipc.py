@@ -62,8 +62,8 @@ def answer_on_piped_connection(pipe: Any, text: str) -> None:
 
 
 def answer_on_queued_connection(q: Any, text: str, timeout: float) -> None:
-    """Take a connection from the queue ``q``, send ``text`` on it, then close it."""
-    conn = q.get(timeout=timeout)
+    """Take a 1-tuple holding a connection from ``q``, send ``text`` on it, then close it."""
+    (conn,) = q.get(timeout=timeout)
     conn.send(text)
     conn.close()
 

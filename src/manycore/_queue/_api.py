@@ -17,6 +17,7 @@ from typing import Any, Generic, Iterable, Optional, TypeVar
 
 from .. import _shm
 from .._buffers import inband_unless_big
+from .._reducers import needs_reducers
 from .._serialize import MAIN as _MAIN
 from ._fifo import BIG_READ, LOCK_NOWAIT_S, NOTHING, SPIN
 from ._items import ItemFifo, _holds_big_bytes, _ploads
@@ -180,6 +181,7 @@ class Queue(ItemFifo, Generic[_T]):
             if (
                 data is not None
                 and _MAIN not in data
+                and not needs_reducers(data)
                 and (len(data) < 4096 or not _holds_big_bytes(obj, len(data)))
             ):
                 n = len(data)
