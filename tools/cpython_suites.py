@@ -114,6 +114,10 @@ def _prepare(folder: Path, against_manycore: bool) -> None:
 _RUNNER = """\
 import json, sys, unittest
 from test import support
+from test.support import script_helper
+# Scripts the tests run (python -c, assert_python_ok) keep PYTHONPATH, so they import this
+# checkout's manycore rather than an installed one: as if the interpreter needed its environment.
+setattr(script_helper, "__cached_interp_requires_environment", True)
 
 class Recorder(unittest.TextTestResult):
     def __init__(self, *args, **kwargs):
