@@ -61,6 +61,11 @@ def answer_on_piped_connection(pipe: Any, text: str) -> None:
     conn.close()
 
 
+def send_on(conn: Any, text: str) -> None:
+    """Send ``text`` on ``conn`` (a task argument)."""
+    conn.send(text)
+
+
 def answer_on_queued_connection(q: Any, text: str, timeout: float) -> None:
     """Take a 1-tuple holding a connection from ``q``, send ``text`` on it, then close it."""
     (conn,) = q.get(timeout=timeout)
