@@ -320,6 +320,48 @@ def test_pickle_outside_a_process_start_uses_the_resource_sharer(sharer: None) -
             assert copy.recv() == 5
 
 
+def test_a_stdlib_connection_travels_through_a_pipe(
+    start_method: Optional[str], sharer: None
+) -> None:
+    # A Listener's connection is the stdlib's own class, which plain pickle takes as its
+    # descriptor's number: it must go by multiprocessing's reducer, as the stdlib's send does.
+    a, b = Pipe()
+    with a, b:
+        p = start_process(start_method, w.answer_on_piped_connection, b, "over a stdlib connection")
+        # The listener is made after the child started: the child inherits nothing of it.
+        with (
+            Listener(family="AF_UNIX") as listener,
+            Client(listener.address) as client,
+            listener.accept() as served,
+        ):
+            a.send(served)
+            assert client.poll(TIMEOUT), "nothing arrived on the sent connection"
+            assert client.recv() == "over a stdlib connection"
+        _finish(p)
+    assert p.exitcode == 0
+
+
+def test_reducers_the_program_registered_are_used() -> None:
+    # multiprocessing.reduction.register changes how the stdlib's send pickles a type.
+    from multiprocessing.reduction import ForkingPickler
+
+    ForkingPickler.register(w.Registered, w.reduce_registered)
+    try:
+        a, b = Pipe()
+        with a, b:
+            a.send([w.Registered(1)])
+            assert b.recv() == [("reduced", 1)]
+            a.send([w.Registered(2), bytearray(1 << 20)])  # a big message goes another way
+            first, big = b.recv()
+            assert first == ("reduced", 2) and len(big) == 1 << 20
+    finally:
+        del ForkingPickler._extra_reducers[w.Registered]  # type: ignore[attr-defined]
+    a, b = Pipe()
+    with a, b:
+        a.send(w.Registered(3))
+        assert isinstance(b.recv(), w.Registered)
+
+
 def test_listener_and_client_work_with_wait() -> None:
     with Listener(family="AF_UNIX") as listener:
 

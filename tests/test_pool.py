@@ -166,6 +166,31 @@ def test_context_manager_exit_stops_workers():
         pool.apply_async(workloads.square, (1,))
 
 
+def test_a_stdlib_connection_as_a_task_argument(start_method):
+    # As the stdlib's pool sends it, by multiprocessing's reducer: plain pickle takes a
+    # stdlib Connection (from Listener/Client) as its descriptor's number, which names
+    # nothing, or something else, in the worker.
+    from multiprocessing import resource_sharer
+    from multiprocessing.connection import Client, Listener
+
+    from tests import workloads_ipc
+
+    with manycore.Pool(1, context=start_method) as pool:
+        assert pool.apply(abs, (-1,)) == 1  # the worker exists before the connection does
+        try:
+            with (
+                Listener(family="AF_UNIX") as listener,
+                Client(listener.address) as client,
+                listener.accept() as served,
+            ):
+                task = pool.apply_async(workloads_ipc.send_on, (served, "from a worker"))
+                assert task.get(TIMEOUT) is None
+                assert client.poll(TIMEOUT), "nothing arrived on the connection"
+                assert client.recv() == "from a worker"
+        finally:
+            resource_sharer.stop(TIMEOUT)
+
+
 def test_maxtasksperchild():
     with manycore.Pool(1, maxtasksperchild=2) as pool:
         pids = [pool.apply_async(workloads.getpid).get(timeout=TIMEOUT) for _ in range(6)]

@@ -136,6 +136,12 @@ class Doubler(Process):
         self.conn.send(self.value * 2)
 
 
+def sleep_then_send(conn: Any, delay: float) -> None:
+    time.sleep(delay)
+    conn.send("done")
+    conn.close()
+
+
 class Handed:
     """An argument that wants to know the process it was handed to (see Process.start)."""
 
@@ -374,6 +380,35 @@ assert reader.poll(60) and reader.recv() is True
 print(p.pid, flush=True)
 os._exit(0)  # no join, no exit handlers: the child must see its parent go
 """
+
+
+@pytest.mark.parametrize("method", [None, "forkserver"], ids=["default", "forkserver"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_processes_start_after_the_fork_server_died(method, sig):
+    # A killed fork server is replaced at the next start; a child it had forked runs on,
+    # and its join() returns (exit code 255 when its status died with the server).
+    cls = process_class(method)
+    first_parent, first_child = multiprocessing.Pipe()
+    first = cls(target=sleep_then_send, args=(first_child, 0.5))
+    first.start()
+    first_child.close()
+    server = _launch.get_server(fresh=method == "forkserver")
+    os.kill(server.pid, sig)
+    assert helpers.wait_until(lambda: not server.alive(), TIMEOUT)
+    second_parent, second_child = multiprocessing.Pipe()
+    second = cls(target=sleep_then_send, args=(second_child, 0.0))
+    second.start()
+    second_child.close()
+    try:
+        assert receive(second_parent) == "done"
+        assert receive(first_parent) == "done"
+    finally:
+        joined(second, first)
+        first_parent.close()
+        second_parent.close()
+    assert second.exitcode == 0
+    assert first.exitcode in (0, 255)
+    assert _launch.get_server(fresh=method == "forkserver").pid != server.pid
 
 
 def test_the_child_sees_its_parent_exit(start_method, tmp_path):

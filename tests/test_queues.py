@@ -133,6 +133,30 @@ def test_unpicklable_put_raises_and_the_queue_still_works() -> None:
     assert [q.get(timeout=TIMEOUT), q.get(timeout=TIMEOUT)] == ["before", "after"]
 
 
+def test_a_stdlib_connection_travels_through_a_queue(start_method: Optional[str]) -> None:
+    # As the stdlib's put does, by multiprocessing's reducer (plain pickle takes the stdlib
+    # Connection as its descriptor's number, which means nothing in the child).
+    from multiprocessing import resource_sharer
+    from multiprocessing.connection import Client, Listener
+
+    q = Queue()
+    text = "over a queued connection"
+    p = start_process(start_method, w.answer_on_queued_connection, q, text, TIMEOUT)
+    try:
+        # The listener is made after the child started: the child inherits nothing of it.
+        with (
+            Listener(family="AF_UNIX") as listener,
+            Client(listener.address) as client,
+            listener.accept() as served,
+        ):
+            q.put((served,))  # in a tuple: the queue's fast path for plain data
+            assert client.poll(TIMEOUT), "nothing arrived on the queued connection"
+            assert client.recv() == text
+    finally:
+        join_ok(p)
+        resource_sharer.stop(TIMEOUT)
+
+
 def test_lambdas_and_main_objects_travel_by_value() -> None:
     q = Queue()
     q.put(lambda x: x * 3)
@@ -201,6 +225,22 @@ def test_close_then_put_or_get_raises() -> None:
         q.put(1)
     with pytest.raises(ValueError, match="closed"):
         q.get(timeout=0)
+
+
+def test_after_close_empty_raises_as_the_stdlibs_does() -> None:
+    # The stdlib's close() closes a queue's pipe once the process has put on it (an unused
+    # queue's close has nothing to close), and a SimpleQueue's at once: empty() then raises.
+    unused, used, simple = Queue(), JoinableQueue(), SimpleQueue()
+    used.put("x")
+    for q in (unused, used, simple):
+        q.close()
+    assert unused.empty()
+    with pytest.raises(OSError, match="closed"):
+        used.empty()
+    assert used.qsize() == 1 and not used.full()
+    for call in (simple.empty, lambda: simple.put(1), lambda: simple.get()):
+        with pytest.raises(OSError, match="closed"):
+            call()
 
 
 def test_simple_queue() -> None:

@@ -54,6 +54,25 @@ def echo_upper(conn: Any) -> None:
     conn.close()
 
 
+def answer_on_piped_connection(pipe: Any, text: str) -> None:
+    """Receive a connection through ``pipe``, send ``text`` on it, then close it."""
+    conn = pipe.recv()
+    conn.send(text)
+    conn.close()
+
+
+def send_on(conn: Any, text: str) -> None:
+    """Send ``text`` on ``conn`` (a task argument)."""
+    conn.send(text)
+
+
+def answer_on_queued_connection(q: Any, text: str, timeout: float) -> None:
+    """Take a 1-tuple holding a connection from ``q``, send ``text`` on it, then close it."""
+    (conn,) = q.get(timeout=timeout)
+    conn.send(text)
+    conn.close()
+
+
 def send_n(conn: Any, obj: Any, count: int) -> None:
     """Send ``obj`` ``count`` times."""
     for _ in range(count):
@@ -102,3 +121,14 @@ def produce_sized(q: Any, tag: int, sizes: list[int]) -> None:
     """Put ``(tag, i, payload)`` for each size, big and small mixed."""
     for i, size in enumerate(sizes):
         q.put((tag, i, payload(tag, i, size)))
+
+
+class Registered:
+    """A class a test registers a reducer for with multiprocessing.reduction.register."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def reduce_registered(obj: Registered) -> Any:
+    return tuple, (("reduced", obj.value),)

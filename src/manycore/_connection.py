@@ -35,9 +35,11 @@ What it guarantees:
 ``Listener``/``Client`` are the stdlib's: the connections they make are the stdlib's, and
 ``wait`` here (or the stdlib's) takes them beside manycore's.
 
-Objects are pickled with ``manycore._serialize.dumps`` (protocol 5; functions and classes from
-``__main__`` by value), falling back to ``multiprocessing.reduction.ForkingPickler`` for objects
-only it knows how to send (sockets, stdlib connections).
+Objects are pickled with ``pickle`` (protocol 5), or ``manycore._serialize``'s cloudpickle
+for functions and classes from ``__main__``, lambdas and closures. What the stdlib pickles
+with reducers of its own (``multiprocessing.reduction.register``: a stdlib ``Connection``
+from ``Listener``/``Client``, a socket, and the types a program registered) is pickled with
+those reducers, as the stdlib's ``send`` does (``_reducers``).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from typing import Any, Iterable, List, Optional, Union
 
 from . import _buffers, _memfd, _reuse
 from ._buffers import BigBuffer, has_big_bytes, inband_unless_big, split_buffers
+from ._reducers import needs_reducers, reducing_dumps, reducing_pickler
 from ._serialize import dumps
 
 __all__ = ["BufferTooShort", "Client", "Connection", "Listener", "Pipe", "wait"]
@@ -280,7 +283,7 @@ class Connection:
                 least = _buffers.shm_threshold()
                 if least is not None and len(data) >= least and has_big_bytes(obj, least):
                     big = True  # big bytes inside: they can go out of band too
-                elif _MAIN not in data:
+                elif _MAIN not in data and not needs_reducers(data):
                     self._send(data, len(data))
                     return
         if big:
@@ -290,10 +293,7 @@ class Connection:
             if pieces is not None:
                 self._send_pieces(pieces)
                 return
-        try:
-            data = dumps(obj)
-        except Exception:
-            data = bytes(_reduction.ForkingPickler.dumps(obj))
+        data = reducing_dumps(obj)
         self._send(data, len(data))
 
     def _send_memfd(self, obj: Any) -> bool:
@@ -305,6 +305,8 @@ class Connection:
         try:
             body, raws, persistent = split_buffers(obj, threshold)
         except Exception:
+            return False
+        if needs_reducers(body):
             return False
         if not raws:
             self._send(body, len(body))
@@ -610,7 +612,7 @@ def _pickle_pieces(obj: Any) -> Optional[list[memoryview]]:
     if it needs cloudpickle. The pieces read the same as ``pickle.dumps(obj, 5)``."""
     pieces = _Pieces()
     try:
-        pickle.Pickler(pieces, 5).dump(obj)
+        reducing_pickler()(pieces, 5).dump(obj)
     except Exception:
         return None
     return pieces

@@ -34,7 +34,9 @@ payload with ``MARK`` ("M"), so ``loads`` reads either. Three ownership modes:
   this is what makes big arrays fast.
 
 Without room in shared memory (no ``/dev/shm``, or full) payloads fall back to ordinary
-in-band pickles after one ``SharedMemoryWarning``.
+in-band pickles after one ``SharedMemoryWarning``. A payload that needs multiprocessing's
+registered reducers (a stdlib ``Connection`` inside, or reducers the program registered;
+see ``_reducers``) is an in-band pickle made with them, as the stdlib's pool sends it.
 
 Wire format (little-endian)::
 
@@ -63,6 +65,7 @@ from ._buffers import (
     split_buffers,
     unpickle_buffers,
 )
+from ._reducers import needs_reducers, reducing_dumps
 from ._reuse import RESERVED, SENT, hold, reusable, state_word, watched_views
 from ._serialize import argument_error, dumps
 
@@ -145,8 +148,11 @@ def dumps_payload(obj: Any, *, handoff: bool = False, reuse: Optional[bool] = No
     """
     threshold = _buffers._threshold  # an attribute read: this runs for every task
     if threshold is None:
-        return dumps(obj)
+        data = dumps(obj)
+        return reducing_dumps(obj) if needs_reducers(data) else data
     data, raws, persistent = split_buffers(obj, threshold)
+    if needs_reducers(data):  # a stdlib Connection inside, say: as the stdlib's pool sends it
+        return reducing_dumps(obj)
     if not raws:
         return data
     if reuse is None:
@@ -160,8 +166,11 @@ def dumps_result(obj: Any) -> bytes:
     One plain call per result (a ``functools.partial`` with keywords builds a dict each time)."""
     threshold = _buffers._threshold
     if threshold is None:
-        return dumps(obj)
+        data = dumps(obj)
+        return reducing_dumps(obj) if needs_reducers(data) else data
     data, raws, persistent = split_buffers(obj, threshold)
+    if needs_reducers(data):
+        return reducing_dumps(obj)
     if not raws:
         return data
     return _place(data, raws, persistent, True, True)

@@ -53,12 +53,10 @@ import signal
 import struct
 import sys
 import threading
-from collections import ChainMap
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, Optional
 
 from . import _launch, _output
-from ._byvalue import Pickler
 from ._errors import (
     ArgumentPicklingError,
     ArgumentUnpicklingError,
@@ -66,6 +64,7 @@ from ._errors import (
 )
 from ._fds import close_internal, internal_fd
 from ._outcome import exception_parts, rebuild_exception
+from ._reducers import cloud_pickler
 
 __all__ = [
     "Process",
@@ -107,15 +106,6 @@ class _DupFd:
 # ---------------------------------------------------------------- pickling
 
 
-class _CloudPickler(Pickler):
-    # multiprocessing's reducers first (a Connection pickles as a DupFd); the C pickler reads
-    # ``dispatch_table`` when it is built, so it must be a class attribute.
-    dispatch_table = ChainMap(
-        ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
-        Pickler.dispatch_table,
-    )
-
-
 def _pickle(obj: Any, before_each: Optional[Callable[[], None]] = None) -> bytes:
     """Pickle with multiprocessing's reducers (Connections, sockets, methods); fall back to
     cloudpickle, with the same reducers, for objects only the caller knows. ``before_each``
@@ -133,7 +123,7 @@ def _pickle(obj: Any, before_each: Optional[Callable[[], None]] = None) -> bytes
     if before_each is not None:
         before_each()
     buf = io.BytesIO()
-    _CloudPickler(buf, protocol=PROTOCOL).dump(obj)
+    cloud_pickler()(buf, protocol=PROTOCOL).dump(obj)
     return buf.getvalue()
 
 

@@ -17,6 +17,7 @@ from typing import Any, Generic, Iterable, Optional, TypeVar
 
 from .. import _shm
 from .._buffers import inband_unless_big
+from .._reducers import needs_reducers
 from .._serialize import MAIN as _MAIN
 from ._fifo import BIG_READ, LOCK_NOWAIT_S, NOTHING, SPIN
 from ._items import ItemFifo, _holds_big_bytes, _ploads
@@ -170,6 +171,7 @@ class Queue(ItemFifo, Generic[_T]):
         """
         if self._closed:
             self._check_open()
+        self._put_here = True  # see empty()
         if type(obj) in _PLAIN:
             # The hot path, inlined: plain data, C pickler, a record in the ring.
             try:
@@ -179,6 +181,7 @@ class Queue(ItemFifo, Generic[_T]):
             if (
                 data is not None
                 and _MAIN not in data
+                and not needs_reducers(data)
                 and (len(data) < 4096 or not _holds_big_bytes(obj, len(data)))
             ):
                 n = len(data)
@@ -227,6 +230,7 @@ class Queue(ItemFifo, Generic[_T]):
         when /dev/shm is full) means the items before the one that failed were enqueued.
         """
         self._check_open()
+        self._put_here = True  # see empty()
         encoded: list[tuple[int, list[Any], int]] = []
         try:
             for obj in items:
@@ -429,6 +433,15 @@ class Queue(ItemFifo, Generic[_T]):
         return int(hdr[H_PUTS] - hdr[H_GETS] + hdr[H_OVF_COUNT])
 
     def empty(self) -> bool:
+        """Whether the queue holds no items now.
+
+        Raises:
+            OSError: this process put on the queue and then closed it. The stdlib's queue
+                closes its pipe then (an unused one's ``close()`` has nothing to close),
+                and its ``empty()`` raises; manycore's does as well.
+        """
+        if self._closed and self._put_here:
+            raise OSError(f"{self!r} is closed in this process (after a put)")
         return self.qsize() == 0
 
     def full(self) -> bool:
@@ -451,7 +464,24 @@ class Queue(ItemFifo, Generic[_T]):
 
 
 class SimpleQueue(Queue[_T]):
-    """``multiprocessing.SimpleQueue``: get, put, empty, close (the full Queue API works too)."""
+    """``multiprocessing.SimpleQueue``: get, put, empty, close (the full Queue API works too).
+
+    As the stdlib's, whose ``close()`` closes both ends of its pipe, every ``get``, ``put``
+    and ``empty`` after ``close()`` raises ``OSError``.
+    """
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OSError(f"{self!r} is closed; create a new queue or stop using this one")
+
+    def empty(self) -> bool:
+        """Whether the queue holds no items now.
+
+        Raises:
+            OSError: the queue was closed in this process.
+        """
+        self._check_open()
+        return self.qsize() == 0
 
 
 class JoinableQueue(Queue[_T]):

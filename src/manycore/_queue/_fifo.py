@@ -121,6 +121,7 @@ class RecordFifo:
         self._spill_freely_until = 0.0
         self._unnamed_since = 0.0  # since when the mutex was seen taken with no holder named
         self._closed = False
+        self._put_here = False  # whether this process put on the queue (see Queue.empty)
 
     def _block(self, name: str) -> _File:
         block = self._blocks.pop(name, None)

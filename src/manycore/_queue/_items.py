@@ -33,6 +33,7 @@ from typing import Any, Optional
 from .. import _buffers, _reuse
 from .._buffers import fill, has_big_bytes, layout, split_buffers, unpickle_buffers
 from .._errors import ArgumentPicklingError
+from .._reducers import needs_reducers, reducing_dumps
 from .._reuse import NO_WAIT_S, WAIT_MIN, WAIT_S, reusable, round_up, wait_until, watched_views
 from .._serialize import dumps
 from ._fifo import RecordFifo
@@ -101,6 +102,8 @@ class ItemFifo(RecordFifo):
                 data = dumps(obj)
             else:
                 data, raws, persistent = split_buffers(obj, threshold)
+            if needs_reducers(data):  # a stdlib Connection, say: as the stdlib's put sends it
+                data, raws, persistent = reducing_dumps(obj), [], 0
         except Exception as exc:
             raise ArgumentPicklingError(
                 f"cannot put a {type(obj).__name__} object on the queue: it cannot be pickled "
