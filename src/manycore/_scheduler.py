@@ -273,9 +273,10 @@ class Scheduler(Engine):
             self._asleep = False
         for fd, event in events:
             if fd == self._wake_r:
+                # One read empties it (a few bytes at most: a submit writes only while we
+                # sleep); a second would cost a system call to hear EAGAIN.
                 try:
-                    while os.read(self._wake_r, 4096):
-                        pass
+                    os.read(self._wake_r, 4096)
                 except BlockingIOError:
                     pass
                 continue
@@ -471,7 +472,9 @@ class Scheduler(Engine):
             self._worker_died(slot)
 
     def _handle(self, slot: _Slot, message: Any) -> None:
-        if type(message) is m.ResultBatch:
+        if type(message) is list:  # a ResultBatch in its wire form (``_messages``)
+            self._settle_batch(slot, message)
+        elif type(message) is m.ResultBatch:
             self._settle_batch(slot, message.outcomes)
         elif type(message) in _output.MESSAGES:
             _output.deliver(message, slot.index, slot.proc.pid)
@@ -572,14 +575,29 @@ class Scheduler(Engine):
         slots = self._slots.values()
         # Coroutine tasks a worker may hold: its concurrency running, as many sent ahead.
         room = COROUTINES_AHEAD * self.concurrency
-        for slot in slots:  # an idle worker gets work before a busy one gets more
+        # An idle worker gets work before a busy one gets more. Every idle worker's batch is
+        # cut and queued before the first is written: a write wakes its worker, which may
+        # take this thread's core at once (on a busy machine, until its batch is done), and
+        # the other idle workers would wait for that instead of starting together.
+        idle: list[_Slot] = []
+        empty = False
+        for slot in slots:
             if not slot.batches and slot.has_room():
                 calls = self._next_batch(slot.quota, room - slot.coroutines)
                 if not calls:
                     if not slot.coroutines:
-                        return
+                        empty = True
+                        break
                     continue  # what waits may be coroutine tasks it has no room for
-                self._send(slot, calls)
+                self._send(slot, calls, flush=False)
+                idle.append(slot)
+        for slot in idle:
+            try:
+                slot.chan.flush()
+            except EOFError:
+                pass  # the poll loop sees the EOF and settles the tasks
+        if empty:
+            return
         if self.launcher.fresh_interpreter and not all(slot.takes_work for slot in slots):
             return  # a worker still boots: what waits goes to whoever is free first
         for slot in slots:
@@ -589,7 +607,7 @@ class Scheduler(Engine):
                     break
                 self._send(slot, calls)
 
-    def _send(self, slot: _Slot, calls: list[Task]) -> None:
+    def _send(self, slot: _Slot, calls: list[Task], flush: bool = True) -> None:
         start = time.perf_counter()
         coroutines: dict[int, float | None] | None = None
         plain = len(calls)
@@ -606,17 +624,19 @@ class Scheduler(Engine):
                 timed = self._watching = True
         batch = [(t.id, t.kind, t.fn_blob, t.payload) for t in calls]
         limit = None if coroutines is None else self.concurrency
-        frame = pickle.dumps(m.CallBatch(batch, timed, coroutines, limit), 5)
+        # A CallBatch in its wire form, a plain tuple of its fields (``_messages``).
+        frame = pickle.dumps((batch, timed, coroutines, limit), 5)
         if plain:
             slot.batches.append(plain)
         slot.coroutines += len(calls) - plain
         if slot.quota is not None:
             slot.quota -= len(calls)
         slot.chan.queue(frame)
-        try:
-            slot.chan.flush()
-        except EOFError:
-            pass  # the poll loop sees the EOF and settles the tasks
+        if flush:
+            try:
+                slot.chan.flush()
+            except EOFError:
+                pass  # the poll loop sees the EOF and settles the tasks
         self._ipc_time += time.perf_counter() - start
 
     # workers ------------------------------------------------------------------

@@ -84,8 +84,15 @@ class OwnerChannel:
         """
         frames: list[bytearray] = []  # handed over, not copied: pickle.loads reads them as-is
         sock = self.sock
+        # Set by a short read, which took all the socket had: asking again would cost a
+        # system call only to hear EAGAIN (on the scheduler thread, any system call can
+        # wait out a GIL switch interval while a user thread submits); the poll says when
+        # more has come.
+        drained = False
         while True:
             if self._body_view is not None:
+                if drained:
+                    return frames, False
                 try:
                     n = sock.recv_into(self._body_view[self._filled :])
                 except (BlockingIOError, InterruptedError):
@@ -94,6 +101,7 @@ class OwnerChannel:
                     return frames, True
                 if n == 0:
                     return frames, True
+                drained = n < len(self._body_view) - self._filled
                 self._filled += n
                 if self._filled == len(self._body_view):
                     assert self._body is not None
@@ -119,6 +127,8 @@ class OwnerChannel:
                 break
             if self._body_view is not None:
                 continue
+            if drained:
+                return frames, False
             try:
                 chunk = sock.recv(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
@@ -128,6 +138,7 @@ class OwnerChannel:
             if not chunk:
                 return frames, True
             buf += chunk
+            drained = len(chunk) < _RECV_SIZE
 
     def close(self) -> None:
         self._outbox.clear()

@@ -36,6 +36,7 @@ import itertools
 import multiprocessing
 import multiprocessing.process
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -49,7 +50,7 @@ from ._board import Board
 from ._fds import flush_stdio, start_helper_thread
 from ._outcome import CallRunner, run_initializer, was_cancelled
 from ._payload import dumps_result, loads
-from ._serialize import WorkerFunctionCache, dumps
+from ._serialize import PROTOCOL, WorkerFunctionCache, dumps
 
 __all__ = [
     "ENTRY",
@@ -169,8 +170,20 @@ class _Channel:
         with self._send_lock:
             self._chan.send(data)
 
+    def send_outcomes(self, outcomes: list[m.Outcome]) -> None:
+        """A ``ResultBatch`` in its wire form, the bare list (``_messages``): plain pickle
+        always takes ints, bytes and floats, so no scan for ``__main__`` either."""
+        if self.before_send is not None:
+            self.before_send()
+        data = pickle.dumps(outcomes, PROTOCOL)
+        with self._send_lock:
+            self._chan.send(data)
+
     def recv(self) -> Any:
-        return loads(self._chan.recv())
+        message = loads(self._chan.recv())
+        if type(message) is tuple:  # a CallBatch in its wire form (``_messages``)
+            return m.CallBatch(*message)
+        return message
 
 
 class _Worker:
@@ -277,12 +290,12 @@ class _Worker:
                     self.over_memory = rss  # retire; the owner re-sends the calls not run
                     break
             if now - last_flush >= FLUSH_AFTER or batch.timed:
-                self.chan.send(m.ResultBatch(outcomes))
+                self.chan.send_outcomes(outcomes)
                 outcomes = []
                 last_flush = clock()
         board.mark_idle(slot)
         if outcomes:
-            self.chan.send(m.ResultBatch(outcomes))
+            self.chan.send_outcomes(outcomes)
 
 
 _statm: list[int] = []  # an open /proc/self/statm, once needed
