@@ -52,6 +52,7 @@ Guarantees (see docs/design.md for the reasoning):
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -60,6 +61,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 import weakref
@@ -73,7 +75,13 @@ from ._buffers import shm_threshold
 from ._diagnosis import dump_stacks, lost_error, lost_outcome_error, size, startup_error
 from ._engine import IN_FLIGHT_BATCHES, Engine, Request, Sink, Task, call_sink
 from ._errors import PoolBrokenError, TaskTimeoutError
-from ._fds import close_internal, forget_internal_fd, internal_fd, start_helper_thread
+from ._fds import (
+    async_signals_unblocked,
+    close_internal,
+    forget_internal_fd,
+    internal_fd,
+    start_helper_thread,
+)
 from ._launch import Child, Launcher, describe_status
 from ._outcome import Unread, initializer_error
 from ._payload import loads, loads_later
@@ -614,10 +622,18 @@ class Scheduler(Engine):
         index = self._free_indexes.pop(0)
         ours, theirs = socket.socketpair()
         self._board.reset(index)
+        # On this pool's thread (on demand, or a replacement) the signals it blocks must
+        # not be blocked in the worker, nor in a fork server started for it.
+        unblocked = (
+            async_signals_unblocked()
+            if threading.current_thread() is self._thread
+            else contextlib.nullcontext()
+        )
         try:
-            proc = self.launcher.start_child(
-                WORKER_ENTRY, [theirs.fileno(), self._lifeline_r, self._board.fd]
-            )
+            with unblocked:
+                proc = self.launcher.start_child(
+                    WORKER_ENTRY, [theirs.fileno(), self._lifeline_r, self._board.fd]
+                )
         except BaseException:
             ours.close()
             self._free_indexes.insert(0, index)
