@@ -45,8 +45,9 @@ STDLIB_TESTS = Path(os.__file__).parent / "test"
 # ``multiprocessing`` as a name of the package (not ``_multiprocessing``, the C module, nor
 # ``test_multiprocessing``), also inside the strings of the scripts the tests run.
 _MP = re.compile(r"(?<![\w.])multiprocessing(?![\w])")
-# ``concurrent.futures`` and its process module; its private ``_base`` stays the stdlib's.
-_CF = re.compile(r"(?<![\w.])concurrent\.futures(?=\.process\b|[^\w.]|$)")
+# ``concurrent.futures`` and its process module; its private ``_base`` stays the stdlib's,
+# and so does the name in quotes, the stdlib's logger (its thread pool logs there).
+_CF = re.compile(r"(?<![\w.'\"])concurrent\.futures(?=\.process\b|[^\w.'\"]|$)")
 _CF_FROM = re.compile(r"\bfrom concurrent import futures\b")
 
 MP_TYPES = ("processes", "threads", "manager", "misc")
