@@ -145,15 +145,17 @@ class Recorder(unittest.TextTestResult):
         if err is not None:
             self.outcomes[test.id()] = "fail"
 
-module, pattern, out = sys.argv[1:4]
-loader = unittest.TestLoader()
-if pattern:
-    loader.testNamePatterns = ["*%s*" % pattern]
-suite = loader.loadTestsFromName(module)
-runner = unittest.TextTestRunner(resultclass=Recorder, verbosity=1, stream=sys.stderr)
-result = runner.run(suite)
-with open(out, "w") as file:
-    json.dump(result.outcomes, file)
+# The guard: the stdlib's spawn and forkserver children run this main module again.
+if __name__ == "__main__":
+    module, pattern, out = sys.argv[1:4]
+    loader = unittest.TestLoader()
+    if pattern:
+        loader.testNamePatterns = ["*%s*" % pattern]
+    suite = loader.loadTestsFromName(module)
+    runner = unittest.TextTestRunner(resultclass=Recorder, verbosity=1, stream=sys.stderr)
+    result = runner.run(suite)
+    with open(out, "w") as file:
+        json.dump(result.outcomes, file)
 """
 
 
