@@ -395,3 +395,93 @@ def test_imap_and_map_without_chunksize_send_chunks(start_method):
             assert sorted(helpers.drain(imap(workloads.square, items))) == squares
             tasks = pool.statistics().tasks_done - before
             assert 1 <= tasks <= len(items) // 10, f"{imap.__name__}: {tasks} tasks"
+
+
+def test_workers_start_as_work_arrives(start_method):
+    # As the stdlib executor does: a worker is started only when work waits and no worker
+    # is idle, up to max_workers (under fork all of them at once, as the stdlib's too).
+    with manycore.ProcessPoolExecutor(4, mp_context=start_method) as ex:
+        pids = {ex.submit(os.getpid).result(timeout=TIMEOUT) for _ in range(3)}
+        if start_method == "fork":
+            assert len(ex._processes) == 4
+        else:
+            assert len(pids) == 1
+            assert len(ex._processes) == 1
+    with manycore.ProcessPoolExecutor(4, mp_context=start_method) as ex:
+        futures = [ex.submit(workloads.slow, i, 0.2) for i in range(12)]
+        assert len(ex._processes) == 4  # nothing was idle for them
+        assert [f.result(timeout=TIMEOUT) for f in futures] == list(range(12))
+
+
+def test_processes_are_the_workers(start_method):
+    ex = manycore.ProcessPoolExecutor(2, mp_context=start_method)
+    try:
+        pid = ex.submit(os.getpid).result(timeout=TIMEOUT)
+        workers = ex._processes
+        assert pid in workers
+        with pytest.raises(TypeError):
+            workers[0] = workers[pid]  # type: ignore[index]  # read-only
+        worker = workers[pid]
+        assert worker.pid == pid and worker.is_alive() and worker.exitcode is None
+        worker.kill()
+        worker.join(TIMEOUT)
+        assert not worker.is_alive()
+        assert worker.exitcode == -signal.SIGKILL
+        # the executor replaces it and goes on
+        assert ex.submit(workloads.square, 5).result(timeout=TIMEOUT) == 25
+        assert pid not in ex._processes
+        last = dict(ex._processes)
+    finally:
+        helpers.call_with_timeout(ex.shutdown)
+    assert ex._processes == {}
+    for worker in last.values():
+        worker.join(TIMEOUT)
+        assert not worker.is_alive()
+
+
+def test_workers_the_pool_thread_starts_have_no_signal_blocked(start_method):
+    # A worker inherits the signal mask of the thread that starts it; the pool's own thread
+    # blocks SIGTERM, SIGINT, SIGCHLD... (so that signals reach the main thread). Started
+    # on demand or as a replacement, a worker must not keep them blocked (else SIGTERM is
+    # ignored, and a fork server started then never reaps its children).
+    with manycore.ProcessPoolExecutor(2, mp_context=start_method) as ex:
+        first = ex.submit(os.getpid).result(timeout=TIMEOUT)
+        ex._processes[first].kill()  # its replacement is started by the pool's thread
+        helpers.wait_until(lambda: first not in ex._processes and ex._processes, TIMEOUT)
+        futures = [ex.submit(workloads.slow, None, 0.3) for _ in range(4)]
+        masks = [ex.submit(signal.pthread_sigmask, signal.SIG_BLOCK, []) for _ in range(4)]
+        for f in futures:
+            f.result(timeout=TIMEOUT)
+        assert all(m.result(timeout=TIMEOUT) == set() for m in masks)
+        for worker in ex._processes.values():
+            assert worker.pid != first
+
+
+class _ExitWhenPickled:
+    def __reduce__(self):  # type: ignore[override]
+        raise SystemExit(3)
+
+
+def _return_exit_when_pickled() -> _ExitWhenPickled:
+    return _ExitWhenPickled()
+
+
+def test_a_result_whose_pickling_raises_system_exit_fails_its_call_alone(start_method):
+    # As the stdlib's executor: the call raises what pickling its result raised; the worker
+    # lives on (it used to exit, and the task failed with WorkerLostError).
+    with manycore.ProcessPoolExecutor(1, mp_context=start_method) as ex:
+        pid = ex.submit(os.getpid).result(timeout=TIMEOUT)
+        error = ex.submit(_return_exit_when_pickled).exception(timeout=TIMEOUT)
+        assert type(error) is SystemExit and error.code == 3
+        assert ex.submit(os.getpid).result(timeout=TIMEOUT) == pid
+
+
+def test_shutdown_cancel_futures_runs_what_workers_can_take(start_method):
+    # As the stdlib's (whose call queue holds work for every worker): the calls that free
+    # workers can take at the shutdown run; only the rest is cancelled.
+    ex = manycore.ProcessPoolExecutor(2, mp_context=start_method)
+    futures = [ex.submit(workloads.slow, i, 0.05) for i in range(30)]
+    helpers.call_with_timeout(lambda: ex.shutdown(wait=True, cancel_futures=True))
+    ran = [f for f in futures if not f.cancelled()]
+    assert ran and len(ran) < 30
+    assert all(f.result(timeout=0) == futures.index(f) for f in ran)

@@ -47,8 +47,9 @@ STDLIB_TESTS = Path(os.__file__).parent / "test"
 # ``test_multiprocessing``), also inside the strings of the scripts the tests run; but not
 # in "unclosed running multiprocessing pool", the text of a warning the stdlib's pools give.
 _MP = re.compile(r"(?<![\w.])multiprocessing(?![\w]| pool\b)")
-# ``concurrent.futures`` and its process module; its private ``_base`` stays the stdlib's.
-_CF = re.compile(r"(?<![\w.])concurrent\.futures(?=\.process\b|[^\w.]|$)")
+# ``concurrent.futures`` and its process module; its private ``_base`` stays the stdlib's,
+# and so does the name in quotes, the stdlib's logger (its thread pool logs there).
+_CF = re.compile(r"(?<![\w.'\"])concurrent\.futures(?=\.process\b|[^\w.'\"]|$)")
 _CF_FROM = re.compile(r"\bfrom concurrent import futures\b")
 
 MP_TYPES = ("processes", "threads", "manager", "misc")
@@ -128,9 +129,20 @@ def _prepare(folder: Path, against_manycore: bool) -> None:
         shutil.copytree(futures, target, ignore=shutil.ignore_patterns("__pycache__"))
         for path in target.glob("*.py"):
             path.write_text(convert(path.read_text()))
+        # test.support's load_package_tests discovers from the stdlib's own folder; this copy
+        # is discovered from the folder it lies in.
+        init = target / "__init__.py"
+        init.write_text(init.read_text().replace(_LOAD_PACKAGE, _LOAD_COPY))
     elif (STDLIB_TESTS / "test_concurrent_futures.py").exists():
         text = (STDLIB_TESTS / "test_concurrent_futures.py").read_text()
         (folder / "mc_futures.py").write_text(convert(text))
+
+
+_LOAD_PACKAGE = "support.load_package_tests(os.path.dirname(__file__), *args)"
+_LOAD_COPY = (
+    "args[0].discover(start_dir=os.path.dirname(__file__), pattern=args[2] or 'test*',"
+    " top_level_dir=os.path.dirname(os.path.dirname(__file__)))"
+)
 
 
 # Runs in the child interpreter: unittest with a result that records every test's outcome.

@@ -33,11 +33,15 @@ __all__ = ["call_task", "function_cache", "make_scheduler"]
 function_cache = FunctionCache()
 
 
-def make_scheduler(config: PoolConfig, worker_title: str = "PoolWorker") -> Engine:
+def make_scheduler(
+    config: PoolConfig, worker_title: str = "PoolWorker", on_demand: bool = False
+) -> Engine:
     """The scheduler behind a Pool or an executor: local worker processes, or Dask.
 
     ``worker_title`` names local workers as the stdlib's do: ``"PoolWorker"`` for a Pool
     (``ForkPoolWorker-3``), ``"Process"`` for an executor (``ForkProcess-3``).
+    ``on_demand``: start local workers as work arrives (the stdlib executor's way), not all
+    at once (its Pool's).
 
     Raises:
         ValueError: an unknown start method, or task options the backend cannot honour
@@ -54,6 +58,7 @@ def make_scheduler(config: PoolConfig, worker_title: str = "PoolWorker") -> Engi
             max_tasks_per_child=config.max_tasks_per_child,
             max_memory_per_child=config.max_memory_per_child,
             worker_title=worker_title,
+            on_demand=on_demand,
         )
     # Imported only here: importing manycore never imports Dask.
     from ._dask import DaskScheduler

@@ -462,6 +462,11 @@ class Engine:
         """The running task and the stack dump of each busy worker."""
         raise NotImplementedError
 
+    def processes(self) -> list[Any]:
+        """The handles (``_launch.Child``) of the worker processes that run now, by seat;
+        none where the workers are not processes of this machine (Dask)."""
+        return []
+
     def _ask(self, request: Request, wait: bool = False) -> Any:
         """Run ``request`` on the engine thread (here, once that has finished)."""
         if threading.current_thread() is self._thread or self._finished.is_set():
@@ -540,6 +545,10 @@ class Engine:
             if type(item) is Request:
                 item.run()
             elif item is _CANCEL_QUEUED:
+                # What a worker can take now starts first, as with the stdlib executor, whose
+                # call queue holds work for every worker: the rest is cancelled.
+                if self._broken is None and not self._terminating:
+                    self._dispatch()
                 for queued in fifo:
                     if isinstance(queued, Task):
                         queued.sink._cancel()

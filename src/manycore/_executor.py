@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import signal
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from concurrent.futures import _base
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from . import _messages as m
@@ -35,6 +37,7 @@ from ._chunking import ChunkSizer
 from ._engine import Engine, Task
 from ._errors import PoolClosedError
 from ._jobs import MapJob, ResultIterator
+from ._launch import Child
 from ._options import DEFAULT, PoolConfig, TaskOptions, check_chunksize, merge_options
 from ._outcome import Unread
 from ._payload import dumps_args
@@ -246,7 +249,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             max_memory_per_child=max_memory_per_child,
         )
         self._options = config.options  # read by every submit: one attribute, not two
-        self._scheduler = make_scheduler(config, worker_title="Process")
+        self._scheduler = make_scheduler(config, worker_title="Process", on_demand=True)
         _unfinished.add(self._scheduler)
         self._max_workers = self._scheduler.workers
         self._shutdown = False
@@ -420,6 +423,16 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         else:
             self.shutdown(wait=True)
 
+    @property
+    def _processes(self) -> Mapping[int, WorkerProcess]:
+        """The workers running now, ``{pid: process}``, as the stdlib executor's attribute of
+        that name (code reads it to count the workers, or to stop one). A snapshot taken
+        when read, and read-only: a worker that dies is replaced by the executor itself.
+        Empty once the executor has shut down, and with ``backend="dask"``."""
+        return MappingProxyType(
+            {child.pid: WorkerProcess(child) for child in self._scheduler.processes()}
+        )
+
     def _check_open(self) -> None:
         if _exiting:
             raise PoolClosedError("cannot schedule new futures after interpreter shutdown")
@@ -432,6 +445,62 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             f"<manycore.ProcessPoolExecutor max_workers={self._max_workers} "
             f"start_method={self._scheduler.start_method}>"
         )
+
+
+class WorkerProcess:
+    """One of an executor's worker processes, as ``executor._processes`` lists them: the
+    part of ``multiprocessing.Process`` that code outside the executor uses on a worker.
+
+    The executor owns the process: it reaps it and starts its replacement. Stopping it from
+    here (``terminate``, ``kill``) fails only the task it was running, with
+    ``WorkerLostError``, as any other death of a worker does.
+    """
+
+    def __init__(self, child: Child) -> None:
+        self._child = child
+        self.pid = child.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        """None while it runs; ``-N`` if signal N ended it; else its exit status."""
+        return self._child.returncode if self._child.poll() is not None else None
+
+    def is_alive(self) -> bool:
+        return self._child.poll() is None and _exists(self.pid)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until it has exited (at most ``timeout`` seconds, if given)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while self.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            time.sleep(delay)
+            delay = min(2 * delay, 0.02)
+
+    def terminate(self) -> None:
+        """Send it SIGTERM (nothing if it has exited)."""
+        self._child.kill(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Send it SIGKILL (nothing if it has exited)."""
+        self._child.kill(signal.SIGKILL)
+
+    def __repr__(self) -> str:
+        state = "alive" if self.is_alive() else f"exitcode={self.exitcode}"
+        return f"<manycore executor worker pid={self.pid} {state}>"
+
+
+def _exists(pid: int) -> bool:
+    """Whether ``pid`` names a process: the fork server, not we, reaps the workers it
+    forked, and one whose status never reached us is gone once no process has its pid."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the pid was reused by another user's process
+        return False
+    return True
 
 
 class ExecutorOptions:

@@ -21,14 +21,16 @@ starts empty there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 __all__ = [
     "ASYNC_SIGNALS",
+    "async_signals_unblocked",
     "close_internal",
     "flush_stdio",
     "forget_internal_fd",
@@ -155,6 +157,25 @@ def start_helper_thread(thread: threading.Thread) -> None:
     old = signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
     try:
         thread.start()  # the new thread inherits the blocked mask
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def async_signals_unblocked() -> Iterator[None]:
+    """Unblock the asynchronous signals on a helper thread while it starts a process.
+
+    A child inherits the signal mask of the thread that forks or spawns it: one started by
+    a helper thread (a scheduler starting a worker on demand or replacing a dead one)
+    would otherwise ignore SIGTERM and SIGINT for good, and a fork server never see the
+    SIGCHLD that tells it to reap. Unblocked for the moment of the start only.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - non-POSIX
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_UNBLOCK, ASYNC_SIGNALS)
+    try:
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 

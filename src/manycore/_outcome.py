@@ -215,6 +215,8 @@ class CallRunner:
                 "return the path).",
             )
             return m.FAILED, dumps(error)
+        except BaseException as exc:  # SystemExit raised by a __reduce__, say: as if the
+            return m.RAISED, _encode_raised(exc, None, fn)  # call raised it, not a death
 
 
 def run_initializer(blob: bytes) -> Optional[bytes]:

@@ -52,6 +52,7 @@ Guarantees (see docs/design.md for the reasoning):
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -60,6 +61,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 import weakref
@@ -73,7 +75,13 @@ from ._buffers import shm_threshold
 from ._diagnosis import dump_stacks, lost_error, lost_outcome_error, size, startup_error
 from ._engine import IN_FLIGHT_BATCHES, Engine, Request, Sink, Task, call_sink
 from ._errors import PoolBrokenError, TaskTimeoutError
-from ._fds import close_internal, forget_internal_fd, internal_fd, start_helper_thread
+from ._fds import (
+    async_signals_unblocked,
+    close_internal,
+    forget_internal_fd,
+    internal_fd,
+    start_helper_thread,
+)
 from ._launch import Child, Launcher, describe_status
 from ._outcome import Unread, initializer_error
 from ._payload import loads, loads_later
@@ -188,6 +196,7 @@ class Scheduler(Engine):
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
         worker_title: str = "PoolWorker",
+        on_demand: bool = False,
     ) -> None:
         super().__init__(workers, initializer, initargs)
         self.launcher = launcher
@@ -195,6 +204,10 @@ class Scheduler(Engine):
         self.worker_title = worker_title
         self.max_tasks = max_tasks_per_child
         self.max_memory = max_memory_per_child
+        # Start a worker only when work waits and no worker is idle, up to ``workers`` (the
+        # stdlib executor's rule), rather than all of them now (its Pool's). Not under fork,
+        # where the stdlib executor starts them all too: a later fork copies more threads.
+        self._on_demand = on_demand and launcher.name != "fork"
         self._output = _output.worker_settings()
         self._seats = [_Seat() for _ in range(workers)]
         self._ipc_time = 0.0
@@ -222,7 +235,7 @@ class Scheduler(Engine):
         self._poller.register(self._wake_r, select.POLLIN)
         _payload.pool_opened()
         try:
-            for _ in range(workers):
+            for _ in range(0 if self._on_demand else workers):
                 self._start_worker()
         except BaseException:
             self._kill_all()
@@ -252,6 +265,10 @@ class Scheduler(Engine):
             Request(self._busy_workers), wait=True
         )
         return dump_stacks(busy, timeout)
+
+    def processes(self) -> list[Child]:
+        """The handles of the worker processes that run now, by seat (none once stopped)."""
+        return self._ask(Request(self._processes), wait=True)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ scheduler thread
 
@@ -432,6 +449,11 @@ class Scheduler(Engine):
 
     # statistics and stacks ---------------------------------------------------
 
+    def _processes(self) -> list[Child]:
+        if not self._finished.is_set():
+            self._dispatch()  # workers for what was submitted before: started by now
+        return [slot.proc for slot in sorted(self._slots.values(), key=lambda s: s.index)]
+
     def _statistics(self) -> PoolStatistics:
         now = time.perf_counter()
         by_index = {slot.index: slot for slot in self._slots.values()}
@@ -569,7 +591,9 @@ class Scheduler(Engine):
     def _dispatch(self) -> None:
         if self._fifo and self._broken is None:
             self._fill_workers()
-        self._room = any(slot.has_room() for slot in self._slots.values())
+        self._room = any(slot.has_room() for slot in self._slots.values()) or (
+            self._on_demand and bool(self._free_indexes)  # a worker can be started for it
+        )
 
     def _fill_workers(self) -> None:
         slots = self._slots.values()
@@ -598,6 +622,8 @@ class Scheduler(Engine):
                 pass  # the poll loop sees the EOF and settles the tasks
         if empty:
             return
+        if self._on_demand:
+            self._start_for_waiting_work(room)
         if self.launcher.fresh_interpreter and not all(slot.takes_work for slot in slots):
             return  # a worker still boots: what waits goes to whoever is free first
         for slot in slots:
@@ -606,6 +632,20 @@ class Scheduler(Engine):
                 if not calls:
                     break
                 self._send(slot, calls)
+
+    def _start_for_waiting_work(self, room: int) -> None:
+        """Start a worker for each batch that no idle worker took, while seats are free."""
+        while self._fifo and self._free_indexes and self._broken is None:
+            try:
+                slot = self._start_worker()
+            except Exception as exc:
+                if not self._slots:  # else the workers there are take the work in turn
+                    self._break(PoolBrokenError(f"the pool could not start a worker: {exc!r}"))
+                return
+            calls = self._next_batch(slot.quota, room)
+            if not calls:
+                return
+            self._send(slot, calls)
 
     def _send(self, slot: _Slot, calls: list[Task], flush: bool = True) -> None:
         start = time.perf_counter()
@@ -641,14 +681,22 @@ class Scheduler(Engine):
 
     # workers ------------------------------------------------------------------
 
-    def _start_worker(self) -> None:
+    def _start_worker(self) -> _Slot:
         index = self._free_indexes.pop(0)
         ours, theirs = socket.socketpair()
         self._board.reset(index)
+        # On this pool's thread (on demand, or a replacement) the signals it blocks must
+        # not be blocked in the worker, nor in a fork server started for it.
+        unblocked = (
+            async_signals_unblocked()
+            if threading.current_thread() is self._thread
+            else contextlib.nullcontext()
+        )
         try:
-            proc = self.launcher.start_child(
-                WORKER_ENTRY, [theirs.fileno(), self._lifeline_r, self._board.fd]
-            )
+            with unblocked:
+                proc = self.launcher.start_child(
+                    WORKER_ENTRY, [theirs.fileno(), self._lifeline_r, self._board.fd]
+                )
         except BaseException:
             ours.close()
             self._free_indexes.insert(0, index)
@@ -681,6 +729,7 @@ class Scheduler(Engine):
             self._exits[slot.exit_fd] = slot
             self._poller.register(slot.exit_fd, select.POLLIN)
         self._seats[index].since = time.perf_counter()
+        return slot
 
     def _worker_died(self, slot: _Slot) -> None:
         fd = slot.chan.fileno()
