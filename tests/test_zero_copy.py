@@ -39,10 +39,14 @@ def low_threshold() -> Iterator[None]:
 
 
 def _ours() -> set[str]:
+    """manycore's segments on this machine, less those another job (a second test run
+    beside this one) holds."""
+    directory = _shm.shm_dir()
     try:
-        return {n for n in os.listdir(_shm.shm_dir()) if n.startswith("manycore")}
+        names = {n for n in os.listdir(directory) if n.startswith("manycore")}
     except OSError:
         return set()
+    return names - helpers.held_by_others(names, directory) if names else names
 
 
 # --- functions the workers run (importable by reference) ---------------------------------
