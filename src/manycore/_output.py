@@ -194,9 +194,9 @@ def deliver(message: Any, worker_index: int, worker_pid: int) -> None:
 def _follow_the_running_cell() -> None:
     """In Jupyter, let this thread's text go to the cell that runs now.
 
-    ipykernel 6.29 up to 7 (so every kernel on Python 3.9) ties each thread to the cell that
-    started it: a pool made in one cell and used in a later one would send its workers'
-    text to the finished cell, where nobody sees it. ipykernel has no public way out
+    ipykernel 6.29 up to 7 (the newest kernels for Python 3.9) ties each thread to the cell
+    that started it: a pool made in one cell and used in a later one would send its
+    workers' text to the finished cell, where nobody sees it. ipykernel has no public way out
     (ipython/ipykernel#1289; 7.0 dropped the tie), so drop this thread's entry from the
     stream's maps, as ipyparallel does for its own I/O thread. A no-op elsewhere.
     """
