@@ -79,30 +79,6 @@ def _shm() -> set[str]:
         return set()
 
 
-def _held_by_others(names: set[str]) -> set[str]:
-    """Those of ``names`` that a live process outside this test run has mapped or open.
-
-    They are another job's (a second test run or a benchmark on the same machine creates
-    names of the same shapes), not a leak of ours: a leaked name is one nobody holds.
-    """
-    ours = {p.pid for p in _owned()} | {os.getpid()}
-    paths = {f"{SHM}/{name}": name for name in names}
-    held: set[str] = set()
-    for pid in helpers.all_pids():
-        if pid in ours:
-            continue
-        try:
-            with open(f"/proc/{pid}/maps") as f:
-                maps = f.read()
-            fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-        except OSError:  # gone, or not ours to read
-            continue
-        for path, name in paths.items():
-            if path in maps or path in fds:
-                held.add(name)
-    return held
-
-
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves a process, a thread or a shared-memory segment behind."""
@@ -132,7 +108,7 @@ def no_leaks() -> Iterator[None]:
     if threads:
         problems.append(f"threads left running: {[t.name for t in threads]}")
     if shm:
-        shm -= _held_by_others(shm)
+        shm -= helpers.held_by_others(shm)
     if shm:
         problems.append(f"shared-memory segments left in {SHM}: {sorted(shm)}")
     if problems:

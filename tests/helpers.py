@@ -236,6 +236,30 @@ def shm_left(names: Iterable[str], timeout: float, directory: str = "/dev/shm") 
     return left()
 
 
+def held_by_others(names: Iterable[str], directory: str = "/dev/shm") -> set[str]:
+    """Those of ``names`` that a live process outside this test run has mapped or open.
+
+    They are another job's (a second test run or a benchmark on the same machine creates
+    names of the same shapes), not a leak of ours: a leaked name is one nobody holds.
+    """
+    ours = {p.pid for p in descendants() | tagged()} | {os.getpid()}
+    paths = {f"{directory}/{name}": name for name in names}
+    held: set[str] = set()
+    for pid in all_pids():
+        if pid in ours:
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                maps = f.read()
+            fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:  # gone, or not ours to read
+            continue
+        for path, name in paths.items():
+            if path in maps or path in fds:
+                held.add(name)
+    return held
+
+
 def read_line(stream: Any, timeout: float = TIMEOUT) -> str:
     """One line from a subprocess pipe, waiting at most ``timeout`` seconds for it."""
     line = b""

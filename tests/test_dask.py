@@ -201,6 +201,7 @@ def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path: Path) -> Non
     done = helpers.run_python([str(script)])
     assert done.returncode != 0
     assert "if __name__ == '__main__':" in done.stderr
+    assert f"line 2 of {script}" in done.stderr  # found before any worker process started
 
 
 # ------------------------------------------------------------------ correctness

@@ -123,9 +123,21 @@ def _kernelspec(directory: Path) -> None:
                 ],
                 "display_name": "manycore tests",
                 "language": "python",
+                # The kernel starts in another directory: a relative PYTHONPATH (``src``)
+                # would not reach it, and it would import an installed manycore instead.
+                "env": {"PYTHONPATH": os.pathsep.join(_import_path())},
             }
         )
     )
+
+
+def _import_path() -> list[str]:
+    """This process's PYTHONPATH made absolute, led by the folder its manycore comes from."""
+    import manycore
+
+    here = str(Path(manycore.__file__).resolve().parent.parent)
+    given = os.environ.get("PYTHONPATH", "")
+    return [here] + [str(Path(p).resolve()) for p in given.split(os.pathsep) if p]
 
 
 @pytest.fixture(scope="module")

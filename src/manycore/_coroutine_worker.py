@@ -51,7 +51,9 @@ class CoroutineServer:
     def __init__(self, worker: _Worker) -> None:
         self.worker = worker
         self.loop = asyncio.new_event_loop()
-        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        # Made in ``_main``: before Python 3.10 a queue binds to the loop current at its
+        # creation, and that is ``self.loop`` only once it runs.
+        self.inbox: asyncio.Queue[Any]
         self.running: dict[int, asyncio.Task[None]] = {}
         self.cancelled: set[int] = set()  # by the owner, while running
         self.outcomes: list[m.Outcome] = []
@@ -84,6 +86,7 @@ class CoroutineServer:
                 return
 
     async def _main(self, first: m.CallBatch) -> int:
+        self.inbox = asyncio.Queue()
         reader = threading.Thread(target=self._read, name="manycore-reader", daemon=True)
         start_helper_thread(reader)
         self._start(first)

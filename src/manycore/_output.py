@@ -176,6 +176,7 @@ def deliver(message: Any, worker_index: int, worker_pid: int) -> None:
     """Write a worker's text to the current sys.stdout/sys.stderr, or re-emit its log record
     in this process. Runs on the scheduler thread; never raises."""
     try:
+        _follow_the_running_cell()
         if type(message) is Output:
             stream = sys.stdout if message.stream == STDOUT else sys.stderr
             if stream is not None:
@@ -190,6 +191,23 @@ def deliver(message: Any, worker_index: int, worker_pid: int) -> None:
             logging.getLogger(record.name).handle(record)
     except Exception:
         pass  # a closed or failing stream: the text is lost, the pool goes on
+
+
+def _follow_the_running_cell() -> None:
+    """In Jupyter, let this thread's text go to the cell that runs now.
+
+    ipykernel 6.29 up to 7 (the newest kernels for Python 3.9) ties each thread to the cell
+    that started it: a pool made in one cell and used in a later one would send its
+    workers' text to the finished cell, where nobody sees it. ipykernel has no public way out
+    (ipython/ipykernel#1289; 7.0 dropped the tie), so drop this thread's entry from the
+    stream's maps, as ipyparallel does for its own I/O thread. A no-op elsewhere.
+    """
+    ident = threading.get_ident()
+    for stream in (sys.stdout, sys.stderr):
+        for name in ("_thread_to_parent_header", "_thread_to_parent"):
+            tied = getattr(stream, name, None)
+            if type(tied) is dict and ident in tied:
+                tied.pop(ident, None)
 
 
 # ---------------------------------------------------------------- the worker's side

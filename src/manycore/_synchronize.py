@@ -359,6 +359,13 @@ class Event(_mps.Event):
     def __setstate__(self, state: tuple[Any, Any]) -> None:
         self._cond, self._flag = state
 
+    def __repr__(self) -> str:  # the stdlib's from 3.11 on; 3.9 and 3.10 give none
+        try:
+            state = "set" if self.is_set() else "unset"
+        except Exception:  # a closed or foreign segment
+            state = "unknown"
+        return f"<{type(self).__qualname__} at {id(self):#x} {state}>"
+
 
 _TwoInts = ctypes.c_int * 2
 

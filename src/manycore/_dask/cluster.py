@@ -9,8 +9,10 @@ leaves no thread behind.
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
+import sys
 from typing import Any
 
 __all__ = [
@@ -63,6 +65,15 @@ def start_local_cluster(workers: int) -> Any:
     distributed = import_distributed()
     import dask
 
+    line = _unguarded_main_line()
+    if line is not None:
+        raise RuntimeError(
+            f"backend='dask' starts a local cluster whose worker processes Dask starts by "
+            f"spawn, which imports your main module in each: line {line} of "
+            f"{sys.modules['__main__'].__file__} would make this pool again in every one of "
+            f"them. Put the code that makes the pool under `if __name__ == '__main__':` "
+            f"(see docs/cluster.md), or pass address= to use a cluster started separately."
+        )
     settings = {
         "distributed.scheduler.allowed-failures": 0,
         "distributed.worker.profile.enabled": False,
@@ -97,6 +108,59 @@ def start_local_cluster(workers: int) -> Any:
             "the code that makes the pool under `if __name__ == '__main__':` (see "
             "docs/cluster.md), or pass address= to use a cluster started separately."
         ) from exc
+
+
+def _unguarded_main_line() -> int | None:
+    """The line of the main script, if any, that is making this pool at its top level
+    outside an ``if __name__ == "__main__":`` block.
+
+    Dask's workers import the main module: such a line runs again in each of them, and
+    releases of distributed before 2024.12 (the last for Python 3.9) then wait for those
+    nested clusters forever. None where it cannot tell (no script file, no source): Dask
+    then reports what happens itself.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not path:
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals is vars(main):
+            break
+        frame = frame.f_back  # type: ignore[assignment]
+    else:
+        return None  # the script is no longer running its top level: called later
+    line = frame.f_lineno
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if _covers(node, line):
+            guarded = (
+                isinstance(node, ast.If)
+                and _tests_main(node.test)
+                and any(_covers(n, line) for n in node.body)
+            )
+            return None if guarded else line
+    return None
+
+
+def _covers(node: ast.stmt, line: int) -> bool:
+    return node.lineno <= line <= (getattr(node, "end_lineno", None) or node.lineno)
+
+
+def _tests_main(test: ast.expr) -> bool:
+    """Whether an ``if`` test compares ``__name__`` with ``"__main__"``."""
+    for part in ast.walk(test):
+        if isinstance(part, ast.Compare) and all(isinstance(op, ast.Eq) for op in part.ops):
+            sides = [part.left, *part.comparators]
+            named = any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides)
+            main = any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides)
+            if named and main:
+                return True
+    return False
 
 
 def connect(distributed: Any, address: Any, processes: int | None) -> tuple[Any, Any, bool]:

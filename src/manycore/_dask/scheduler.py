@@ -96,6 +96,7 @@ KILL_AFTER = 0.3  # seconds into terminating a cluster we own before its workers
 # one at its scheduler), so a worker never waits for the round trip that refills it.
 WINDOW_PER_THREAD = IN_FLIGHT_BATCHES
 REFRESH_SECONDS = 2.0  # how often a connected cluster's thread count is re-read
+RESTART_WAIT = 10.0  # seconds a close waits for workers that replace dead ones to start
 CLOSE_TIMEOUT = 20.0  # seconds to close a client or a cluster manycore started
 
 
@@ -246,6 +247,8 @@ class DaskScheduler(Engine):
         for _blob, future in self._scattered.values():
             future.release()
         self._scattered.clear()
+        if self._cluster is not None:
+            self._let_restarts_finish()  # before reading the pids: a new worker's counts
         pids = self._worker_pids() if now and self._cluster is not None else []
         if self._own_client:
             try:
@@ -266,6 +269,24 @@ class DaskScheduler(Engine):
             finally:
                 if pids:
                     killer.join()
+
+    def _let_restarts_finish(self) -> None:
+        """Wait, up to ``RESTART_WAIT``, for nannies that are starting a new worker.
+
+        Releases of distributed before 2024.12 (the last for Python 3.9) hang closing a
+        nanny whose worker is still starting (one that replaces a dead worker), until the
+        close times out and leaves its event loop thread behind.
+        """
+        deadline = time.monotonic() + RESTART_WAIT
+        while time.monotonic() < deadline:
+            try:
+                nannies = list(self._cluster.workers.values())
+            except Exception:
+                return
+            starting = [n for n in nannies if _status(getattr(n, "process", None)) == "starting"]
+            if not starting:
+                return
+            time.sleep(0.02)
 
     def _worker_pids(self) -> list[int]:
         """The worker processes of the cluster we started (its nannies know them)."""
@@ -565,3 +586,9 @@ def _portable(blob: bytes) -> bytes:
     if type(blob) is bytes:
         return blob
     return dumps(loads(blob))
+
+
+def _status(process: Any) -> str | None:
+    """The name of a nanny's worker-process status (``"running"``, ``"starting"``...)."""
+    status = getattr(process, "status", None)
+    return getattr(status, "name", None)
