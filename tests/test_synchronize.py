@@ -586,3 +586,15 @@ def test_the_shm_tracker_is_left_running_without_a_warning() -> None:
     result = helpers.run_python(["-c", EXIT_THEN_COLLECT])
     assert result.returncode == 0
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_semaphores_bound_acquire_runs_in_a_worker(method: str) -> None:
+    # ``executor.submit(sem.acquire)`` pickles the bound method; on Python 3.9 that is the
+    # bare SemLock's (CPython's test_saturation does this).
+    sem = manycore.Semaphore(0)
+    with manycore.get_context(method).Pool(1) as pool:
+        taken = pool.apply_async(sem.acquire, (True, 60))
+        sem.release()
+        assert taken.get(timeout=90) is True
+    assert sem.acquire(timeout=0.1) is False  # the worker took the one release

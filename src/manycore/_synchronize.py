@@ -56,6 +56,7 @@ sleep) leaves that lock held, as above: use timeouts.
 
 from __future__ import annotations
 
+import copyreg
 import ctypes
 import importlib
 import os
@@ -202,6 +203,24 @@ class _SemLockWrapper:
 
 
 _Impl: Any = _SemLockSubclass if SUBCLASS_SEMLOCK else _SemLockWrapper
+
+
+def _reopen_raw(kind: int, maxvalue: int, name: str) -> Any:
+    """Unpickling on Python 3.9: the bare SemLock that a bound ``acquire``/``release`` names."""
+    return _reopen(_SemLockWrapper, kind, maxvalue, name)._semlock
+
+
+def _reduce_raw(sl: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    if not (sl.name or "").startswith(NAME_PREFIX):  # the stdlib's own: not picklable, as before
+        raise TypeError(f"cannot pickle {type(sl).__module__}.{type(sl).__qualname__} object")
+    return (_reopen_raw, (sl.kind, sl.maxvalue, sl.name))
+
+
+if not SUBCLASS_SEMLOCK:
+    # On Python 3.9 a lock's ``acquire`` is the bare SemLock's bound method (as the stdlib's
+    # is), so ``pickle.dumps(sem.acquire)`` (say, ``executor.submit(sem.acquire)``) pickles
+    # the bare SemLock: manycore's open theirs again by name, as the lock itself does.
+    copyreg.pickle(_multiprocessing.SemLock, _reduce_raw)
 
 
 class Lock(_Impl, _mps.Lock):  # type: ignore[misc]
