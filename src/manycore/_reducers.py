@@ -43,19 +43,27 @@ _STDLIB_CONNECTION = b"multiprocessing.connection"
 _program_registered: dict[int, bool] = {}  # by the number of registered types
 
 
-def _registered() -> dict[type, Any]:
-    # Imported here, not above: a pool worker that never meets a reducer does not load
-    # multiprocessing.reduction (and socket) at start.
-    from multiprocessing.reduction import ForkingPickler
+_reducers: dict[type, Any] | None = None  # ForkingPickler's, once loaded (the same dict for good)
 
-    return ForkingPickler._extra_reducers  # type: ignore[attr-defined,no-any-return]
+
+def _registered() -> dict[type, Any]:
+    global _reducers
+    if _reducers is None:
+        # Imported here, not above: a pool worker that never meets a reducer does not load
+        # multiprocessing.reduction (and socket) at start.
+        from multiprocessing.reduction import ForkingPickler
+
+        _reducers = ForkingPickler._extra_reducers  # type: ignore[attr-defined]
+    return _reducers
 
 
 def _registered_by_program() -> bool:
     # A program registers through multiprocessing.reduction: until it is imported, nothing is.
-    if "multiprocessing.reduction" not in sys.modules:
-        return False
-    reducers = _registered()
+    reducers = _reducers
+    if reducers is None:
+        if "multiprocessing.reduction" not in sys.modules:
+            return False
+        reducers = _registered()
     count = len(reducers)
     found = _program_registered.get(count)
     if found is None:
