@@ -9,12 +9,15 @@ import os
 import pickle
 import socket
 import stat
+import subprocess
+import sys
 import threading
 from typing import Any, Optional
 
 import pytest
 
 from manycore._connection import BufferTooShort, Client, Connection, Listener, Pipe, wait
+from tests import helpers
 from tests import workloads_ipc as w
 from tests.helpers import TIMEOUT, start_process
 
@@ -378,3 +381,34 @@ def test_listener_and_client_work_with_wait() -> None:
             server.send("done")
         t.join(TIMEOUT)
         assert not t.is_alive()
+
+
+_REDUCER_CHOICE = """
+import pickle, sys
+import multiprocessing.heap, multiprocessing.managers, multiprocessing.connection
+from manycore import _reducers
+plain = pickle.dumps((1, 6.5, "small"))
+print(_reducers.needs_reducers(plain))  # the stdlib's own reducers: the plain pickle stays
+a, b = multiprocessing.Pipe()
+print(_reducers.needs_reducers(pickle.dumps(a)))  # a stdlib Connection inside: made again
+import multiprocessing.reduction
+class Mine:
+    pass
+multiprocessing.reduction.register(Mine, lambda obj: (Mine, ()))
+print(_reducers.needs_reducers(plain))  # a program's reducer applies to every pickle
+"""
+
+
+def test_only_a_programs_own_reducers_send_every_pickle_through_them() -> None:
+    # The stdlib registers reducers for its heap arenas and (in its managers) arrays and dict
+    # views; importing those modules must not send every small message down the slow path.
+    done = subprocess.run(
+        [sys.executable, "-c", _REDUCER_CHOICE],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=helpers.script_env(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "True"]

@@ -28,18 +28,10 @@ from ._serialize import MAIN, PROTOCOL
 
 __all__ = ["cloud_pickler", "needs_reducers", "reducing_dumps", "reducing_pickler"]
 
-# What multiprocessing registers itself (on POSIX), by module and name.
-_STDLIB_OWN = frozenset(
-    {
-        "builtins.method",
-        "builtins.method_descriptor",
-        "builtins.wrapper_descriptor",
-        "functools.partial",
-        "socket.socket",
-        "multiprocessing.connection.Connection",
-    }
-)
-_STDLIB_CONNECTION = b"multiprocessing.connection"
+# A pickle that names one of multiprocessing's modules may hold an object that the stdlib
+# registers a reducer for (a stdlib Connection, a heap Arena) and that plain pickle would
+# send as a descriptor's number: such a pickle is made again with the reducers.
+_STDLIB_NAMES = b"multiprocessing."
 _program_registered: dict[int, bool] = {}  # by the number of registered types
 
 
@@ -67,7 +59,14 @@ def _registered_by_program() -> bool:
     count = len(reducers)
     found = _program_registered.get(count)
     if found is None:
-        found = any(f"{t.__module__}.{t.__qualname__}" not in _STDLIB_OWN for t in list(reducers))
+        # multiprocessing's own reducers (methods, partials, sockets, its connections, heap
+        # arenas, and what its managers add) are for objects that the name check above
+        # catches or that plain pickle handles as well; any other library's or program's
+        # reducer applies to every pickle.
+        found = any(
+            not str(getattr(reducer, "__module__", "")).startswith("multiprocessing.")
+            for reducer in list(reducers.values())
+        )
         _program_registered[count] = found
     return found
 
@@ -75,7 +74,7 @@ def _registered_by_program() -> bool:
 def needs_reducers(data: bytes) -> bool:
     """Whether ``data``, a plain pickle of some object, must be made again by
     ``reducing_dumps``: it holds a stdlib Connection, or the program registered reducers."""
-    return _STDLIB_CONNECTION in data or _registered_by_program()
+    return _STDLIB_NAMES in data or _registered_by_program()
 
 
 @cache
