@@ -512,7 +512,9 @@ class DaskScheduler(Engine):
             exc = inner
         future.release()
         killed = type(exc).__name__ == "KilledWorker"
-        if killed and not batch.alone:
+        # "lost": the batch ran, but its result died with the worker that held it before it
+        # was fetched (Dask would compute it again): that worker's death is not its fault.
+        if (killed and not batch.alone) or status == "lost":
             # Dask blames every task a dead worker held, and cannot say which one killed it:
             # each runs again alone; only one whose worker dies then is to blame.
             for task in batch.tasks:
