@@ -42,7 +42,6 @@ process received it.
 from __future__ import annotations
 
 import atexit
-import io
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.process
@@ -53,7 +52,6 @@ import signal
 import struct
 import sys
 import threading
-from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, Optional
 
 from . import _launch, _output
@@ -64,7 +62,7 @@ from ._errors import (
 )
 from ._fds import close_internal, internal_fd
 from ._outcome import exception_parts, rebuild_exception
-from ._reducers import cloud_pickler
+from ._reducers import reducing_dumps
 
 __all__ = [
     "Process",
@@ -110,21 +108,7 @@ def _pickle(obj: Any, before_each: Optional[Callable[[], None]] = None) -> bytes
     """Pickle with multiprocessing's reducers (Connections, sockets, methods); fall back to
     cloudpickle, with the same reducers, for objects only the caller knows. ``before_each``
     runs before each attempt (descriptors collected by a failed attempt are dropped)."""
-    try:
-        if before_each is not None:
-            before_each()
-        buf = io.BytesIO()
-        ForkingPickler(buf, PROTOCOL).dump(obj)
-        data = buf.getvalue()
-        if b"__main__" not in data:
-            return data
-    except Exception:
-        pass
-    if before_each is not None:
-        before_each()
-    buf = io.BytesIO()
-    cloud_pickler()(buf, protocol=PROTOCOL).dump(obj)
-    return buf.getvalue()
+    return reducing_dumps(obj, before_each)
 
 
 def _preparation_data() -> dict[str, Any]:

@@ -9,9 +9,9 @@ cheaper; this module says when a plain pickle will not do and makes the one that
 
 Plain pickle already handles what the stdlib registers for methods, method descriptors and
 ``functools.partial``, and refuses a socket (so the caller's fallback takes it). It pickles
-a stdlib ``Connection`` as its descriptor's number, which means nothing in another process:
-a pickle that names that class's module is therefore made again, as is every pickle once
-the program has registered a reducer of its own.
+a stdlib ``Connection`` (or heap ``Arena``) as its descriptor's number, which means nothing
+in another process: a pickle that names one of multiprocessing's modules is therefore made
+again, as is every pickle once a program or library has registered a reducer of its own.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pickle
 import sys
 from collections import ChainMap
 from functools import cache
-from typing import Any
+from typing import Any, Callable, Optional
 
 from ._serialize import MAIN, PROTOCOL
 
@@ -99,9 +99,11 @@ def cloud_pickler() -> type[pickle.Pickler]:
     return ReducingCloudPickler
 
 
-def reducing_dumps(obj: Any) -> bytes:
+def reducing_dumps(obj: Any, before_each: Optional[Callable[[], None]] = None) -> bytes:
     """``obj`` pickled as the stdlib pickles what it sends (``ForkingPickler``), or by
     cloudpickle with the same reducers when that names ``__main__`` or fails.
+    ``before_each`` runs before each attempt (a process start drops the descriptors that a
+    failed attempt collected).
 
     Raises:
         Exception: what cloudpickle raises for an object that cannot be pickled.
@@ -109,11 +111,15 @@ def reducing_dumps(obj: Any) -> bytes:
     from multiprocessing.reduction import ForkingPickler
 
     try:
+        if before_each is not None:
+            before_each()
         data = bytes(ForkingPickler.dumps(obj, PROTOCOL))
         if MAIN not in data:
             return data
     except Exception:
         pass
+    if before_each is not None:
+        before_each()
     out = io.BytesIO()
     cloud_pickler()(out, protocol=PROTOCOL).dump(obj)
     return out.getvalue()
