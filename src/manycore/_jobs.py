@@ -63,6 +63,15 @@ __all__ = ["PENDING", "MapJob", "ResultIterator", "waker_of"]
 _Outcome = tuple[Any, Optional[BaseException]]  # (values: a list or an Unread, error)
 
 
+# read_while_running: what one wake-up of the reading thread costs, and the most chunks it
+# lets settle between two (a run of tiny chunks must still be read before the job ends).
+_WAKE_COST = 50e-6
+_MAX_STRIDE = 64
+# A range's chunk shorter than this travels as a list: pickling a range costs as much as
+# pickling a list of 16 small ints (about 2.5 us), and a chunksize=1 map cuts thousands.
+_RANGE_AS_LIST = 16
+
+
 class MapJob:
     """One map call's chunks and results."""
 
@@ -166,6 +175,8 @@ class MapJob:
             try:
                 if self._sequence is not None:
                     items = self._sequence[self._items_cut : self._items_cut + size]
+                    if size < _RANGE_AS_LIST and type(items) is range:
+                        items = list(items)  # a short list pickles faster than a range
                 else:
                     items = list(itertools.islice(self._input, size))
             except BaseException as exc:  # the user's iterator raised: the error of this chunk
@@ -381,12 +392,19 @@ class MapJob:
         return out
 
     def read_while_running(self, deadline: float | None) -> None:
-        """Eager jobs, on the thread that waits for the values: unpickle each chunk's values
-        as it settles, in input order, until the job is done or ``deadline`` passes, so
+        """Eager jobs, on the thread that waits for the values: unpickle the chunks' values
+        as they settle, in input order, until the job is done or ``deadline`` passes, so
         that reading them overlaps the work still running and ``values()`` finds little
         left to do. What a chunk's unpickling raises is kept in its ``Unread``, for
-        ``values()`` to raise in its turn."""
+        ``values()`` to raise in its turn.
+
+        Each wake-up costs this thread and the scheduler's a hand-off of the GIL (tens of
+        microseconds), more than reading a small chunk: the reader sleeps until a run of
+        chunks has settled whose reading is worth a wake-up (``_WAKE_COST``), measured as
+        it goes. A ``chunksize=1`` map of small values then wakes it every few dozen
+        chunks, and a map of big chunks at each one."""
         index = 0
+        stride = 1  # the chunks to let settle before the next wake-up
         while True:
             with self._cond:
                 while True:
@@ -396,19 +414,25 @@ class MapJob:
                     timeout = None if deadline is None else deadline - time.monotonic()
                     if timeout is not None and timeout <= 0:
                         return
-                    # Woken when this chunk settles (not for every other one: a
+                    # Woken when that chunk settles (not for every other one: a
                     # chunksize=1 map settles thousands), or when the job ends.
-                    self._awaited = index
+                    self._awaited = index + stride - 1
                     self._cond.wait(timeout)
                 self._awaited = None
                 if outcome is None or self.error is not None:
                     return  # done: values() reads the rest, or raises the error
-            if type(outcome[0]) is Unread:
-                try:
-                    outcome[0].read()
-                except BaseException:  # kept in the Unread: values() raises it in order
-                    pass
-            index += 1
+            started = time.perf_counter()
+            first = index
+            while outcome is not None:  # every chunk settled in order from ``index``
+                if type(outcome[0]) is Unread:
+                    try:
+                        outcome[0].read()
+                    except BaseException:  # kept in the Unread: values() raises it in order
+                        pass
+                index += 1
+                outcome = self._results.get(index)  # a dict read: safe without the lock
+            each = (time.perf_counter() - started) / (index - first)
+            stride = max(1, min(_MAX_STRIDE, int(_WAKE_COST / max(each, 1e-7))))
 
     def iterate(self, ordered: bool) -> ResultIterator[Any]:
         return ResultIterator(self, ordered)
