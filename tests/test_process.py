@@ -9,6 +9,7 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.resource_tracker
 import os
+import select
 import signal
 import sys
 import textwrap
@@ -409,6 +410,53 @@ def test_processes_start_after_the_fork_server_died(method, sig):
     assert second.exitcode == 0
     assert first.exitcode in (0, 255)
     assert _launch.get_server(fresh=method == "forkserver").pid != server.pid
+
+
+def write_own_pid(fd: int) -> int:
+    """A launcher entry point (``module:function``): write this process's pid to ``fd``."""
+    os.write(fd, str(os.getpid()).encode())
+    return 0
+
+
+@pytest.mark.parametrize("method", [None, "forkserver"], ids=["default", "forkserver"])
+def test_children_a_fork_server_starts_without_waiting_each_run_with_their_own_pid(method):
+    # A pool sends all its workers' start requests before it reads the server's replies:
+    # each child must still get its own descriptors, and each handle its own pid.
+    launcher = _launch.resolve_start_method(method)
+    pipes = [os.pipe() for _ in range(4)]
+    children = [launcher.start_child_later(f"{__name__}:write_own_pid", [w]) for _, w in pipes]
+    for _, w in pipes:
+        os.close(w)
+    try:
+        for child, (r, _) in zip(children, pipes):
+            assert select.select([r], [], [], TIMEOUT)[0], "the child wrote nothing"
+            assert int(os.read(r, 32)) == child.pid > 0
+            assert child.wait(TIMEOUT) is not None
+            assert child.returncode == 0
+    finally:
+        for child, (r, _) in zip(children, pipes):
+            child.close()
+            os.close(r)
+
+
+def test_a_child_the_fork_server_could_not_start_is_reported_and_never_signalled():
+    launcher = _launch.resolve_start_method(None)
+    r, w = os.pipe()
+    try:
+        child = launcher.start_child_later("tests.no_such_module:run", [w])
+        assert child.pid == 0
+        with pytest.raises(OSError, match="no entry point 'tests.no_such_module:run'"):
+            child.confirm_started()
+        child.kill()  # must not signal pid 0, which is this test's own process group
+        assert child.wait(TIMEOUT) is not None  # the server closed its status pipe
+        child.close()
+        with pytest.raises(OSError, match="no entry point"):
+            launcher.start_child("tests.no_such_module:run", [w])
+    finally:
+        os.close(w)
+        os.close(r)
+    # the server goes on serving
+    test_children_a_fork_server_starts_without_waiting_each_run_with_their_own_pid(None)
 
 
 def test_the_child_sees_its_parent_exit(start_method, tmp_path):

@@ -21,12 +21,13 @@ starts empty there.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 __all__ = [
     "ASYNC_SIGNALS",
@@ -149,16 +150,23 @@ ASYNC_SIGNALS = frozenset(
 )
 
 
-def start_helper_thread(thread: threading.Thread) -> None:
-    """Start ``thread`` with every asynchronous signal blocked, so signals reach the main thread."""
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - non-POSIX
-        thread.start()
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
+_SIGMASK = hasattr(signal, "pthread_sigmask")  # POSIX
+
+
+def start_helper_thread(thread: threading.Thread | Callable[[], object]) -> None:
+    """Start ``thread`` with every asynchronous signal blocked, so signals reach the main
+    thread. A plain callable runs in a bare thread (``_thread``) that is not waited for:
+    the caller goes on at once (``Thread.start`` waits until the new thread runs)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS) if _SIGMASK else None
     try:
-        thread.start()  # the new thread inherits the blocked mask
+        # The new thread inherits the blocked mask when it is created.
+        if isinstance(thread, threading.Thread):
+            thread.start()
+        else:
+            _thread.start_new_thread(thread, ())
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextlib.contextmanager

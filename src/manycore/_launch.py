@@ -48,6 +48,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Callable, Optional, Union
 
@@ -135,6 +136,10 @@ def _readable(fd: int, timeout: Optional[float]) -> bool:
 class Child:
     """A started child, by any method: what the scheduler and ``Process`` hold."""
 
+    # Why the child did not start, where that is known only after the start returned (a
+    # fork server's reply, see ``Launcher.start_child_later``).
+    start_error: OSError | None = None
+
     def __init__(self, pid: int, sentinel: int = -1) -> None:
         self.pid = pid
         self.status: int | None = None  # raw wait status once known (UNKNOWN: lost)
@@ -146,6 +151,9 @@ class Child:
     def poll(self) -> int | None:
         """The raw wait status if the child has been reaped, else None. Never blocks."""
         raise NotImplementedError
+
+    def confirm_started(self) -> None:
+        """Raise ``start_error``, if the child could not be started (waits for the answer)."""
 
     def _collect(self) -> int | None:
         """The sentinel is readable: the status (a direct child may take a moment)."""
@@ -254,11 +262,38 @@ class ServerChild(Child):
     it is closed as soon as the status has been read.
     """
 
-    def __init__(self, pid: int, status_fd: int, keep: bool) -> None:
-        super().__init__(pid, status_fd if keep else -1)
+    def __init__(self, server: ForkServer, status_fd: int, keep: bool) -> None:
+        self._server = server
+        self._replied = False  # the server's reply is read when first needed
+        super().__init__(0, status_fd if keep else -1)
         self._fd = status_fd
         self._keep = keep
         self._watched = False  # exit_fd() handed the pipe out: keep it until close()
+
+    @property
+    def pid(self) -> int:
+        """The pid the server replied with, read on first use (the owner goes on
+        meanwhile); 0 if the server could not fork the child (``start_error`` says why),
+        and then ``kill`` signals nothing."""
+        if not self._replied:
+            self._server.resolve(self)
+        return self._pid
+
+    @pid.setter
+    def pid(self, value: int) -> None:
+        self._pid = value
+
+    def replied(self, pid: int, error: OSError | None) -> None:
+        """The server's reply to this child's request (``ForkServer.resolve``)."""
+        self.pid, self.start_error, self._replied = max(pid, 0), error, True
+
+    def confirm_started(self) -> None:
+        if self.pid == 0 and self.start_error is not None:
+            raise self.start_error
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.pid > 0:  # never os.kill(0): that is our own process group
+            super().kill(sig)
 
     def poll(self) -> int | None:
         if self.status is None:
@@ -343,6 +378,14 @@ class Launcher:
         """
         raise NotImplementedError
 
+    def start_child_later(self, entry: Entry, fds: Sequence[int]) -> Child:
+        """As ``start_child`` without a sentinel, but where the method allows, without
+        waiting for the child to exist: a fork server's reply is read when the handle's
+        ``pid`` is first needed, so a pool's workers fork while the pool goes on. A child
+        that the server could not fork then looks like one that exited at once, and
+        ``confirm_started`` raises why (``start_error``)."""
+        return self.start_child(entry, fds)
+
 
 def _entry_name(entry: Entry, method: str) -> str:
     if not isinstance(entry, str):
@@ -416,8 +459,17 @@ class ServerLauncher(Launcher):
 
     def start_child(self, entry: Entry, fds: Sequence[int], *, sentinel: bool = False) -> Child:
         name = _entry_name(entry, self.name)
-        pid, status_r = get_server(self.fresh).start(name, fds)
-        return ServerChild(pid, status_r, keep=sentinel)
+        child = get_server(self.fresh).request(name, fds, keep=sentinel)
+        try:
+            child.confirm_started()
+        except OSError:
+            child.close()
+            raise
+        return child
+
+    def start_child_later(self, entry: Entry, fds: Sequence[int]) -> Child:
+        name = _entry_name(entry, self.name)
+        return get_server(self.fresh).request(name, fds, keep=False)
 
 
 # The one table of start methods, manycore's default first (the order
@@ -515,31 +567,49 @@ class ForkServer:
         self.sock = ours
         internal_fd(ours.fileno())
         self.lock = threading.Lock()
+        # Requests sent whose reply is not read yet, oldest first.
+        self._pending: deque[tuple[ServerChild, str]] = deque()
 
-    def start(self, entry: str, fds: Sequence[int]) -> tuple[int, int]:
-        """Have the server fork a child that runs ``entry(*fds)``; (pid, status fd).
+    def request(self, entry: str, fds: Sequence[int], keep: bool) -> ServerChild:
+        """Ask the server to fork a child that runs ``entry(*fds)``; its handle, whose pid
+        is read from the server's reply when first needed.
 
-        The status fd becomes readable when the child has been reaped: it then holds the
-        raw wait status (4 bytes), followed by EOF.
+        The handle's status fd becomes readable when the child has been reaped: it then
+        holds the raw wait status (4 bytes), followed by EOF.
         """
         request = encode_request(entry)
         status_r, status_w = os.pipe()
         try:
             with self.lock:
                 socket.send_fds(self.sock, [request], [*fds, status_w])
-                reply = _recv_exactly(self.sock, REPLY.size)
+                child = ServerChild(self, status_r, keep)
+                self._pending.append((child, entry))
         except BaseException:
             os.close(status_r)
             raise
         finally:
             os.close(status_w)
-        (pid,) = REPLY.unpack(reply)
-        if pid < 0:
-            os.close(status_r)
-            if -pid == errno.ENOENT:
-                raise OSError(-pid, f"the fork server found no entry point {entry!r}")
-            raise OSError(-pid, f"the fork server could not fork a child: {os.strerror(-pid)}")
-        return pid, status_r
+        return child
+
+    def resolve(self, child: ServerChild) -> None:
+        """Read the server's replies, in request order, up to ``child``'s."""
+        with self.lock:
+            while not child._replied:
+                waiting, entry = self._pending.popleft()
+                try:
+                    (pid,) = REPLY.unpack(_recv_exactly(self.sock, REPLY.size))
+                except OSError as exc:  # the server is gone: every request waiting failed
+                    waiting.replied(0, exc)
+                    continue
+                error = None
+                if pid < 0:
+                    if -pid == errno.ENOENT:
+                        error = OSError(-pid, f"the fork server found no entry point {entry!r}")
+                    else:
+                        error = OSError(
+                            -pid, f"the fork server could not fork a child: {os.strerror(-pid)}"
+                        )
+                waiting.replied(pid, error)
 
     def alive(self) -> bool:
         try:

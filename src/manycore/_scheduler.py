@@ -235,13 +235,21 @@ class Scheduler(Engine):
         self._poller.register(self._wake_r, select.POLLIN)
         _payload.pool_opened()
         try:
-            for _ in range(0 if self._on_demand else workers):
-                self._start_worker()
+            started = [self._start_worker() for _ in range(0 if self._on_demand else workers)]
         except BaseException:
             self._kill_all()
             self._release()
             raise
         self._start(start_helper_thread)
+        # A fork server forks the workers while this thread goes on (``start_child_later``):
+        # whether it could is known now, so that the pool's constructor raises as before.
+        try:
+            for slot in started:
+                slot.proc.confirm_started()
+        except OSError:
+            self.terminate(kill=True)
+            self.join()
+            raise
 
     # ------------------------------------------------------------ any thread
 
@@ -694,7 +702,7 @@ class Scheduler(Engine):
         )
         try:
             with unblocked:
-                proc = self.launcher.start_child(
+                proc = self.launcher.start_child_later(
                     WORKER_ENTRY, [theirs.fileno(), self._lifeline_r, self._board.fd]
                 )
         except BaseException:
@@ -793,6 +801,11 @@ class Scheduler(Engine):
         if not self._closing_idle() and not self._terminating:
             seat.restarts += 1
             seat.reasons.append(reason)
+        try:
+            slot.proc.confirm_started()
+        except OSError as exc:  # the fork server could not fork it: a retry would fail too
+            if self._broken is None:
+                self._break(PoolBrokenError(f"the pool could not start a worker: {exc}"))
         if not planned and not slot.ready:
             # A SIGKILL from outside (the OOM killer, a user, a chaos test) while a worker
             # starts says little about the worker itself: it counts a third as much.

@@ -143,7 +143,9 @@ def _start_watchdog(lifeline_fd: int) -> None:
                         pass
                 os._exit(EXIT_ORPHANED)
 
-    start_helper_thread(threading.Thread(target=watch, name="manycore-watchdog", daemon=True))
+    # A bare thread: ``threading.Thread.start`` waits until the new thread runs, which on a
+    # busy machine held up a forked worker's first task by a millisecond or more.
+    start_helper_thread(watch)
 
 
 class _Channel:

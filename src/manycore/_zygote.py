@@ -10,7 +10,7 @@ Who runs where::
 
     owner process                          fork server (this module's serve())
     -------------                          -----------------------------------
-    ForkServer.start(entry, fds) ── request + fds over SCM_RIGHTS ──►  fork()
+    ForkServer.request(entry, fds) ─ request + fds over SCM_RIGHTS ─►  fork()
                                                        ├─ child: entry(*fds)
                            ◄── pid (8 bytes) ──────────┘  server keeps the status fd
     child's status pipe    ◄── raw wait status (4 bytes), then EOF, when it is reaped
@@ -25,7 +25,10 @@ request is ``b"R"``, the entry's length (2 bytes, little-endian) and the entry i
 sent with descriptors; the last descriptor is always the child's status pipe write end,
 which the server keeps; the others are the child's, in order. The reply is a signed
 8-byte pid, or ``-errno`` if the request was malformed (``EINVAL``), the entry point could
-not be found (``ENOENT``) or fork failed.
+not be found (``ENOENT``) or fork failed. The owner may send several requests before it
+reads their replies, which come in request order: a pool's workers fork one after the
+other while the pool goes on. (Each request is one message that carries descriptors, and
+a read on a Unix stream socket never runs past such a message, so one read is one request.)
 
 Why a server: forking from a process that has threads can copy a lock held by another
 thread into the child, where it stays held forever (Python 3.12 warns about it). The
