@@ -445,7 +445,7 @@ def test_a_child_the_fork_server_could_not_start_is_reported_and_never_signalled
     try:
         child = launcher.start_child_later("tests.no_such_module:run", [w])
         assert child.pid == 0
-        with pytest.raises(OSError, match="no entry point 'tests.no_such_module:run'"):
+        with pytest.raises(OSError, match=r"no entry point 'tests\.no_such_module:run'"):
             child.confirm_started()
         child.kill()  # must not signal pid 0, which is this test's own process group
         assert child.wait(TIMEOUT) is not None  # the server closed its status pipe
