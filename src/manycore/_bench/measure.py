@@ -7,6 +7,9 @@ How it measures (the same rules as ``benchmarks/``):
 * repeats are interleaved: round 1 runs every system once, then round 2, and so on, so a
   burst of noise from a neighbour on a shared machine lands on all of them alike;
 * each figure is the median of the repeats, with the spread (half the range) beside it;
+  a repeat runs its call back to back until they span ``SAMPLE_SPAN_S`` and counts their
+  mean, so a call of a millisecond or two (the trivial workload) is not one wake-up's
+  luck on a shared machine, while a long call is timed once;
 * every result is checked against serial's, and every call runs under a deadline, so a
   wrong answer or a hang shows up as an error in the table instead of a stuck terminal;
   a pool that hung is terminated, so no worker outlives the command;
@@ -48,6 +51,8 @@ __all__ = [
 # A measured call that takes this long is treated as hung: the slowest legitimate call
 # (the stdlib executor's 10k one-item tasks) takes a few seconds on a slow 2-core machine.
 CALL_DEADLINE_S = 60.0
+# A repeat runs its call again until the calls span this long (module docstring).
+SAMPLE_SPAN_S = 0.02
 # Closing a pool waits for its workers to exit; more than this means it is stuck.
 CLOSE_DEADLINE_S = 30.0
 
@@ -286,9 +291,15 @@ def _measure(
         for system in list(live):
             try:
                 with deadline(CALL_DEADLINE_S, f"{system.label}.map"):
+                    calls = 0
                     start = time.perf_counter()
-                    result = runners[system.key].map(workload.fn, workload.items)
-                    elapsed = time.perf_counter() - start
+                    while True:
+                        result = runners[system.key].map(workload.fn, workload.items)
+                        calls += 1
+                        elapsed = time.perf_counter() - start
+                        if elapsed >= SAMPLE_SPAN_S:
+                            break
+                    elapsed /= calls
             except Exception as exc:
                 fail(system, _describe(exc))
                 continue

@@ -79,7 +79,8 @@ def bench_notes(run: Run) -> list[str]:
     notes = [
         f"time: median of {run.repeats} repeats on warm pools of {run.workers} workers "
         "(pool start-up is not included; see `python -m benchmarks` for start-up figures); "
-        "spread: half the range of the repeats.",
+        "a repeat of a call shorter than 20 ms runs it back to back until 20 ms have passed "
+        "and counts the mean; spread: half the range of the repeats.",
         "speedup vs serial and vs mp.Pool: how many times faster than that system "
         "(above 1.00x is faster).",
     ]
