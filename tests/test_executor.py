@@ -301,6 +301,102 @@ def test_ctrl_c_in_a_with_block_stops_the_workers_at_once(start_method, tmp_path
     assert helpers.wait_gone(workers, 10) == set(), "the workers outlived the block"
 
 
+def test_a_future_lock_left_held_does_not_stop_terminate_workers(start_method):
+    """Ctrl-C can leave a future's lock held for good: CPython checks for signals between
+    the acquire in ``Condition.__enter__`` (Python code) and the ``with`` block, and
+    ``concurrent.futures.wait`` takes every future's lock in a loop. Here a thread keeps
+    the lock as such an interrupt leaves it; the pool's thread must not wait for it, or
+    ``terminate_workers()`` (leaving ``with`` on Ctrl-C) never returns."""
+    ex = manycore.ProcessPoolExecutor(1, mp_context=start_method)
+    future = ex.submit(workloads.sleep_then, 60.0)
+    assert helpers.wait_until(future.running, TIMEOUT)
+    held, let_go = threading.Event(), threading.Event()
+
+    def keep() -> None:
+        with future._condition:  # the lock that stdlib code (and an interrupt) holds
+            held.set()
+            let_go.wait(TIMEOUT)
+
+    keeper = threading.Thread(target=keep)
+    keeper.start()
+    try:
+        assert held.wait(TIMEOUT)
+        stopper = threading.Thread(target=ex.terminate_workers)
+        stopper.start()
+        stopper.join(TIMEOUT)
+        assert not stopper.is_alive(), "terminate_workers() waited for the future's lock"
+    finally:
+        let_go.set()
+        keeper.join(TIMEOUT)
+        stopper.join(TIMEOUT)
+    # once the lock is free, the future gets its error and its waiters are woken
+    assert isinstance(future.exception(timeout=TIMEOUT), BrokenProcessPool)  # terminated
+
+
+# Runs in a subprocess: argv is the number of interrupts. The main
+# thread waits on an unfinished future in a loop while a thread sends it SIGINT at a random
+# moment, again and again; then leaving the block must stop the workers.
+INTERRUPTED_WAITS_SCRIPT = textwrap.dedent(
+    """
+    import concurrent.futures as cf, random, signal, sys, threading, time
+    import manycore
+    from tests import workloads
+
+    def probe(lock):  # on another thread: whether the lock is free
+        if not lock.acquire(False):
+            return False
+        lock.release()
+        return True
+
+    main = threading.main_thread().ident
+    left_held = interrupts = 0
+    with manycore.ProcessPoolExecutor(1) as ex:
+        future = ex.submit(workloads.sleep_then, 60.0)
+        lock = future._condition  # its acquire and release are its lock's
+        for _ in range(int(sys.argv[1])):
+            go = threading.Event()
+
+            def shoot():
+                go.wait()
+                time.sleep(random.random() * 0.002)
+                signal.pthread_kill(main, signal.SIGINT)
+
+            shooter = threading.Thread(target=shoot)
+            shooter.start()
+            try:
+                go.set()
+                while True:
+                    try:
+                        future.result(timeout=0)
+                    except cf.TimeoutError:
+                        pass
+            except (KeyboardInterrupt, RuntimeError):
+                interrupts += 1
+            shooter.join()
+            free = []
+            prober = threading.Thread(target=lambda: free.append(probe(lock)))
+            prober.start()
+            prober.join()
+            left_held += not free[0]
+        print("LEFT HELD", left_held, "OF", interrupts, flush=True)
+        raise KeyboardInterrupt  # leaving the block as Ctrl-C does: terminate_workers()
+    """
+)
+
+
+def test_interrupted_waits_on_a_future_leave_the_pool_able_to_stop():
+    """SIGINT at any moment of ``result()``: its lock is never left held (3.10 and later:
+    3.9 checks for signals at the end of a ``with`` block too, which no code can close),
+    and with one left held the block still stops the workers and exits."""
+    proc = helpers.run_python(["-c", INTERRUPTED_WAITS_SCRIPT, "300"])
+    out, err = proc.stdout, proc.stderr
+    assert "LEFT HELD" in out, err
+    held = int(out.split("LEFT HELD")[1].split()[0])
+    if sys.version_info >= (3, 10):
+        assert held == 0, out
+    assert "KeyboardInterrupt" in err, err
+
+
 EXIT_SCRIPT = textwrap.dedent(
     """
     import atexit, os, sys
