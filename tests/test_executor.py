@@ -333,9 +333,9 @@ def test_a_future_lock_left_held_does_not_stop_terminate_workers(start_method):
     assert isinstance(future.exception(timeout=TIMEOUT), BrokenProcessPool)  # terminated
 
 
-# Runs in a subprocess: argv is the number of interrupts. The main
-# thread waits on an unfinished future in a loop while a thread sends it SIGINT at a random
-# moment, again and again; then leaving the block must stop the workers.
+# Runs in a subprocess: argv is the number of interrupts. The main thread waits on an
+# unfinished future in a loop while a thread sends it SIGINT at a random moment, again and
+# again; then leaving the block must stop the workers.
 INTERRUPTED_WAITS_SCRIPT = textwrap.dedent(
     """
     import concurrent.futures as cf, random, signal, sys, threading, time
@@ -387,7 +387,8 @@ INTERRUPTED_WAITS_SCRIPT = textwrap.dedent(
 def test_interrupted_waits_on_a_future_leave_the_pool_able_to_stop():
     """SIGINT at any moment of ``result()``: its lock is never left held (3.10 and later:
     3.9 checks for signals at the end of a ``with`` block too, which no code can close),
-    and with one left held the block still stops the workers and exits."""
+    and even so, leaving the block stops the workers and the program ends (a lock left
+    held had the pool's thread wait for it, and the block for that thread, for good)."""
     proc = helpers.run_python(["-c", INTERRUPTED_WAITS_SCRIPT, "300"])
     out, err = proc.stdout, proc.stderr
     assert "LEFT HELD" in out, err

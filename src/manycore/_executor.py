@@ -204,11 +204,12 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
         """Run ``change`` with the condition's lock held; True if it ran here, False if it
         waits on a thread of its own for a lock that stays held (``_LOCK_PATIENCE``)."""
         _, lock = self._condition_and_lock()
-        with _condition_lock:
-            late = self._late
-            if late is not None:  # behind the changes that wait already, in order
-                late.append(change)
-                return False
+        if self._late is not None:  # (read without the lock: only its thread clears it)
+            with _condition_lock:
+                queued = self._late
+                if queued is not None:  # behind the changes that wait already, in order
+                    queued.append(change)
+                    return False
         if lock.acquire(timeout=_LOCK_PATIENCE):
             try:
                 change()
