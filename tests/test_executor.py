@@ -536,6 +536,75 @@ def test_processes_are_the_workers(start_method):
         assert not worker.is_alive()
 
 
+# Runs in a subprocess: argv is the start method ("default" for None) and the number of
+# rounds. The pool's thread starts workers all the time (one task each) while the main
+# thread waits on a long task; in each round another process sends SIGINT. The process
+# runs on one CPU and the sender on another: the main thread, woken by the signal, cannot
+# run while the pool's thread holds that CPU (in a fork, say), the moment the pool's thread
+# would take the signal if it did not block it.
+CTRL_C_WHILE_STARTING_SCRIPT = textwrap.dedent(
+    """
+    import concurrent.futures as cf, os, subprocess, sys, time
+    import manycore
+    from tests import workloads
+
+    cpus = sorted(os.sched_getaffinity(0))
+    SENDER = (
+        "import os, random, signal, sys, time\\n"
+        "os.sched_setaffinity(0, {%d})\\n"
+        "for line in sys.stdin:\\n"
+        "    time.sleep(0.02 + random.random() * 0.05)\\n"
+        "    os.kill(%d, signal.SIGINT)\\n"
+        "    print(time.monotonic(), flush=True)\\n"
+    )
+    sender = subprocess.Popen(
+        [sys.executable, "-c", SENDER % (cpus[-1], os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    os.sched_setaffinity(0, {cpus[0]})
+    method = None if sys.argv[1] == "default" else sys.argv[1]
+    ex = manycore.ProcessPoolExecutor(2, mp_context=method, max_tasks_per_child=1)
+    try:
+        long = ex.submit(workloads.sleep_then, 600.0)
+        short = [ex.submit(workloads.sleep_then, 0.0) for _ in range(20000)]
+        WAIT = 3.0
+        late = 0
+        for _ in range(int(sys.argv[2])):
+            sender.stdin.write(b"go\\n")
+            sender.stdin.flush()
+            try:
+                while True:
+                    try:
+                        long.result(timeout=WAIT)
+                    except cf.TimeoutError:
+                        pass  # the signal has not come yet (on a busy machine)
+            except KeyboardInterrupt:
+                seen = time.monotonic()
+            sent = float(sender.stdout.readline())
+            # the interrupt came when a wait ran out, not when it was sent
+            late += seen - sent > WAIT / 2
+        print("LATE", late, flush=True)
+    finally:
+        ex.kill_workers()  # first: forked workers hold the sender's stdin open too
+        sender.stdin.close()
+        sender.wait(10)
+    """
+)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_ctrl_c_while_the_pool_thread_starts_workers_interrupts_the_wait(start_method):
+    """The pool's thread never takes a SIGINT meant for the main thread: it blocks the
+    asynchronous signals for good, even while it starts a worker (whose process unblocks
+    them itself). Taken there, the signal's handler ran, but the main thread slept on in
+    its wait until that ended."""
+    args = ["-c", CTRL_C_WHILE_STARTING_SCRIPT, start_method or "default", "60"]
+    proc = helpers.run_python(args, timeout=120)
+    assert "LATE" in proc.stdout, proc.stderr
+    assert proc.stdout.split("LATE")[1].split()[0] == "0", proc.stdout
+
+
 def test_workers_the_pool_thread_starts_have_no_signal_blocked(start_method):
     # A worker inherits the signal mask of the thread that starts it; the pool's own thread
     # blocks SIGTERM, SIGINT, SIGCHLD... (so that signals reach the main thread). Started
