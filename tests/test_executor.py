@@ -301,6 +301,103 @@ def test_ctrl_c_in_a_with_block_stops_the_workers_at_once(start_method, tmp_path
     assert helpers.wait_gone(workers, 10) == set(), "the workers outlived the block"
 
 
+def test_a_future_lock_left_held_does_not_stop_terminate_workers(start_method):
+    """Ctrl-C can leave a future's lock held for good: CPython checks for signals between
+    the acquire in ``Condition.__enter__`` (Python code) and the ``with`` block, and
+    ``concurrent.futures.wait`` takes every future's lock in a loop. Here a thread keeps
+    the lock as such an interrupt leaves it; the pool's thread must not wait for it, or
+    ``terminate_workers()`` (leaving ``with`` on Ctrl-C) never returns."""
+    ex = manycore.ProcessPoolExecutor(1, mp_context=start_method)
+    future = ex.submit(workloads.sleep_then, 60.0)
+    assert helpers.wait_until(future.running, TIMEOUT)
+    held, let_go = threading.Event(), threading.Event()
+
+    def keep() -> None:
+        with future._condition:  # the lock that stdlib code (and an interrupt) holds
+            held.set()
+            let_go.wait(TIMEOUT)
+
+    keeper = threading.Thread(target=keep)
+    keeper.start()
+    try:
+        assert held.wait(TIMEOUT)
+        stopper = threading.Thread(target=ex.terminate_workers)
+        stopper.start()
+        stopper.join(TIMEOUT)
+        assert not stopper.is_alive(), "terminate_workers() waited for the future's lock"
+    finally:
+        let_go.set()
+        keeper.join(TIMEOUT)
+        stopper.join(TIMEOUT)
+    # once the lock is free, the future gets its error and its waiters are woken
+    assert isinstance(future.exception(timeout=TIMEOUT), BrokenProcessPool)  # terminated
+
+
+# Runs in a subprocess: argv is the number of interrupts. The main thread waits on an
+# unfinished future in a loop while a thread sends it SIGINT at a random moment, again and
+# again; then leaving the block must stop the workers.
+INTERRUPTED_WAITS_SCRIPT = textwrap.dedent(
+    """
+    import concurrent.futures as cf, random, signal, sys, threading, time
+    import manycore
+    from tests import workloads
+
+    def probe(lock):  # on another thread: whether the lock is free
+        if not lock.acquire(False):
+            return False
+        lock.release()
+        return True
+
+    main = threading.main_thread().ident
+    left_held = interrupts = 0
+    with manycore.ProcessPoolExecutor(1) as ex:
+        future = ex.submit(workloads.sleep_then, 60.0)
+        lock = future._condition  # its acquire and release are its lock's
+        for _ in range(int(sys.argv[1])):
+            go = threading.Event()
+
+            def shoot():
+                go.wait()
+                time.sleep(random.random() * 0.002)
+                signal.pthread_kill(main, signal.SIGINT)
+
+            shooter = threading.Thread(target=shoot)
+            shooter.start()
+            try:
+                go.set()
+                while True:
+                    try:
+                        future.result(timeout=0)
+                    except cf.TimeoutError:
+                        pass
+            except (KeyboardInterrupt, RuntimeError):
+                interrupts += 1
+            shooter.join()
+            free = []
+            prober = threading.Thread(target=lambda: free.append(probe(lock)))
+            prober.start()
+            prober.join()
+            left_held += not free[0]
+        print("LEFT HELD", left_held, "OF", interrupts, flush=True)
+        raise KeyboardInterrupt  # leaving the block as Ctrl-C does: terminate_workers()
+    """
+)
+
+
+def test_interrupted_waits_on_a_future_leave_the_pool_able_to_stop():
+    """SIGINT at any moment of ``result()``: its lock is never left held (3.10 and later:
+    3.9 checks for signals at the end of a ``with`` block too, which no code can close),
+    and even so, leaving the block stops the workers and the program ends (a lock left
+    held had the pool's thread wait for it, and the block for that thread, for good)."""
+    proc = helpers.run_python(["-c", INTERRUPTED_WAITS_SCRIPT, "300"])
+    out, err = proc.stdout, proc.stderr
+    assert "LEFT HELD" in out, err
+    held = int(out.split("LEFT HELD")[1].split()[0])
+    if sys.version_info >= (3, 10):
+        assert held == 0, out
+    assert "KeyboardInterrupt" in err, err
+
+
 EXIT_SCRIPT = textwrap.dedent(
     """
     import atexit, os, sys
@@ -437,6 +534,75 @@ def test_processes_are_the_workers(start_method):
     for worker in last.values():
         worker.join(TIMEOUT)
         assert not worker.is_alive()
+
+
+# Runs in a subprocess: argv is the start method ("default" for None) and the number of
+# rounds. The pool's thread starts workers all the time (one task each) while the main
+# thread waits on a long task; in each round another process sends SIGINT. The process
+# runs on one CPU and the sender on another: the main thread, woken by the signal, cannot
+# run while the pool's thread holds that CPU (in a fork, say), the moment the pool's thread
+# would take the signal if it did not block it.
+CTRL_C_WHILE_STARTING_SCRIPT = textwrap.dedent(
+    """
+    import concurrent.futures as cf, os, subprocess, sys, time
+    import manycore
+    from tests import workloads
+
+    cpus = sorted(os.sched_getaffinity(0))
+    SENDER = (
+        "import os, random, signal, sys, time\\n"
+        "os.sched_setaffinity(0, {%d})\\n"
+        "for line in sys.stdin:\\n"
+        "    time.sleep(0.02 + random.random() * 0.05)\\n"
+        "    os.kill(%d, signal.SIGINT)\\n"
+        "    print(time.monotonic(), flush=True)\\n"
+    )
+    sender = subprocess.Popen(
+        [sys.executable, "-c", SENDER % (cpus[-1], os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    os.sched_setaffinity(0, {cpus[0]})
+    method = None if sys.argv[1] == "default" else sys.argv[1]
+    ex = manycore.ProcessPoolExecutor(2, mp_context=method, max_tasks_per_child=1)
+    try:
+        long = ex.submit(workloads.sleep_then, 600.0)
+        short = [ex.submit(workloads.sleep_then, 0.0) for _ in range(20000)]
+        WAIT = 3.0
+        late = 0
+        for _ in range(int(sys.argv[2])):
+            sender.stdin.write(b"go\\n")
+            sender.stdin.flush()
+            try:
+                while True:
+                    try:
+                        long.result(timeout=WAIT)
+                    except cf.TimeoutError:
+                        pass  # the signal has not come yet (on a busy machine)
+            except KeyboardInterrupt:
+                seen = time.monotonic()
+            sent = float(sender.stdout.readline())
+            # the interrupt came when a wait ran out, not when it was sent
+            late += seen - sent > WAIT / 2
+        print("LATE", late, flush=True)
+    finally:
+        ex.kill_workers()  # first: forked workers hold the sender's stdin open too
+        sender.stdin.close()
+        sender.wait(10)
+    """
+)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_ctrl_c_while_the_pool_thread_starts_workers_interrupts_the_wait(start_method):
+    """The pool's thread never takes a SIGINT meant for the main thread: it blocks the
+    asynchronous signals for good, even while it starts a worker (whose process unblocks
+    them itself). Taken there, the signal's handler ran, but the main thread slept on in
+    its wait until that ended."""
+    args = ["-c", CTRL_C_WHILE_STARTING_SCRIPT, start_method or "default", "60"]
+    proc = helpers.run_python(args, timeout=120)
+    assert "LATE" in proc.stdout, proc.stderr
+    assert proc.stdout.split("LATE")[1].split()[0] == "0", proc.stdout
 
 
 def test_workers_the_pool_thread_starts_have_no_signal_blocked(start_method):

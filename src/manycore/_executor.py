@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from concurrent.futures import _base
 from types import MappingProxyType
@@ -34,8 +35,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 from . import _messages as m
 from ._backend import call_task, function_cache, make_scheduler
 from ._chunking import ChunkSizer
-from ._engine import Engine, Task
+from ._engine import Engine, Task, call_sink
 from ._errors import PoolClosedError
+from ._fds import start_helper_thread
 from ._jobs import MapJob, ResultIterator
 from ._launch import Child
 from ._options import DEFAULT, PoolConfig, TaskOptions, check_chunksize, merge_options
@@ -81,8 +83,18 @@ except RuntimeError:  # imported while the interpreter is already shutting down
     _exiting = True
 
 
-# Guards the lazy creation of a future's condition (see _Future).
+# Guards the lazy creation of a future's condition, and its queue of late changes (see
+# _Future).
 _condition_lock = threading.Lock()
+
+# Seconds the pool's thread waits for a future's lock before it hands its change to a thread
+# of its own. A caller's thread holds that lock for microseconds; a KeyboardInterrupt can
+# leave it held for good: CPython checks for signals between a lock's acquire and the start
+# of a ``with`` block when ``__enter__`` is Python code (``Condition.__enter__``, which the
+# stdlib future's methods use), at the end of any ``with`` block on 3.9, and in
+# ``concurrent.futures.wait``'s loop that takes every future's lock. The pool's thread must
+# not wait for such a lock: ``terminate_workers()`` on Ctrl-C would never return.
+_LOCK_PATIENCE = 0.1
 
 
 class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
@@ -96,6 +108,12 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
     changes happen under one module-wide lock, which the creation takes too: either the
     scheduler changes the state first and the creator sees it, or the condition exists and
     the scheduler goes through the stdlib's methods, which notify it.
+
+    Ctrl-C: ``result()`` and ``exception()`` take the condition's lock with a ``with`` on
+    the C lock itself, whose acquire a KeyboardInterrupt cannot split from the block (on
+    3.10 and later), so an interrupted wait never leaves it held. Where it is left held all
+    the same (3.9, ``concurrent.futures.wait``), the scheduler's changes wait on a thread
+    of their own (``_LOCK_PATIENCE``), in order, and the pool goes on.
     """
 
     sizer: Optional[ChunkSizer] = None  # single tasks are sized by the pool's own sizer
@@ -105,6 +123,8 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
         # The stdlib's __init__, minus the eager condition.
         self._scheduler = scheduler  # to stop the task if it is cancelled while running
         self._lazy_condition: threading.Condition | None = None
+        self._lock: Any = None  # the condition's lock, a C RLock
+        self._late: deque[Callable[[], Any]] | None = None  # changes that wait for it
         self._state = _base.PENDING
         self._result = None
         self._exception: BaseException | None = None
@@ -118,32 +138,54 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
             with _condition_lock:
                 condition = self._lazy_condition
                 if condition is None:
-                    condition = self._lazy_condition = threading.Condition()
+                    self._lock = threading.RLock()
+                    condition = self._lazy_condition = threading.Condition(self._lock)
         return condition
+
+    def _condition_and_lock(self) -> tuple[threading.Condition, Any]:
+        condition = self._condition
+        return condition, self._lock
 
     def done(self) -> bool:
         return self._state in _DONE
 
     def result(self, timeout: float | None = None) -> Any:
-        if self._state == _base.FINISHED:
-            if self._exception is not None:
-                raise self._exception
-            value = self._result
-        else:
-            value = super().result(timeout)
+        if self._state != _base.FINISHED:
+            self._wait(timeout)
+            if self._state != _base.FINISHED:
+                raise self._not_finished()
+        if self._exception is not None:
+            raise self._exception
+        value = self._result
         return value.read() if type(value) is Unread else value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if self._state == _base.FINISHED and self._exception is not None:
+        if self._state != _base.FINISHED:
+            self._wait(timeout)
+            if self._state != _base.FINISHED:
+                raise self._not_finished()
+        if self._exception is not None:
             return self._exception
-        error = super().exception(timeout)
         value = self._result
-        if error is None and type(value) is Unread:
+        if type(value) is Unread:
             try:
                 value.read()
             except BaseException as exc:  # its value could not be unpickled here
                 return exc
-        return error
+        return None
+
+    def _wait(self, timeout: float | None) -> None:
+        """Wait until the future is done or ``timeout`` seconds pass (see the class
+        docstring for why the ``with`` is on the lock, not on the condition)."""
+        condition, lock = self._condition_and_lock()
+        with lock:
+            if self._state not in _DONE:
+                condition.wait(timeout)
+
+    def _not_finished(self) -> BaseException:
+        if self._state in (_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED):
+            return concurrent.futures.CancelledError()
+        return concurrent.futures.TimeoutError()
 
     # Called by the scheduler thread.
     def _quietly(self, state: str, field: str = "", value: Any = None) -> bool:
@@ -158,30 +200,74 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
                     return True
         return False
 
+    def _locked(self, change: Callable[[], Any]) -> bool:
+        """Run ``change`` with the condition's lock held; True if it ran here, False if it
+        waits on a thread of its own for a lock that stays held (``_LOCK_PATIENCE``)."""
+        _, lock = self._condition_and_lock()
+        if self._late is not None:  # (read without the lock: only its thread clears it)
+            with _condition_lock:
+                queued = self._late
+                if queued is not None:  # behind the changes that wait already, in order
+                    queued.append(change)
+                    return False
+        if lock.acquire(timeout=_LOCK_PATIENCE):
+            try:
+                change()
+            finally:
+                lock.release()
+            return True
+        with _condition_lock:
+            late = self._late
+            if late is not None:
+                late.append(change)
+                return False
+            self._late = deque([change])
+        thread = threading.Thread(target=self._change_late, name="manycore-future", daemon=True)
+        start_helper_thread(thread)  # a daemon: the lock may never come back
+        return False
+
+    def _change_late(self) -> None:
+        with self._lock:  # as long as the thread that holds it keeps it
+            while True:
+                with _condition_lock:
+                    late = self._late
+                    if not late:
+                        self._late = None
+                        return
+                    change = late.popleft()
+                call_sink(change)
+
     def _claim(self) -> bool:
-        return self._quietly(_base.RUNNING) or self.set_running_or_notify_cancel()
+        if self._quietly(_base.RUNNING):
+            return True
+        claimed: list[bool] = []
+        if self._locked(lambda: claimed.append(self.set_running_or_notify_cancel())):
+            return claimed[0]
+        # The change waits for the lock, which a cancel() needs too: nothing can cancel
+        # the future before it runs, and one cancelled already is not sent.
+        return self._state == _base.PENDING
 
     def _resolve(self, task: Task, value: Any) -> None:
         if not self._quietly(_base.FINISHED, "_result", value):
-            with self._condition:
-                if self._state in _DONE:  # cancelled while it ran
-                    return
-                self.set_result(value)
+            self._locked(lambda: self._settle(self.set_result, value))
 
     def _reject(self, task: Task, exc: BaseException, partial: Any) -> None:
         if not self._quietly(_base.FINISHED, "_exception", exc):
-            with self._condition:
-                if self._state in _DONE:
-                    return
-                self.set_exception(exc)
+            self._locked(lambda: self._settle(self.set_exception, exc))
+
+    def _settle(self, setter: Callable[[Any], None], outcome: Any) -> None:
+        if self._state not in _DONE:  # else cancelled while it ran
+            setter(outcome)
 
     def _cancel(self) -> None:
-        concurrent.futures.Future.cancel(self)  # pending ones only, as the stdlib does
+        # Pending ones only, as the stdlib does.
+        self._locked(lambda: concurrent.futures.Future.cancel(self))
 
     def cancel(self) -> bool:
         """Cancel the call. Unlike the stdlib's, this also works once the call is running:
         its worker is stopped and replaced. False only if the call has finished."""
-        with self._condition:
+        _, lock = self._condition_and_lock()
+        with lock:
             running = self._state == _base.RUNNING and self._scheduler is not None
             if running:
                 self._state = _base.PENDING  # so that the stdlib's cancel() takes it
@@ -194,6 +280,20 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
 
 
 _DONE = frozenset({_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED, _base.FINISHED})
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Ctrl-C, or was raised while one propagated: an interrupt that
+    lands inside ``threading.Condition.wait`` after it let go of its lock becomes the
+    context of the ``RuntimeError`` the enclosing ``with`` then raises on leaving."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__context__
+    return False
 
 
 class ProcessPoolExecutor(concurrent.futures.Executor):
@@ -417,8 +517,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """Leaving the block: ``shutdown(wait=True)``, as the stdlib does; but on Ctrl-C
         (``KeyboardInterrupt``) stop the workers at once, as leaving ``with Pool()`` does,
         rather than wait for what runs. Other exceptions, ``SystemExit`` included, wait:
-        an exit finishes submitted work anyway (see the module docstring)."""
-        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+        an exit finishes submitted work anyway (see the module docstring), unless they
+        were raised while a ``KeyboardInterrupt`` propagated (``_interrupted``)."""
+        if exc_val is not None and _interrupted(exc_val):
             self.terminate_workers()
         else:
             self.shutdown(wait=True)

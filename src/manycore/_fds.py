@@ -12,7 +12,8 @@ socket or a lifeline open by accident. ``forget_internal_fd`` must be called bef
 descriptor is closed, so a number the kernel hands out again is not dropped in children.
 
 Helper threads: ``start_helper_thread`` starts a thread with every asynchronous signal
-blocked, so Ctrl-C and friends always reach the main thread.
+blocked, so Ctrl-C and friends always reach the main thread. They stay blocked there for
+good; a child such a thread starts unblocks them itself (``children_unblock_async_signals``).
 
 Guarantees: in a forked child every registered descriptor points at /dev/null (closed as
 far as the channel is concerned) before any other code of the child runs, and the registry
@@ -31,7 +32,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 __all__ = [
     "ASYNC_SIGNALS",
-    "async_signals_unblocked",
+    "child_unblocks_async_signals",
+    "children_unblock_async_signals",
     "close_internal",
     "flush_stdio",
     "forget_internal_fd",
@@ -39,7 +41,9 @@ __all__ = [
     "neutralize",
     "neutralize_inherited",
     "os_thread_count",
+    "spawn_sigmask",
     "start_helper_thread",
+    "unblock_async_signals",
 ]
 
 # ---------------------------------------------------------------- descriptor hygiene
@@ -169,23 +173,48 @@ def start_helper_thread(thread: threading.Thread | Callable[[], object]) -> None
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+# Set on a helper thread while it starts a process (``children_unblock_async_signals``).
+_starting = threading.local()
+
+
 @contextlib.contextmanager
-def async_signals_unblocked() -> Iterator[None]:
-    """Unblock the asynchronous signals on a helper thread while it starts a process.
+def children_unblock_async_signals() -> Iterator[None]:
+    """On a helper thread, while it starts a process: the child unblocks the asynchronous
+    signals first thing, or is spawned with them unblocked.
 
     A child inherits the signal mask of the thread that forks or spawns it: one started by
     a helper thread (a scheduler starting a worker on demand or replacing a dead one)
     would otherwise ignore SIGTERM and SIGINT for good, and a fork server never see the
-    SIGCHLD that tells it to reap. Unblocked for the moment of the start only.
+    SIGCHLD that tells it to reap. The thread itself keeps them blocked: were it to unblock
+    them for the start, a Ctrl-C that came meanwhile could be taken by this thread, and
+    the main thread, asleep in a wait, would not see it until the wait ended.
+    The launchers read the flag (``child_unblocks_async_signals``).
     """
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - non-POSIX
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_UNBLOCK, ASYNC_SIGNALS)
+    _starting.unblock = True
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _starting.unblock = False
+
+
+def child_unblocks_async_signals() -> bool:
+    """Whether a child started now must unblock the asynchronous signals (see
+    ``children_unblock_async_signals``); read in the parent, before the fork or spawn."""
+    return getattr(_starting, "unblock", False)
+
+
+def unblock_async_signals() -> None:
+    """In a forked child of a helper thread: unblock the asynchronous signals."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, ASYNC_SIGNALS)
+
+
+def spawn_sigmask() -> set[int] | None:
+    """The signal mask of a child spawned now: this thread's less the asynchronous signals
+    when ``child_unblocks_async_signals``, else None (it inherits this thread's)."""
+    if not child_unblocks_async_signals() or not hasattr(signal, "pthread_sigmask"):
+        return None
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, [])) - ASYNC_SIGNALS
 
 
 def os_thread_count() -> int:

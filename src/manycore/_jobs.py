@@ -99,8 +99,13 @@ class MapJob:
         self._lazy = lazy
         self._on_done = on_done
         # Reentrant: a ResultIterator collected by the cyclic GC cancels its job from
-        # whatever thread the collection runs on, possibly one that holds this lock.
-        self._cond = threading.Condition(threading.RLock())
+        # whatever thread the collection runs on, possibly one that holds this lock. Taken
+        # with ``with self._lock``, never ``with self._cond``: the C lock's ``__enter__``
+        # leaves a KeyboardInterrupt no point between its acquire and the block, where the
+        # condition's (Python code) does, and a lock left held would stop the scheduler's
+        # thread for good (3.10 and later; 3.9 checks for signals at a block's end too).
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._input_lock = threading.Lock()  # the input iterator is read by one thread at a time
         self._options = options
         # One item per chunk, so that a timeout stops one item (the engine's chunking policy).
@@ -183,7 +188,7 @@ class MapJob:
                 self._fail_input(index, exc)
                 return None
             if not items:
-                with self._cond:
+                with self._lock:
                     self._exhausted = True
                     self._sequence = None
                     self._check_done()
@@ -215,7 +220,7 @@ class MapJob:
             )
 
     def _fail_input(self, index: int, exc: BaseException) -> None:
-        with self._cond:
+        with self._lock:
             self._exhausted = True
             self._cut = index + 1
             self._store(index, [], exc)
@@ -251,7 +256,7 @@ class MapJob:
         return (self._exhausted or self._cancelled) and not self._ready
 
     def _abort(self, exc: BaseException) -> None:
-        with self._cond:
+        with self._lock:
             if self._done and not self._lazy:
                 return
             self._exhausted = True
@@ -280,7 +285,7 @@ class MapJob:
     def _resolve(self, task: Task, values: Any) -> None:
         if self.progress is not None:  # before _store, which may finish the bar
             self.progress.advance(task.items)
-        with self._cond:
+        with self._lock:
             before = self._settle_pieces(task.index)
             if before:  # the end of a chunk split after a failed item: join its pieces
                 try:
@@ -297,7 +302,7 @@ class MapJob:
             return
         if self.progress is not None:
             self.progress.advance(task.items)
-        with self._cond:
+        with self._lock:
             before = self._settle_pieces(task.index)
             self._store(task.index, before + (partial or []), exc)
 
@@ -307,7 +312,7 @@ class MapJob:
         """Keep a failed item's error in its place and run the items after it anew."""
         if self.progress is not None:
             self.progress.advance(len(partial) + 1)
-        with self._cond:
+        with self._lock:
             if self._cancelled or self._done:
                 return
             self._pieces.setdefault(task.index, []).extend([*partial, _Raised(exc)])
@@ -331,12 +336,12 @@ class MapJob:
         )
 
     def _settle_pieces(self, index: int) -> list[Any]:
-        # Called with self._cond held: the chunk's earlier pieces, its items forgotten.
+        # Called with self._lock held: the chunk's earlier pieces, its items forgotten.
         self._kept.pop(index, None)
         return self._pieces.pop(index, [])
 
     def _store(self, index: int, values: list[Any], exc: BaseException | None) -> None:
-        # Called with self._cond held.
+        # Called with self._lock held.
         if self._done or index in self._results:
             return
         self._results[index] = (values, exc)
@@ -374,7 +379,7 @@ class MapJob:
     def cancel(self, stop_running: bool = False) -> None:
         """Stop cutting chunks. Chunks already in workers finish and are discarded, or with
         ``stop_running`` are stopped (their workers are replaced)."""
-        with self._cond:
+        with self._lock:
             self._cancelled = True
             self._ready.clear()
             self._cond.notify_all()
@@ -406,7 +411,7 @@ class MapJob:
         index = 0
         stride = 1  # the chunks to let settle before the next wake-up
         while True:
-            with self._cond:
+            with self._lock:
                 while True:
                     outcome = self._results.get(index)
                     if outcome is not None or self._done or self._cancelled:
@@ -442,11 +447,11 @@ class MapJob:
         the end, else ``PENDING``; never waits."""
         if self._lazy:
             self._feed()
-        with self._cond:
+        with self._lock:
             return self._poll(ordered)
 
     def _poll(self, ordered: bool) -> _Outcome | _Pending | None:
-        # Called with self._cond held.
+        # Called with self._lock held.
         outcome = self._pop_settled(ordered)
         if outcome is not None:
             return outcome
@@ -462,7 +467,7 @@ class MapJob:
         while True:
             if self._lazy:
                 self._feed()
-            with self._cond:
+            with self._lock:
                 polled = self._poll(ordered)
                 if polled is not PENDING:
                     return polled  # type: ignore[return-value]
@@ -477,7 +482,7 @@ class MapJob:
                 self._cond.wait(wait)
 
     def _pop_settled(self, ordered: bool) -> _Outcome | None:
-        # Called with self._cond held.
+        # Called with self._lock held.
         if ordered:
             outcome = self._results.pop(self._consumed, None)
             if outcome is not None:
@@ -623,7 +628,7 @@ class ResultIterator(Generic[_T]):
             loop = asyncio.get_running_loop()
             woken = loop.create_future()
             wake = waker_of(loop, woken)
-            with job._cond:
+            with job._lock:
                 polled = job._poll(self._ordered)
                 if polled is not PENDING:
                     return polled  # type: ignore[return-value]

@@ -53,11 +53,14 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional, Union
 
 from ._fds import (
+    child_unblocks_async_signals,
     flush_stdio,
     forget_internal_fd,
     internal_fd,
     neutralize_inherited,
     os_thread_count,
+    spawn_sigmask,
+    unblock_async_signals,
 )
 from ._zygote import REPLY, STATUS, encode_request, resolve_entry, serve, spawned_main
 
@@ -120,7 +123,11 @@ def _spawn_python(code: str, fds: Sequence[int]) -> int:
     # The interpreter set_executable() chose (sys.executable unless it was called).
     executable = os.fsdecode(multiprocessing.spawn.get_executable())
     argv = [executable, "-c", code]
-    return os.posix_spawn(executable, argv, _child_env(), file_actions=actions)
+    mask = spawn_sigmask()
+    if mask is None:
+        return os.posix_spawn(executable, argv, _child_env(), file_actions=actions)
+    # (an empty set is a mask too: it unblocks everything)
+    return os.posix_spawn(executable, argv, _child_env(), file_actions=actions, setsigmask=mask)
 
 
 def _readable(fd: int, timeout: Optional[float]) -> bool:
@@ -405,6 +412,7 @@ class ForkLauncher(Launcher):
         sentinel_r = sentinel_w = -1
         if sentinel:
             sentinel_r, sentinel_w = os.pipe()
+        unblock = child_unblocks_async_signals()
         flush_stdio()
         try:
             pid = os.fork()
@@ -416,6 +424,8 @@ class ForkLauncher(Launcher):
         if pid == 0:
             code = 1
             try:
+                if unblock:
+                    unblock_async_signals()
                 if sentinel:
                     os.close(sentinel_r)
                     internal_fd(sentinel_w)  # this child's own children must not hold it
@@ -546,11 +556,14 @@ class ForkServer:
         ours, theirs = socket.socketpair()
         self.forked = not fresh and os_thread_count() == 1
         if self.forked:
+            unblock = child_unblocks_async_signals()
             flush_stdio()
             pid = os.fork()
             if pid == 0:
                 code = 1
                 try:
+                    if unblock:
+                        unblock_async_signals()
                     control = theirs.detach()
                     neutralize_inherited(keep=[control])
                     signal.signal(signal.SIGTERM, signal.SIG_DFL)

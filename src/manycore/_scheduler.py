@@ -76,7 +76,7 @@ from ._diagnosis import dump_stacks, lost_error, lost_outcome_error, size, start
 from ._engine import IN_FLIGHT_BATCHES, Engine, Request, Sink, Task, call_sink
 from ._errors import PoolBrokenError, TaskTimeoutError
 from ._fds import (
-    async_signals_unblocked,
+    children_unblock_async_signals,
     close_internal,
     forget_internal_fd,
     internal_fd,
@@ -696,7 +696,7 @@ class Scheduler(Engine):
         # On this pool's thread (on demand, or a replacement) the signals it blocks must
         # not be blocked in the worker, nor in a fork server started for it.
         unblocked = (
-            async_signals_unblocked()
+            children_unblock_async_signals()
             if threading.current_thread() is self._thread
             else contextlib.nullcontext()
         )
