@@ -342,8 +342,9 @@ INTERRUPTED_WAITS_SCRIPT = textwrap.dedent(
     import manycore
     from tests import workloads
 
-    def probe(lock):  # on another thread: whether the lock is free
-        if not lock.acquire(False):
+    def probe(lock):  # on another thread: whether the lock is free (a moment's holder,
+        # such as the pool's thread settling a change, lets go within the timeout)
+        if not lock.acquire(timeout=1.0):
             return False
         lock.release()
         return True
