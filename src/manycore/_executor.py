@@ -151,9 +151,7 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
 
     def result(self, timeout: float | None = None) -> Any:
         if self._state != _base.FINISHED:
-            self._wait(timeout)
-            if self._state != _base.FINISHED:
-                raise self._not_finished()
+            self._wait_finished(timeout)
         if self._exception is not None:
             raise self._exception
         value = self._result
@@ -161,9 +159,7 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if self._state != _base.FINISHED:
-            self._wait(timeout)
-            if self._state != _base.FINISHED:
-                raise self._not_finished()
+            self._wait_finished(timeout)
         if self._exception is not None:
             return self._exception
         value = self._result
@@ -174,18 +170,18 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
                 return exc
         return None
 
-    def _wait(self, timeout: float | None) -> None:
+    def _wait_finished(self, timeout: float | None) -> None:
         """Wait until the future is done or ``timeout`` seconds pass (see the class
-        docstring for why the ``with`` is on the lock, not on the condition)."""
+        docstring for why the ``with`` is on the lock, not on the condition); raise
+        ``CancelledError`` or ``TimeoutError`` unless it finished."""
         condition, lock = self._condition_and_lock()
         with lock:
             if self._state not in _DONE:
                 condition.wait(timeout)
-
-    def _not_finished(self) -> BaseException:
         if self._state in (_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED):
-            return concurrent.futures.CancelledError()
-        return concurrent.futures.TimeoutError()
+            raise concurrent.futures.CancelledError()
+        if self._state != _base.FINISHED:
+            raise concurrent.futures.TimeoutError()
 
     # Called by the scheduler thread.
     def _quietly(self, state: str, field: str = "", value: Any = None) -> bool:
