@@ -37,7 +37,10 @@ def _apply_each(pool: Any, n: int) -> list[Any]:
     return [r.get() for r in pending]
 
 
-def _rows(ctx: Context, quick: bool) -> list[tuple[str, list[Call]]]:
+ROWS = ("apply_async", "map_chunksize_1", "map_default")
+
+
+def _rows(ctx: Context, quick: bool, wanted: set[str]) -> list[tuple[str, list[Call]]]:
     n_each = 5_000 if quick else 20_000
     n_map = 50_000 if quick else 200_000
     expected_each = [i * i for i in range(n_each)]
@@ -63,8 +66,9 @@ def _rows(ctx: Context, quick: bool) -> list[tuple[str, list[Call]]]:
             )
             for name, pool in (("manycore.Pool", mc), ("multiprocessing.Pool", mp))
         ]
-        measure(ctx, f"apply_async per item, {n_each:,} items", apply_calls)
-        rows.append(("apply_async", apply_calls))
+        if "apply_async" in wanted:
+            measure(ctx, f"apply_async per item, {n_each:,} items", apply_calls)
+            rows.append(("apply_async", apply_calls))
 
         chunk1_calls = [
             Call(
@@ -75,8 +79,9 @@ def _rows(ctx: Context, quick: bool) -> list[tuple[str, list[Call]]]:
             )
             for name, pool in (("manycore.Pool", mc), ("multiprocessing.Pool", mp))
         ]
-        measure(ctx, f"map(chunksize=1), {n_each:,} items", chunk1_calls)
-        rows.append(("map_chunksize_1", chunk1_calls))
+        if "map_chunksize_1" in wanted:
+            measure(ctx, f"map(chunksize=1), {n_each:,} items", chunk1_calls)
+            rows.append(("map_chunksize_1", chunk1_calls))
 
         map_calls = [
             Call(
@@ -86,8 +91,9 @@ def _rows(ctx: Context, quick: bool) -> list[tuple[str, list[Call]]]:
             )
             for name, pool in (("manycore.Pool", mc), ("multiprocessing.Pool", mp))
         ]
-        measure(ctx, f"map, default chunking, {n_map:,} items", map_calls)
-        rows.append(("map_default", map_calls))
+        if "map_default" in wanted:
+            measure(ctx, f"map, default chunking, {n_map:,} items", map_calls)
+            rows.append(("map_default", map_calls))
     return rows
 
 
@@ -96,7 +102,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=manycore.cpu_count())
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--rows", default=",".join(ROWS), help=f"comma-separated, of: {', '.join(ROWS)}"
+    )
     args = parser.parse_args()
+    wanted = set(args.rows.split(","))
+    if not wanted <= set(ROWS):
+        parser.error(f"--rows: unknown {', '.join(sorted(wanted - set(ROWS)))}")
     progress = Progress()
     ctx = Context(
         workers=args.workers,
@@ -106,7 +118,7 @@ def main() -> int:
         progress=progress,
     )
     report = {}
-    for key, calls in _rows(ctx, args.quick):
+    for key, calls in _rows(ctx, args.quick, wanted):
         report[key] = [call.measurement.as_dict() | {"samples": call.samples} for call in calls]
     print(json.dumps(report))
     return 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from manycore._bench.peers import find_peers, stop_joblib_workers
 
@@ -39,7 +39,7 @@ class PeerPool:
 
     name: str  # the peer, as in PEERS
     map_label: str
-    map: Callable[[Fn, range], list[Any]]
+    map: Callable[[Fn, Sequence[Any]], list[Any]]
     each_label: str
     each: Callable[[Fn, int], list[Any]]  # one task per item of range(n)
     each_is_future: bool  # each returns futures (compare with submit), else apply_async
@@ -77,7 +77,7 @@ def _joblib(ctx: Context, stack: contextlib.ExitStack, workers: int) -> PeerPool
         )
     )
 
-    def run_map(fn: Fn, items: range) -> list[Any]:
+    def run_map(fn: Fn, items: Sequence[Any]) -> list[Any]:
         call = joblib.delayed(fn)
         return list(joblib.Parallel(n_jobs=workers, backend="loky")(call(x) for x in items))
 
@@ -96,7 +96,7 @@ def _mpire(ctx: Context, stack: contextlib.ExitStack, workers: int) -> PeerPool:
         opened(ctx, "mpire.WorkerPool", _Closer(pool.stop_and_join, pool.terminate))
     )
 
-    def run_map(fn: Fn, items: range) -> list[Any]:
+    def run_map(fn: Fn, items: Sequence[Any]) -> list[Any]:
         return list(pool.map(fn, items))
 
     def each(fn: Fn, n: int) -> list[Any]:
@@ -122,7 +122,7 @@ def _pebble(ctx: Context, stack: contextlib.ExitStack, workers: int) -> PeerPool
 
     stack.enter_context(opened(ctx, "pebble.ProcessPool", _Closer(close, stop)))
 
-    def run_map(fn: Fn, items: range) -> list[Any]:
+    def run_map(fn: Fn, items: Sequence[Any]) -> list[Any]:
         return list(pool.map(fn, items).result())
 
     def each(fn: Fn, n: int) -> list[Any]:

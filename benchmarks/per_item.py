@@ -44,14 +44,19 @@ def _measurement(data: dict[str, Any]) -> Measurement:
     return measurement
 
 
-def run(ctx: Context) -> list[Figure]:
+def run_script(
+    ctx: Context, workers: int, rows: list[str]
+) -> dict[str, tuple[Measurement, Measurement]]:
+    """Run ``main_script.py`` with ``workers`` for the ``rows`` named (keys of ``ROWS``):
+    manycore's and the stdlib's measurement of each row. A script that fails gives both
+    sides of every row its error."""
     args = [sys.executable, str(ctx.root / "benchmarks" / SCRIPT)]
-    args += ["--workers", str(ctx.workers), "--repeats", str(ctx.repeats)]
+    args += ["--workers", str(workers), "--repeats", str(ctx.repeats), "--rows", ",".join(rows)]
     if ctx.quick:
         args.append("--quick")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ctx.root), env.get("PYTHONPATH")) if p)
-    ctx.progress(f"per-item rows: running {SCRIPT} (functions in its __main__)")
+    ctx.progress(f"per-item rows, {workers} workers: running {SCRIPT} (functions in its __main__)")
     try:
         done = subprocess.run(
             args,
@@ -67,25 +72,27 @@ def run(ctx: Context) -> list[Figure]:
     except Exception as exc:
         error = describe(exc)
         ctx.progress(f"  {SCRIPT} failed: {error}")
-        return [
-            Figure(
-                SUITE,
-                name,
-                Measurement("manycore", error=error),
-                Measurement("multiprocessing", error=error),
-                compare="speed",
-                target=target,
-                show="rate",
-            )
-            for _, name, target in ROWS
-        ]
+        return {
+            key: (Measurement("manycore", error=error), Measurement("multiprocessing", error=error))
+            for key in rows
+        }
+    pairs = {}
+    for key in rows:
+        ours, theirs = (_measurement(side) for side in report[key])
+        pairs[key] = (ours, theirs)
+    return pairs
+
+
+def run(ctx: Context) -> list[Figure]:
+    pairs = run_script(ctx, ctx.workers, [key for key, _, _ in ROWS])
     figures = []
     for key, name, target in ROWS:
-        ours, theirs = (_measurement(side) for side in report[key])
+        ours, theirs = pairs[key]
+        items = f", {ours.items // 1000}k items" if ours.items > 1 else ""
         figures.append(
             Figure(
                 SUITE,
-                f"{name}, {ours.items // 1000}k items",
+                f"{name}{items}",
                 ours,
                 theirs,
                 compare="speed",
