@@ -241,6 +241,30 @@ def test_queue_uses_one_off_segments_while_every_kept_one_is_busy() -> None:
     assert np.array_equal(q.get(timeout=TIMEOUT), w.big_array(100))
 
 
+def test_queue_reader_keeping_each_item_until_the_next_needs_two_kept_segments() -> None:
+    # Such a reader holds item i's segment while the producer writes item i + 1, and drops
+    # it a moment after that arrives, usually just after the producer starts on item i + 2.
+    # Its first wait fails (the reader cannot drop item 0 before item 1 comes): a second
+    # segment, and the next writes wait for whichever is dropped, not a third 8 MiB one.
+    # (Before, the failed wait turned waiting off, and a third came in most rounds.)
+    for _ in range(3):
+        q, results = Queue(), Queue()
+        p = start_process(None, w.sum_keeping_previous, q, results, TIMEOUT)
+        try:
+            # Running before the first put: items written before their reader runs are in
+            # flight, not kept, and need segments of their own.
+            assert results.get(timeout=TIMEOUT) == "ready"
+            count, n = 8, MIB  # 8 MiB arrays: big enough for a writer to wait for a busy one
+            for i in range(count):
+                q.put(w.big_array(i, n))
+            q.put(None)
+            expected = sum(float(w.big_array(i, n)[0]) for i in range(count))
+            assert results.get(timeout=TIMEOUT) == expected
+        finally:
+            join_ok(p)
+        assert len(_segments(q, "s")) == 2 and _segments(q, "o") == []
+
+
 def _deleted_mappings(prefix: str) -> int:
     """Mappings in this process of files under ``prefix`` that were unlinked."""
     with open("/proc/self/maps") as f:
@@ -730,6 +754,26 @@ def test_pipe_reuse_across_processes_leaves_nothing_mapped() -> None:
         join_ok(p)
     gc.collect()
     assert _memfds() == memfds_before
+
+
+def test_pipe_reader_keeping_each_message_until_the_next_needs_two_kept_memfds() -> None:
+    # As the queue's test above, over a pipe: a reader that drops each message only when
+    # the next one arrives makes the sender keep two memfds, not three.
+    for _ in range(3):
+        parent, child = Pipe()
+        with parent, child:
+            count, n = 8, MIB
+            p = start_process(None, w.send_arrays_then_kept, child, count, n)
+            child.close()
+            got = None
+            for i in range(count):
+                assert parent.poll(TIMEOUT)
+                got = parent.recv()  # the previous message goes only now
+                assert np.array_equal(got, w.big_array(i, n))
+            del got
+            assert parent.poll(TIMEOUT)
+            assert parent.recv() == ("kept", 2)
+            join_ok(p)
 
 
 # --- Pipe: recv_bytes of a big send -----------------------------------------------------------

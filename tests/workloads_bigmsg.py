@@ -221,3 +221,28 @@ def drop_and_exit(held: Any) -> None:
     """Run in a forked child that inherited ``held`` (a received array): drop it, collect."""
     del held
     gc.collect()
+
+
+def sum_keeping_previous(q: Any, results: Any, timeout: float) -> None:
+    """The commonest consumer loop: each item is dropped only when the next one arrives.
+    Put "ready" on ``results`` first, then the sum of the first element of every array got
+    until None."""
+    results.put("ready")
+    total = 0.0
+    item = None
+    while True:
+        item = q.get(timeout=timeout)  # the previous item goes only now
+        if item is None:
+            break
+        total += float(item[0])
+    results.put(total)
+
+
+def send_arrays_then_kept(conn: Any, count: int, n: int) -> None:
+    """Send ``big_array(i, n)`` for i in range(count) without waiting; then how many
+    memfds this end keeps."""
+    for i in range(count):
+        conn.send(big_array(i, n))
+    outbox = conn._outbox
+    conn.send(("kept", len(outbox.kept) if outbox is not None else 0))
+    conn.close()

@@ -21,7 +21,8 @@ or held by the reader whose pid it names); the reader frees it when the last obj
 on its memory is garbage-collected, and the sender refills only a free one or one whose
 reader has died. Blocks under ``WAIT_MIN`` are made at once while fewer than ``KEPT``
 exist; bigger ones, which cost far more to make, wait a moment for a busy one first
-(``WAIT_S``, then not again for ``NO_WAIT_S`` if the reader holds on to what it got). When
+(``WAIT_S``, then not again for ``NO_WAIT_S`` if the reader holds on to what it got:
+``_reuse.no_wait_after``). When
 every kept memfd is busy a message gets a one-off memfd, freed with the reader's last view.
 The memfds are sealed against shrinking: a reader never maps memory that can vanish under
 it (SIGBUS).
@@ -49,12 +50,12 @@ from typing import Any, Optional
 
 from ._buffers import fill, unpickle_buffers
 from ._reuse import (
-    NO_WAIT_S,
     RESERVED,
     SENT,
     WAIT_MIN,
     WAIT_S,
     hold,
+    no_wait_after,
     reusable,
     round_up,
     state_word,
@@ -155,13 +156,13 @@ class Outbox:
     def _wait_for_one(self, need: int) -> Optional[_Memfd]:
         """A kept memfd that fits and frees up within ``WAIT_S`` (its reader is about to drop
         the last message), or None. Cheaper than a new one; a reader that holds on to what it
-        got turns the waiting off for ``NO_WAIT_S``."""
+        got turns the waiting off for a while (``_reuse.no_wait_after``)."""
         busy = [m for m in self.kept if m.size >= need]
         if not busy or time.monotonic() < self.no_wait_until:
             return None
         if wait_until(lambda: any(m.free() for m in busy), WAIT_S):
             return next(m for m in busy if m.free())
-        self.no_wait_until = time.monotonic() + NO_WAIT_S
+        self.no_wait_until = time.monotonic() + no_wait_after(len(busy))
         return None
 
     def close(self) -> None:

@@ -63,13 +63,27 @@ RESERVED = 64  # bytes before a block's data; the first u64 is the state word
 FREE, SENT, HELD = 0, 1, 2  # held: (reader pid << 2) | HELD
 # When every kept block that fits is busy, a writer polls them this long before making a new
 # one: its reader is usually a moment from dropping the last message, and a new 64 MiB block
-# costs about 40-60 ms against a 6 ms copy. A wait that runs out (the reader keeps what it
-# gets) turns the waiting off for NO_WAIT_S.
+# costs about 40-60 ms against a 6 ms copy. A wait that runs out while two or more blocks
+# stayed busy (the reader keeps what it gets) turns the waiting off for NO_WAIT_S
+# (``no_wait_after``).
 WAIT_S = 0.02
 WAIT_MIN = 4 << 20  # smaller blocks are made at once while the writer keeps fewer: cheap
 SPIN_S = 0.0005
 POLL_S = 0.0002
 NO_WAIT_S = 1.0
+
+
+def no_wait_after(busy: int) -> float:
+    """Seconds not to wait again after a wait for ``busy`` blocks ran out.
+
+    One busy block is what the commonest reader keeps: ``for item in iter(q.get, None)``
+    drops each message only when the next one arrives, so the wait for its block cannot
+    succeed, and one more block is all that reader ever needs; turning the waiting off then
+    would make the writer create a third 64 MiB block, since the next write usually comes
+    a moment before the reader drops the first. Two or more blocks that stayed busy mean a
+    reader that holds on to what it got: waiting is off for ``NO_WAIT_S``.
+    """
+    return NO_WAIT_S if busy > 1 else 0.0
 
 
 def state_word(block: Any) -> memoryview:

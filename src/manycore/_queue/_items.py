@@ -34,7 +34,15 @@ from .. import _buffers, _reuse
 from .._buffers import fill, has_big_bytes, layout, split_buffers, unpickle_buffers
 from .._errors import ArgumentPicklingError
 from .._reducers import needs_reducers, reducing_dumps
-from .._reuse import NO_WAIT_S, WAIT_MIN, WAIT_S, reusable, round_up, wait_until, watched_views
+from .._reuse import (
+    WAIT_MIN,
+    WAIT_S,
+    no_wait_after,
+    reusable,
+    round_up,
+    wait_until,
+    watched_views,
+)
 from .._serialize import dumps
 from ._fifo import RecordFifo
 from ._layout import (
@@ -169,7 +177,7 @@ class ItemFifo(RecordFifo):
             finally:
                 self._unlock()
             if not wait_until(functools.partial(_any_free, busy), WAIT_S):
-                self._seg_no_wait_until = time.monotonic() + NO_WAIT_S
+                self._seg_no_wait_until = time.monotonic() + no_wait_after(len(busy))
         if replaced:  # outside the mutex: freeing 64 MiB takes about 10 ms
             self._forget_segment(replaced)
             _File.unlink(replaced)
