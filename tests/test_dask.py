@@ -499,16 +499,40 @@ def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop each command's process group, and wait until the whole group is gone.
+
+    A ``dask worker`` runs its worker in a spawned process, with the stdlib's resource
+    tracker beside it, which unlinks the nanny's named semaphores once both are gone. A
+    group killed before that, or a check for leaks made while the tracker still works,
+    finds those ``sem.mp-*`` names in /dev/shm (seen once under a full ``make test``, with
+    a 15 s limit here). So the limit is generous: a loaded machine may take a while to
+    close a worker, and a group is killed only if it does not end by then.
+    """
     for proc in procs:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     for proc in procs:
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+    for proc in procs:
+        if not helpers.wait_until(lambda pgid=proc.pid: not _group_members(pgid), TIMEOUT):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid``."""
+    members = []
+    for pid in helpers.all_pids():
+        try:
+            if os.getpgid(pid) == pgid and helpers.proc(pid) is not None:
+                members.append(pid)
+        except OSError:  # gone
+            continue
+    return members
 
 
 def test_a_cluster_started_from_the_command_line(tmp_path: Path) -> None:
