@@ -24,6 +24,7 @@ import manycore
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for ``benchmarks``
 
 from benchmarks._harness import Call, Context, Measurement, measure, opened
+from benchmarks.per_item import MAPS_PER_SAMPLE
 from manycore._bench.render import Progress
 
 
@@ -40,6 +41,10 @@ def _apply_each(pool: Any, n: int) -> list[Any]:
 ROWS = ("apply_async", "map_chunksize_1", "map_default")
 
 
+def _maps(pool: Any, n: int) -> list[Any]:
+    return [pool.map(square, range(n)) for _ in range(MAPS_PER_SAMPLE)]
+
+
 def _rows(ctx: Context, quick: bool, wanted: set[str]) -> list[tuple[str, list[Call]]]:
     n_each = 5_000 if quick else 20_000
     n_map = 50_000 if quick else 200_000
@@ -54,8 +59,8 @@ def _rows(ctx: Context, quick: bool, wanted: set[str]) -> list[tuple[str, list[C
         def each_right(result: Any) -> bool:
             return bool(result == expected_each)
 
-        def map_right(result: Any) -> bool:
-            return bool(result == expected_map)
+        def maps_right(results: list[Any]) -> bool:
+            return all(result == expected_map for result in results)
 
         apply_calls = [
             Call(
@@ -83,16 +88,21 @@ def _rows(ctx: Context, quick: bool, wanted: set[str]) -> list[tuple[str, list[C
             measure(ctx, f"map(chunksize=1), {n_each:,} items", chunk1_calls)
             rows.append(("map_chunksize_1", chunk1_calls))
 
+        # One such map takes 20-40 ms here: a sample of one map is at the mercy of the
+        # machine's moment (a shared machine stalls a process for tens of milliseconds now
+        # and then), so a sample is MAPS_PER_SAMPLE maps back to back.
         map_calls = [
             Call(
-                Measurement(f"{name}.map, default chunking", n_map),
-                functools.partial(pool.map, square, range(n_map)),
-                map_right,
+                Measurement(f"{name}.map, default chunking", n_map * MAPS_PER_SAMPLE),
+                functools.partial(_maps, pool, n_map),
+                maps_right,
             )
             for name, pool in (("manycore.Pool", mc), ("multiprocessing.Pool", mp))
         ]
         if "map_default" in wanted:
-            measure(ctx, f"map, default chunking, {n_map:,} items", map_calls)
+            measure(
+                ctx, f"map, default chunking, {n_map:,} items, {MAPS_PER_SAMPLE} maps", map_calls
+            )
             rows.append(("map_default", map_calls))
     return rows
 
