@@ -37,7 +37,7 @@ __all__ = ["run"]
 SUITE = "scaling"
 SPIN = 60_000  # loop iterations per task: a few milliseconds of pure Python
 EFFICIENCY_TARGET = 0.95  # speedup / workers, at 16 workers and more (issue 16)
-TARGET_FROM = 16
+TARGET_FROM = 16  # fewer workers: the efficiency row is a reference
 PER_ITEM_ROWS = ("apply_async", "map_chunksize_1")
 
 
