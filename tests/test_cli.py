@@ -201,3 +201,67 @@ def test_parallel_capacity_and_its_note() -> None:
     starved = capacity_note(Capacity(4, (100,), (120, 100, 140), 0.3), 4, 1.1)
     assert "fewer CPUs than it claims" in starved and "1.20x" in starved
     assert "best CPU-bound speedup measured was 1.10x" in starved
+
+
+def _sleep_through_sigterm(seconds: float) -> None:
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(seconds)
+
+
+class _LeavesAWorker:
+    """A pool whose close() and kill() leave its worker process running, as mpire 2.10's
+    terminate() did after a hung map."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self.worker = multiprocessing.get_context("fork").Process(
+            target=_sleep_through_sigterm, args=(helpers.TIMEOUT,)
+        )
+        self.worker.start()
+
+    def map(self, fn: Any, items: list[Any]) -> list[Any]:
+        return [fn(x) for x in items]
+
+    def close(self) -> None:
+        self.worker.terminate()  # ignored
+
+    def kill(self) -> None:
+        self.close()
+
+
+def test_bench_kills_a_process_a_closed_pool_left_running() -> None:
+    # The stdlib joins every multiprocessing child at exit: such a worker would keep the
+    # command from ever returning.
+    from manycore._bench import measure
+    from manycore._bench.render import Progress
+    from manycore._bench.workloads import square
+
+    opened: list[_LeavesAWorker] = []
+
+    def open_pool(workers: int) -> _LeavesAWorker:
+        opened.append(_LeavesAWorker())
+        return opened[-1]
+
+    leaky = bench_systems.System(
+        "leaky", "leaky pool", "leaky", open_pool, "peer", in_caller_up_to=bench_systems.ALWAYS
+    )
+    run = measure.Run(
+        workers=2,
+        repeats=1,
+        usable_cpus=2,
+        systems=[leaky],
+        peers={},
+        workloads=[measure.Workload("sq", "squares", "x*x", square, [1, 2, 3])],
+        skipped=[],
+        crash_deadline=1.0,
+        crash_items=8,
+    )
+    measure.run_workloads(run, Progress(enabled=False))
+    assert run.results["sq"]["leaky"].error is None
+    [pool] = opened
+    assert not pool.worker.is_alive()
+    assert pool.worker.exitcode == -9  # killed: it ignored SIGTERM

@@ -23,6 +23,7 @@ for ``report`` to print, write as JSON and draw.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -55,6 +56,7 @@ CALL_DEADLINE_S = 60.0
 SAMPLE_SPAN_S = 0.02
 # Closing a pool waits for its workers to exit; more than this means it is stuck.
 CLOSE_DEADLINE_S = 30.0
+LEFTOVER_GRACE_S = 2.0  # for a closed pool's processes to end before they are killed
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,7 @@ def run_workloads(run: Run, progress: Progress) -> None:
     finally:
         for key, runner in runners.items():
             _close(key, runner, progress, kill=interrupted)
+        _kill_leftovers(progress)
 
 
 def _measure(
@@ -367,6 +370,25 @@ def _close(key: str, runner: Runner, progress: Progress, kill: bool = False) -> 
             runner.kill()
     except Exception as exc:
         progress(f"terminating {key} failed: {_describe(exc)}")
+
+
+def _kill_leftovers(progress: Progress) -> None:
+    """Kill the ``multiprocessing`` children still running once every system is closed.
+
+    A peer stopped after it hung may leave a worker behind (mpire 2.10's ``terminate()``
+    after the crash workload left one waiting for results forever), and the stdlib's exit
+    handler joins every such child: the command would never return. They get a moment to
+    end on their own (``LEFTOVER_GRACE_S``), then SIGKILL.
+    """
+    leftovers = multiprocessing.active_children()
+    end = time.monotonic() + LEFTOVER_GRACE_S
+    for child in leftovers:
+        child.join(max(0.0, end - time.monotonic()))
+    for child in leftovers:
+        if child.is_alive():
+            progress(f"killing process {child.pid} ({child.name}), left running by a pool")
+            child.kill()
+            child.join(CLOSE_DEADLINE_S)
 
 
 def _describe(exc: BaseException) -> str:
