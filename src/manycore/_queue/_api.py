@@ -19,7 +19,7 @@ from .. import _shm
 from .._buffers import inband_unless_big
 from .._reducers import needs_reducers
 from .._serialize import MAIN as _MAIN
-from ._fifo import BIG_READ, LOCK_NOWAIT_S, NOTHING, SPIN
+from ._fifo import BIG_READ, ITEMS_CHECK_S, LOCK_NOWAIT_S, NOTHING, SPIN
 from ._items import ItemFifo, _holds_big_bytes, _ploads
 from ._layout import (
     CREATE_TRIES,
@@ -323,31 +323,41 @@ class Queue(ItemFifo, Generic[_T]):
             self._check_open()
         items = self._items
         deadline = None
+        looked = False  # a call that must not block has looked without a token
         while True:
-            if not items.acquire(False):
+            # token: this call holds one of the "items" posts. Without one, it still takes
+            # an item the header counts (see _wait_for_item); a token then left over only
+            # makes a consumer look again and find nothing (RecordFifo._read).
+            token = items.acquire(False)
+            if not token:
                 if not block:
-                    raise Empty
-                # Spin a little before sleeping: a producer a few microseconds behind then
-                # costs neither side a futex wake-up (the stdlib pays one per item here).
-                for _ in range(SPIN):
-                    if items.acquire(False):
-                        break
-                else:
-                    if timeout is not None and deadline is None:
-                        deadline = time.monotonic() + timeout
-                    if not items.acquire(True, _left(deadline)):
+                    if looked or not self.qsize():
                         raise Empty
+                    looked = True
+                else:
+                    # Spin a little before sleeping: a producer a few microseconds behind
+                    # then costs neither side a futex wake-up (the stdlib pays one per item).
+                    for _ in range(SPIN):
+                        if items.acquire(False):
+                            token = True
+                            break
+                    else:
+                        if timeout is not None and deadline is None:
+                            deadline = time.monotonic() + timeout
+                        token = self._wait_for_item(deadline)
             hdr = self._hdr
             if self._mutex.acquire(False):  # RecordFifo._lock's first step, inlined
                 hdr[H_LOCKER] = _pid
                 if hdr[H_BROKEN]:
-                    items.release()
+                    if token:
+                        items.release()
                     self._unlock()
                     self._raise_broken()
             elif not self._lock(
                 (timeout if deadline is None else _left(deadline)) if block else LOCK_NOWAIT_S
             ):
-                items.release()  # the item stays for another consumer
+                if token:
+                    items.release()  # the item stays for another consumer
                 raise Empty
             try:
                 head = hdr[H_HEAD]
@@ -383,6 +393,29 @@ class Queue(ItemFifo, Generic[_T]):
         if kind == PICKLE:
             return _ploads(payload)  # type: ignore[no-any-return]
         return self._decode(kind, payload)  # type: ignore[no-any-return]
+
+    def _wait_for_item(self, deadline: Optional[float]) -> bool:
+        """Wait until there is an item to take: True with an "items" token taken, False for
+        one the header counts with no token to be had.
+
+        A consumer killed after it took a token and before it took the record leaves that
+        record with no token, and nobody posts one again (a repair does so only after a
+        death inside the mutex): waiting on the semaphore alone, every consumer would miss
+        that item until another is put, and the queue's last item would stay unseen for
+        good. So the wait looks at the header every ``ITEMS_CHECK_S``.
+
+        Raises:
+            Empty: the deadline passed with no item.
+        """
+        items = self._items
+        while True:
+            left = _left(deadline)
+            if items.acquire(True, ITEMS_CHECK_S if left is None else min(left, ITEMS_CHECK_S)):
+                return True
+            if self.qsize():
+                return False
+            if left is not None and left <= ITEMS_CHECK_S:
+                raise Empty
 
     def get_nowait(self) -> _T:
         """``get(block=False)``."""

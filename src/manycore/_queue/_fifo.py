@@ -74,6 +74,10 @@ NO_READER_S = 1.0
 SPIN = 200
 # A process waiting for the mutex looks this often whether its holder died (see _take_over).
 LOCK_CHECK_S = 0.1
+# A consumer waiting for "items" looks this often whether the header counts an item anyway:
+# one whose token a consumer took and then died with, before it took the record, is posted
+# by nobody again (Queue.get, _wait_for_item).
+ITEMS_CHECK_S = 0.1
 # A call that must not block (get_nowait, put_nowait) still waits this long for the mutex: it
 # is held for a memcpy, so only a holder that died or was stopped keeps it longer.
 LOCK_NOWAIT_S = 0.02
