@@ -15,17 +15,16 @@ holding it died, SIGKILL included). No tracker, no name to guess, no /dev/shm si
 and a sender may exit right after ``send`` (the common case of a child sending its result).
 
 Reuse: creating and freeing a 64 MiB memfd costs ten times the copy into a warm one (the
-kernel zeroes and frees every page), so each sending end keeps up to ``KEPT`` memfds, on the
-rule every reused block follows (``_reuse``): a memfd starts with a state word (free, sent,
-or held by the reader whose pid it names); the reader frees it when the last object built
-on its memory is garbage-collected, and the sender refills only a free one or one whose
-reader has died. Blocks under ``WAIT_MIN`` are made at once while fewer than ``KEPT``
+kernel zeroes and frees every page), so each sending end keeps up to ``KEPT`` memfds, on
+the rule every reused block follows (``_reuse``): a memfd starts with a state word (free,
+sent, or held by the reader whose pid it names); the reader frees it when the last object
+built on its memory is garbage-collected, and the sender refills only a free one or one
+whose reader has died. Blocks under ``WAIT_MIN`` are made at once while fewer than ``KEPT``
 exist; bigger ones, which cost far more to make, wait a moment for a busy one first
 (``WAIT_S``, then not again for ``NO_WAIT_S`` if the reader holds on to what it got:
-``_reuse.no_wait_after``). When
-every kept memfd is busy a message gets a one-off memfd, freed with the reader's last view.
-The memfds are sealed against shrinking: a reader never maps memory that can vanish under
-it (SIGBUS).
+``_reuse.no_wait_after``). When every kept memfd is busy a message gets a one-off memfd,
+freed with the reader's last view. The memfds are sealed against shrinking: a reader never
+maps memory that can vanish under it (SIGBUS).
 
 Wire format after the stdlib's 4-byte length word ``FD_MESSAGE`` (-2, which no stdlib
 message uses)::
