@@ -352,26 +352,32 @@ def test_cancel_a_running_async_result(tmp_path: Path) -> None:
         assert pool.apply(w.square, (5,)) == 25
 
 
+def _announced(directory: Path) -> list[Path]:
+    """The items ``announce_item`` has announced in ``directory``: their files, by item name
+    (not the temporary files a worker writes them through, which a kill may leave)."""
+    return [p for p in directory.iterdir() if p.name.isdigit()]
+
+
 def test_cancel_a_running_map(tmp_path: Path) -> None:
     announce = functools.partial(w.announce_item, directory=str(tmp_path), seconds=LONG)
     with manycore.Pool(2) as pool:
         result = pool.map_async(announce, range(6), chunksize=1)
-        assert helpers.wait_until(lambda: len(list(tmp_path.iterdir())) >= 2, TIMEOUT)
-        pids = {int(p.read_text()) for p in tmp_path.iterdir() if p.name.isdigit()}
+        assert helpers.wait_until(lambda: len(_announced(tmp_path)) >= 2, TIMEOUT)
+        pids = {int(p.read_text()) for p in _announced(tmp_path)}
         assert result.cancel() is True
         expect(concurrent.futures.CancelledError, lambda: result.get(timeout=TIMEOUT))
         full_strength(pool, 2, dead=pids)
         assert pool.statistics().tasks_cancelled == 2
         assert pool.map(w.square, range(5)) == [0, 1, 4, 9, 16]
-        assert len([p for p in tmp_path.iterdir() if p.name.isdigit()]) == 2  # no more started
+        assert len(_announced(tmp_path)) == 2  # no more started
 
         # imap's iterator: cancel() stops the running chunks too
         sub = tmp_path / "imap"
         sub.mkdir()
         announce = functools.partial(w.announce_item, directory=str(sub), seconds=LONG)
         iterator = pool.imap(announce, range(6), chunksize=1)
-        assert helpers.wait_until(lambda: len(list(sub.iterdir())) >= 2, TIMEOUT)
-        pids = {int(p.read_text()) for p in sub.iterdir() if p.name.isdigit()}
+        assert helpers.wait_until(lambda: len(_announced(sub)) >= 2, TIMEOUT)
+        pids = {int(p.read_text()) for p in _announced(sub)}
         iterator.cancel()
         with pytest.raises(StopIteration):
             iterator.next(timeout=PROMPT)
