@@ -336,6 +336,8 @@ class MapJob:
 
     def _settle_pieces(self, index: int) -> list[Any]:
         # Called with self._lock held: the chunk's earlier pieces, its items forgotten.
+        if not self._each_item:  # only each_item jobs keep items or split chunks
+            return []
         self._kept.pop(index, None)
         return self._pieces.pop(index, [])
 

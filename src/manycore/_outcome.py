@@ -34,6 +34,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import pickle
 import threading
 from types import BuiltinFunctionType, FunctionType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
@@ -403,16 +404,19 @@ class Unread:
     (``AsyncResult.get``, ``Future.result``, the map's iterator), never by the engine thread:
     a result that is slow to rebuild delays only its own reader.
 
-    ``rebuild`` is ``_payload.loads_later``'s second step. What unpickling raises, SystemExit
-    included, becomes a ``ResultUnpicklingError`` naming the task (``task_id`` and ``fn``),
-    raised by every ``read``; with ``fn`` None it is raised as it is (a map's values, read
-    through their chunks).
+    ``rebuild`` is ``_payload.loads_later``'s second step: a function, or the bytes of an
+    ordinary pickle. What unpickling raises, SystemExit included, becomes a
+    ``ResultUnpicklingError`` naming the task (``task_id`` and ``fn``), raised by every
+    ``read``; with ``fn`` None it is raised as it is (a map's values, read through their
+    chunks).
     """
 
     __slots__ = ("_error", "_fn", "_lock", "_rebuild", "_task_id", "_value")
 
-    def __init__(self, rebuild: Callable[[], Any], task_id: int = -1, fn: Any = None) -> None:
-        self._rebuild: Optional[Callable[[], Any]] = rebuild
+    def __init__(
+        self, rebuild: bytes | Callable[[], Any], task_id: int = -1, fn: Any = None
+    ) -> None:
+        self._rebuild: bytes | Callable[[], Any] | None = rebuild
         self._task_id = task_id
         self._fn = fn
         self._lock = threading.Lock()
@@ -430,7 +434,10 @@ class Unread:
                 rebuild, self._rebuild = self._rebuild, None
                 if rebuild is not None:
                     try:
-                        self._value = rebuild()
+                        if type(rebuild) is bytes:
+                            self._value = pickle.loads(rebuild)
+                        else:
+                            self._value = rebuild()  # type: ignore[operator]
                     except BaseException as exc:
                         if self._fn is None:
                             self._error = exc
