@@ -10,7 +10,7 @@ import textwrap
 import threading
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -213,6 +213,43 @@ def test_a_result_is_unpickled_by_its_reader(start_method: Optional[str]) -> Non
     assert mapped == ["map"]
     me = threading.current_thread().name
     assert [("start", me), ("end", me)] * 4 == ws.REBUILDS
+
+
+def test_threads_reading_one_result_together_get_one_object(start_method: Optional[str]) -> None:
+    """Threads that read a result at once get the same object, rebuilt once by whichever
+    came first while the others wait for it."""
+    with (
+        manycore.Pool(1, context=start_method) as pool,
+        manycore.ProcessPoolExecutor(1, mp_context=start_method) as ex,
+    ):
+        results: list[Any] = [
+            pool.apply_async(ws.return_slow_to_unpickle, (0.3, {"pool"})),
+            ex.submit(ws.return_slow_to_unpickle, 0.3, {"executor"}),
+        ]
+        for result in results:
+            read = result.get if hasattr(result, "get") else result.result
+            assert helpers.wait_until(
+                result.ready if hasattr(result, "ready") else result.done, TIMEOUT
+            )
+            ws.REBUILDS.clear()
+            got: list[object] = []
+            barrier = threading.Barrier(4)
+
+            def reader(
+                read: Callable[..., object] = read,
+                barrier: threading.Barrier = barrier,
+                got: list[object] = got,
+            ) -> None:
+                barrier.wait(TIMEOUT)
+                got.append(read(timeout=TIMEOUT))
+
+            threads = [threading.Thread(target=reader) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(TIMEOUT)
+            assert len(got) == 4 and all(value is got[0] for value in got), got
+            assert [phase for phase, _ in ws.REBUILDS] == ["start", "end"]
 
 
 def test_a_slow_result_delays_no_other_task() -> None:

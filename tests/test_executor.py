@@ -270,20 +270,18 @@ def _tracked_per_result(submit: Callable[[int], Any], done: Callable[[Any], bool
 
 def test_a_finished_result_keeps_few_objects_for_the_collector():
     """A per-item ``submit``/``apply_async`` result that waits to be read keeps the future
-    (or AsyncResult) and its unread value, nothing more: no lists of waiters or callbacks
-    that nobody asked for, no function object per value. With six objects a future, the
-    collector took about a sixth of a per-item loop's time. What is counted differs by Python:
-    3.9 and 3.10 track a future's attribute dict, 3.11 and later track locks (the value's
-    lock, the AsyncResult's latch)."""
-    tracked_locks = sys.version_info >= (3, 11)
+    (or AsyncResult) and its unread value, nothing more: no lists of waiters or callbacks,
+    no lock, no latch that nobody asked for, no function object per value. With six
+    objects a future, the collector took about a sixth of a per-item loop's time. (3.9 and
+    3.10 also track a future's attribute dict.)"""
     with manycore.ProcessPoolExecutor(2) as ex:
         per_future = _tracked_per_result(lambda i: ex.submit(abs, -i), lambda f: f.done())
     with manycore.Pool(2) as pool:
         per_result = _tracked_per_result(
             lambda i: pool.apply_async(abs, (-i,)), lambda r: r.ready()
         )
-    assert per_future <= 3.2, per_future
-    assert per_result <= (4.2 if tracked_locks else 2.2), per_result
+    assert per_future <= (2.2 if sys.version_info >= (3, 11) else 3.2), per_future
+    assert per_result <= 2.2, per_result
 
 
 # Runs in a subprocess: argv is the start method ("default" for None) and a scratch folder.

@@ -46,6 +46,11 @@ _T = TypeVar("_T")
 _S = TypeVar("_S")
 
 
+# Orders an AsyncResult's arrival with the making of its latch by a get() that must wait:
+# held for a few bytecodes at a time.
+_latch_guard = threading.Lock()
+
+
 class AsyncResult(Generic[_T]):
     """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``."""
 
@@ -73,9 +78,10 @@ class AsyncResult(Generic[_T]):
         self._pool = pool  # keeps the pool alive while its result is awaited
         self._scheduler = pool._scheduler if pool is not None else None
         # A lock held until the result is set serves as a light event: waiters acquire
-        # and release it in turn. (threading.Event costs ~10x more to create.)
-        self._latch = threading.Lock()
-        self._latch.acquire()
+        # and release it in turn. The first get() that must wait makes it (most results
+        # are ready when read, and a lock per result is one more object for the garbage
+        # collector); the module's guard orders that with the result's arrival.
+        self._latch: threading.Lock | None = None
         self._ready = False
         self._callback = callback
         self._error_callback = error_callback
@@ -105,12 +111,15 @@ class AsyncResult(Generic[_T]):
     def _wait(self, timeout: float | None) -> bool:
         if self._ready:
             return True
-        if timeout is None:
-            acquired = self._latch.acquire()
-        else:
-            acquired = self._latch.acquire(timeout=max(0.0, timeout))
-        if acquired:
-            self._latch.release()
+        with _latch_guard:
+            if self._ready:
+                return True
+            latch = self._latch
+            if latch is None:
+                latch = self._latch = threading.Lock()
+                latch.acquire()
+        if latch.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            latch.release()
         return self._ready
 
     def get(self, timeout: float | None = None) -> _T:
@@ -180,9 +189,13 @@ class AsyncResult(Generic[_T]):
             self._done()
 
     def _done(self) -> None:
-        if not self._ready:
+        with _latch_guard:  # once, even if the engine and a cancel() both get here
+            first = not self._ready
             self._ready = True
-            self._latch.release()
+            latch = self._latch
+        if first:
+            if latch is not None:
+                latch.release()
             wakers = self._wakers
             if wakers is not None:
                 for wake in wakers:
