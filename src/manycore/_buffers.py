@@ -227,12 +227,13 @@ def split_buffers(obj: Any, threshold: int) -> tuple[bytes, list[memoryview], in
         except Exception:  # e.g. a memoryview, or something only cloudpickle can do
             data = None
         if data is not None and not buffers and len(data) < threshold:
-            return (data if MAIN not in data else dumps(obj)), [], 0  # the common case
+            # (``find``, not ``in``: ``in`` tries the needle as an int first, 60-230 ns)
+            return (data if data.find(MAIN) < 0 else dumps(obj)), [], 0  # the common case
         if buffers and sum(b.raw().nbytes for b in buffers) < threshold:
             return dumps(obj), [], 0  # small arrays: in-band after all
         if (
             data is not None
-            and MAIN not in data
+            and data.find(MAIN) < 0
             and len(data) >= threshold
             and has_big_bytes(obj, threshold)
         ):

@@ -283,7 +283,7 @@ class Connection:
                 least = _buffers.shm_threshold()
                 if least is not None and len(data) >= least and has_big_bytes(obj, least):
                     big = True  # big bytes inside: they can go out of band too
-                elif _MAIN not in data and not needs_reducers(data):
+                elif data.find(_MAIN) < 0 and not needs_reducers(data):  # find: faster than in
                     self._send(data, len(data))
                     return
         if big:

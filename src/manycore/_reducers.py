@@ -74,7 +74,8 @@ def _registered_by_program() -> bool:
 def needs_reducers(data: bytes) -> bool:
     """Whether ``data``, a plain pickle of some object, must be made again by
     ``reducing_dumps``: it holds a stdlib Connection, or the program registered reducers."""
-    return _STDLIB_NAMES in data or _registered_by_program()
+    # ``find``, not ``in``: ``in`` tries the needle as an int first (60-230 ns a call).
+    return data.find(_STDLIB_NAMES) >= 0 or _registered_by_program()
 
 
 @cache

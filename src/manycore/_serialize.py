@@ -90,7 +90,7 @@ def dumps(obj: Any) -> bytes:
         data = pickle.dumps(obj, PROTOCOL)
     except Exception:
         return cloudpickle_dumps(obj)
-    if MAIN in data:
+    if data.find(MAIN) >= 0:  # find: faster than ``in``, which tries the needle as an int
         return cloudpickle_dumps(obj)
     return data
 

@@ -180,7 +180,7 @@ class Queue(ItemFifo, Generic[_T]):
                 data = None
             if (
                 data is not None
-                and _MAIN not in data
+                and data.find(_MAIN) < 0  # find: faster than ``in`` (no int check)
                 and not needs_reducers(data)
                 and (len(data) < 4096 or not _holds_big_bytes(obj, len(data)))
             ):
