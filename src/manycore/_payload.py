@@ -24,14 +24,14 @@ payload with ``MARK`` ("M"), so ``loads`` reads either. Three ownership modes:
   worker's name prefix, which the pool removes when the worker dies), so nothing outlives
   its creator.
 * **Reusable** (task arguments while a pool lives, and results a pool worker sends): the
-  writer keeps up to ``MAX_SPARES`` segments and refills one on the rule every reused block
-  follows (``_reuse``): its state word says free, sent, or held by the reader whose pid it
-  names; the reader frees it when the last object built on the memory is collected, only in
-  that pid (a forked copy of its arrays never does), and a writer also takes back a segment
-  whose reader died. Task arguments also keep a lease: their segment is not refilled while
-  the task's payload lives (it may be sent again after a worker dies). Readers keep their
-  mappings of recent segments. Creating and freeing 64 MiB costs several times the copy, so
-  this is what makes big arrays fast.
+  writer keeps a few segments (``MAX_SPARES``, ``SPARE_BYTES``) and refills one on the rule
+  every reused block follows (``_reuse``): its state word says free, sent, or held by the
+  reader whose pid it names; the reader frees it when the last object built on the memory
+  is collected, only in that pid (a forked copy of its arrays never does), and a writer
+  also takes back a segment whose reader died. Task arguments also keep a lease: their
+  segment is not refilled while the task's payload lives (it may be sent again after a
+  worker dies). Readers keep their mappings of recent segments. Creating and freeing 64 MiB
+  costs several times the copy, so this is what makes big arrays fast.
 
 Without room in shared memory (no ``/dev/shm``, or full) payloads fall back to ordinary
 in-band pickles after one ``SharedMemoryWarning``. A payload that needs multiprocessing's
@@ -220,9 +220,14 @@ def _place(
 
 
 # Reusable segments (see "Reusable" above). A pool worker keeps the few segments it hands
-# results over in, and a process with a pool keeps those of its tasks' arguments.
+# results over in, and a process with a pool keeps those of its tasks' arguments: at most
+# MAX_SPARES of them, and at most SPARE_BYTES times the largest one's size in all (no more
+# memory than four of the biggest payload, while small segments beside a big one each take
+# a place of their own: a map of 16 MiB arrays, then an executor's 128 MiB chunk, each
+# keep theirs instead of pushing the other's out at every call).
 _REUSE = 2
-MAX_SPARES = 4
+MAX_SPARES = 8
+SPARE_BYTES = 4
 
 
 class _Lease:
@@ -301,12 +306,12 @@ class _Spares:
             return None
         with self.lock:
             self._mine()
-            if len(self.spares) >= MAX_SPARES:
-                idle = [s for s in self.spares if self._free(s)]
-                if not idle:
+            while self.spares and self._full(need + RESERVED):
+                idle = next((s for s in self.spares if self._free(s)), None)
+                if idle is None:
                     return None
-                self.spares.remove(idle[0])
-                idle[0].close()
+                self.spares.remove(idle)  # the oldest idle one
+                idle.close()
             if handoff and _handoff_prefix is not None:
                 seg = _shm.Segment.create(need + RESERVED, prefix=_handoff_prefix, track=False)
             else:
@@ -315,6 +320,13 @@ class _Spares:
             self.spares.append(spare)
             self._claim(spare, handoff)
             return seg
+
+    def _full(self, size: int) -> bool:
+        """Whether one more spare of ``size`` bytes would exceed the bounds (above)."""
+        if len(self.spares) >= MAX_SPARES:
+            return True
+        sizes = [s.segment.size for s in self.spares]
+        return sum(sizes) + size > SPARE_BYTES * max(max(sizes), size)
 
     def release(self, name: str) -> None:
         self.leased.discard(name)
