@@ -468,8 +468,7 @@ class ServerLauncher(Launcher):
         self.name = "forkserver" if fresh else "default"
 
     def start_child(self, entry: Entry, fds: Sequence[int], *, sentinel: bool = False) -> Child:
-        name = _entry_name(entry, self.name)
-        child = get_server(self.fresh).request(name, fds, keep=sentinel)
+        child = self._request(entry, fds, keep=sentinel)
         try:
             child.confirm_started()
         except OSError:
@@ -478,8 +477,10 @@ class ServerLauncher(Launcher):
         return child
 
     def start_child_later(self, entry: Entry, fds: Sequence[int]) -> Child:
-        name = _entry_name(entry, self.name)
-        return get_server(self.fresh).request(name, fds, keep=False)
+        return self._request(entry, fds, keep=False)
+
+    def _request(self, entry: Entry, fds: Sequence[int], keep: bool) -> ServerChild:
+        return get_server(self.fresh).request(_entry_name(entry, self.name), fds, keep=keep)
 
 
 # The one table of start methods, manycore's default first (the order
