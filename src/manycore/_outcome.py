@@ -448,8 +448,8 @@ class Unread:
         Raises:
             ResultUnpicklingError: it could not be unpickled here.
         """
-        if self._rebuild is not None:
-            latch = None
+        while self._rebuild is not None:
+            latch = claimed = None
             with _unread_guard:
                 rebuild = self._rebuild
                 if rebuild is _BUSY:  # another thread rebuilds it: wait for that one
@@ -458,17 +458,18 @@ class Unread:
                         latch = self._latch = threading.Lock()
                         latch.acquire()
                 elif rebuild is not None:
-                    self._rebuild = _BUSY
+                    self._rebuild, claimed = _BUSY, rebuild
             if latch is not None:
-                latch.acquire()
+                latch.acquire()  # released when that thread is done; then look again
                 latch.release()
-            elif rebuild is not None:
-                self._rebuild_now(rebuild)
+            elif claimed is not None:
+                self._rebuild_now(claimed)
         if self._error is not None:
             raise self._error
         return self._value
 
     def _rebuild_now(self, rebuild: bytes | Callable[[], Any] | _Busy) -> None:
+        done = False
         try:
             try:
                 if type(rebuild) is bytes:
@@ -480,11 +481,15 @@ class Unread:
                     self._error = exc
                 else:
                     self._error = unpickling_error(_Named(self._task_id, self._fn), exc)
-        finally:  # whatever happened, no reader waits for good
             self._fn = None
+            done = True
+        finally:
+            # Whatever happened, nobody waits for good: the value is there (set before
+            # ``_rebuild``, so a reader that sees None finds it), or, if something escaped
+            # before it was, the next reader tries again.
             with _unread_guard:
-                self._rebuild = None  # after the value: a reader that sees None finds it
-                latch = self._latch
+                self._rebuild = None if done else rebuild
+                latch, self._latch = self._latch, None
             if latch is not None:
                 latch.release()
 
