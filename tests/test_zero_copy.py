@@ -281,9 +281,9 @@ def test_arguments_of_two_sizes_in_turn_keep_their_segments() -> None:
     seen = []
     with Pool(2) as pool:
         for _ in range(4):
-            sums = pool.map(total, small, chunksize=1)
+            sums = pool.map_async(total, small, chunksize=1).get(helpers.TIMEOUT)
             assert sums == [float(i) * (1 << 17) for i in range(6)]
-            assert pool.apply(total, (big,)) == float(1 << 20)
+            assert pool.apply_async(total, (big,)).get(helpers.TIMEOUT) == float(1 << 20)
             # The workers free a segment once their views of it are gone: wait for that,
             # so that the next call finds every spare free.
             assert helpers.wait_until(all_free, helpers.TIMEOUT)
